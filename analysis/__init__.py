@@ -1,0 +1,1 @@
+"""Figure scripts: each reads saved results (never trains) and draws into figures/."""

@@ -1,0 +1,95 @@
+"""Numba kernels for the attention core: the same contract and numbers as ``model.attention_forward/backward``.
+
+Kernel hygiene (numba docs): ``cache=True``, no ``fastmath`` (it changes bits and lets LLVM assume there is no NaN,
+which would defeat the divergence guard), no globals, no RNG, float64 contiguous inputs (one specialization).
+The loops run one sample at a time and write only that sample's slice, so a ``prange`` over samples would be
+race-free; we keep them serial because sweeps already use one process per core.
+
+Without numba (or with NUMBA_DISABLE_JIT=1) ``njit`` below is an identity decorator and these run as plain Python,
+slowly but with the same results; ``model.resolve_backend("auto")`` then picks the numpy path instead.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    from numba import njit
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    def njit(*args, **kwargs):
+        """Stand-in that works both as ``@njit`` and as ``@njit(cache=True)``."""
+        if len(args) == 1 and callable(args[0]) and not kwargs:
+            return args[0]
+        return lambda fn: fn
+
+
+@njit(cache=True)
+def _attention_forward(Q, K, v):
+    n, M, d_h = Q.shape
+    Z = np.empty((n, M, M))
+    S = np.empty((n, M, M))
+    abar = np.zeros((n, M))
+    f = np.zeros(n)
+    for i in range(n):
+        for l in range(M):
+            zmax = -math.inf
+            for j in range(M):
+                z = 0.0
+                for h in range(d_h):
+                    z += Q[i, l, h] * K[i, j, h]
+                Z[i, l, j] = z
+                if z > zmax:
+                    zmax = z
+            total = 0.0
+            for j in range(M):
+                e = math.exp(Z[i, l, j] - zmax)   # row max subtracted: no overflow
+                S[i, l, j] = e
+                total += e
+            for j in range(M):
+                S[i, l, j] /= total
+                abar[i, j] += S[i, l, j]
+        for j in range(M):
+            abar[i, j] /= M
+            f[i] += abar[i, j] * v[i, j]
+    return Z, S, abar, f
+
+
+@njit(cache=True)
+def _attention_backward(df, S, v, Q, K):
+    n, M, d_h = Q.shape
+    dQ = np.zeros((n, M, d_h))
+    dK = np.zeros((n, M, d_h))
+    dv = np.zeros((n, M))
+    dZ = np.empty((M, M))
+    for i in range(n):
+        c = df[i] / M
+        for l in range(M):
+            sv = 0.0                                  # Σ_k S[l, k] v_k
+            for k in range(M):
+                sv += S[i, l, k] * v[i, k]
+            for j in range(M):
+                dZ[l, j] = S[i, l, j] * (c * v[i, j] - c * sv)   # df · G[l, j] (PAPER §4)
+                dv[i, j] += S[i, l, j]
+        for j in range(M):
+            dv[i, j] = df[i] * dv[i, j] / M
+        for l in range(M):
+            for j in range(M):
+                g = dZ[l, j]
+                for h in range(d_h):
+                    dQ[i, l, h] += g * K[i, j, h]     # dQ = dZ K
+                    dK[i, j, h] += g * Q[i, l, h]     # dK = dZᵀ Q
+    return dQ, dK, dv
+
+
+def attention_forward(Q, K, v):
+    """Numba version of ``model.attention_forward``: Q, K (n, M, d_h), v (n, M) -> Z, S, abar, f."""
+    c = np.ascontiguousarray
+    return _attention_forward(c(Q, dtype=np.float64), c(K, dtype=np.float64), c(v, dtype=np.float64))
+
+
+def attention_backward(df, S, v, Q, K):
+    """Numba version of ``model.attention_backward``: returns dQ, dK (n, M, d_h) and dv (n, M)."""
+    c = np.ascontiguousarray
+    return _attention_backward(c(df, dtype=np.float64), c(S, dtype=np.float64), c(v, dtype=np.float64),
+                               c(Q, dtype=np.float64), c(K, dtype=np.float64))

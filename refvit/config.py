@@ -1,0 +1,211 @@
+"""Frozen, self-validating configuration for data, model and training.
+
+Every switch where PAPER.md is uncertain has the default named in its checklist (PAPER §9, the authors'-code
+column); the docstring of each field cites the section. Configs are plain values: they are written next to every
+result (``dataclasses.asdict``) and rebuilt from JSON with ``from_dict``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+OTHER_TOKENS = ("weak_gaussian", "zero")
+LABELS = ("balanced", "rademacher")
+INITS = ("torch_uniform_scaled", "gaussian")
+OPTIMIZERS = ("gd", "signgd", "adam")
+BACKENDS = ("auto", "numpy", "numba", "span")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _positive_float(name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a finite {bound} number, got {value!r}")
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, options))}")
+
+
+class _Config:
+    """Mixin: dict round trip that rejects unknown keys (a typo must not be silently ignored)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; valid options are {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"unknown {type(self).__name__} option(s) {unknown}")
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Config):
+    """The data distribution of PAPER §1.2 (defaults: the authors' Figure-1 script, PAPER §7.1).
+
+    Token 0 is the signal μ_y, token 1 the noise token ξ ~ N(0, σ_p²·I) and tokens 2..M-1 the "other" tokens.
+
+    Attributes
+    ----------
+    N : training samples.        M : tokens per image.        d : token dimension.
+    mu_norm : ‖μ‖; μ₊ = ‖μ‖e₁, μ₋ = ‖μ‖e₂ unless explicit signals are passed to ``data.sample``.
+    sigma_p : std of the noise token x₂ (PAPER §1.2 item 3; 4 in Figure 1, 1 in the dynamics figure).
+    sigma_w : std of the other tokens when ``other_tokens="weak_gaussian"`` (authors: σ_p/20).
+    other_tokens : "weak_gaussian" (authors' code) or "zero" (one reading of the theory) — PAPER §1.2 item 4.
+    project_noise : False (authors' code, isotropic) or True (theory: noise projected off μ₊, μ₋) — PAPER §1.2.
+        When True the other tokens are projected too, so that μ±ᵀ·noise = 0 holds for every token (PAPER §5.2).
+    labels : "balanced" (authors: alternating +1, -1, needs even N) or "rademacher" (theory) — PAPER §1.2 item 1.
+    flip_rate : fraction of *training* labels flipped (exactly round(p·N), chosen at random); test labels clean.
+        Not in this paper (PAPER §1.2 item 6); the follow-up of PAPER §8.1.
+    n_test : fresh test samples (authors: 100, balanced).
+    """
+
+    N: int = 20
+    M: int = 16
+    d: int = 1024
+    mu_norm: float = 80.0
+    sigma_p: float = 4.0
+    sigma_w: float = 0.2
+    other_tokens: str = "weak_gaussian"
+    project_noise: bool = False
+    labels: str = "balanced"
+    flip_rate: float = 0.0
+    n_test: int = 100
+
+    def __post_init__(self):
+        for name in ("N", "M", "d", "n_test"):
+            _positive_int(name, getattr(self, name))
+        if self.M < 2:
+            raise ValueError(f"M must be >= 2 (a signal token and a noise token), got {self.M}")
+        if self.d < 2:
+            raise ValueError(f"d must be >= 2 so that μ₊ and μ₋ can be orthogonal, got {self.d}")
+        _positive_float("mu_norm", self.mu_norm)
+        _positive_float("sigma_p", self.sigma_p)
+        _positive_float("sigma_w", self.sigma_w, allow_zero=True)
+        _choice("other_tokens", self.other_tokens, OTHER_TOKENS)
+        _choice("labels", self.labels, LABELS)
+        if not isinstance(self.project_noise, bool):
+            raise ValueError(f"project_noise must be True or False, got {self.project_noise!r}")
+        if not (isinstance(self.flip_rate, (int, float)) and 0.0 <= self.flip_rate < 0.5):
+            raise ValueError(f"flip_rate must be in [0, 0.5), got {self.flip_rate!r}")
+        if self.labels == "balanced":
+            for name in ("N", "n_test"):
+                if getattr(self, name) % 2:
+                    raise ValueError(
+                        f"labels='balanced' needs an even {name} (half of each class), got {getattr(self, name)};"
+                        f" use an even {name} or labels='rademacher'")
+
+    @property
+    def snr(self) -> float:
+        """SNR = ‖μ‖ / (σ_p √d) with σ_p the std of the memorized noise token (PAPER §1.3)."""
+        return snr(self.mu_norm, self.sigma_p, self.d)
+
+    def snr_axis(self, snr_axis_sigma: float = 0.2) -> float:
+        """The authors' plotted SNR, ‖μ‖ / (0.2 √d): σ of the *weak* tokens (PAPER §1.3, §7.1)."""
+        return snr(self.mu_norm, snr_axis_sigma, self.d)
+
+
+def snr(mu_norm: float, sigma: float, d: int) -> float:
+    """‖μ‖ / (σ √d) (PAPER §1.3). Pass σ_p for the theory's SNR, 0.2 for the authors' Figure-1 axis."""
+    return float(mu_norm) / (float(sigma) * math.sqrt(d))
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """Widths and initialization (PAPER §2.1, §3).
+
+    init : "torch_uniform_scaled" — W_Q, W_K, W_V ~ U(±1/√d)/init_scale (authors: ÷16 Figure 1, ÷32 dynamics);
+           "gaussian" — W_Q, W_K, W_V ~ N(0, sigma0²) (the usual theory init, PAPER §3 [INFERRED]).
+    w_O is U(±1/√d_v) in both (PAPER §3: the authors' frozen head).
+    """
+
+    d_h: int = 512
+    d_v: int = 512
+    init: str = "torch_uniform_scaled"
+    init_scale: float = 16.0
+    sigma0: float = 1e-3
+
+    def __post_init__(self):
+        _positive_int("d_h", self.d_h)
+        _positive_int("d_v", self.d_v)
+        _choice("init", self.init, INITS)
+        _positive_float("init_scale", self.init_scale)
+        _positive_float("sigma0", self.sigma0)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Full-batch training (PAPER §3).
+
+    lr : step size η.   steps : maximum number of updates.
+    optimizer : "gd" (the paper), "signgd" or "adam" (Li et al., PAPER §8).
+    train_w_O : False (authors' code and PAPER §2.2 default) — w_O stays at its init.
+    loss_threshold : stop as soon as the training loss is below it, checked *before* the step as the authors do
+        (PAPER §3, §7.1; 0.01 in ``figure1_setting``); None (default) trains for exactly ``steps`` updates.
+    backend : "auto" (numba if usable, else numpy), "numpy", "numba" or "span" (exact token coordinates, GD only).
+    eval_every : record the test loss every k steps when a test set is given (0: only at the end).
+    """
+
+    lr: float = 0.1
+    steps: int = 1000
+    optimizer: str = "gd"
+    train_w_O: bool = False
+    loss_threshold: float | None = None
+    backend: str = "auto"
+    adam_betas: tuple = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    eval_every: int = 0
+
+    def __post_init__(self):
+        _positive_float("lr", self.lr)
+        _positive_int("steps", self.steps)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("backend", self.backend, BACKENDS)
+        if not isinstance(self.train_w_O, bool):
+            raise ValueError(f"train_w_O must be True or False, got {self.train_w_O!r}")
+        if self.loss_threshold is not None:
+            _positive_float("loss_threshold", self.loss_threshold)
+        b1, b2 = self.adam_betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas!r}")
+        object.__setattr__(self, "adam_betas", (float(b1), float(b2)))
+        _positive_float("adam_eps", self.adam_eps)
+        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        if self.backend == "span" and self.optimizer != "gd":
+            raise ValueError(
+                f"backend='span' supports optimizer='gd' only: {self.optimizer} updates are elementwise, so they "
+                "leave the span of the training tokens (PAPER §5.5); use backend='numpy' or 'numba'")
+
+
+# --- presets: the two settings of the paper's experiments (PAPER §7) -----------------------------------------
+
+def figure1_setting(N: int = 20, mu_norm: float = 80.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The authors' heatmap cell (PAPER §7.1): M=16, d=1024, d_h=d_v=512, σ=4/0.2, ÷16, η=0.1, ≤1000 steps."""
+    return (DataConfig(N=N, M=16, d=1024, mu_norm=mu_norm, sigma_p=4.0, sigma_w=0.2, **data),
+            ModelConfig(d_h=512, d_v=512, init="torch_uniform_scaled", init_scale=16.0),
+            TrainConfig(lr=0.1, steps=1000, loss_threshold=0.01))
+
+
+def dynamics_setting(mu_norm: float = 1.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:
+    """The authors' dynamics script (PAPER §7.2): M=3, d=2048, N=10, d_h=1024, d_v=512, σ=1/0.05, ÷32, η=0.01,
+    exactly 500 steps."""
+    return (DataConfig(N=10, M=3, d=2048, mu_norm=mu_norm, sigma_p=1.0, sigma_w=0.05, **data),
+            ModelConfig(d_h=1024, d_v=512, init="torch_uniform_scaled", init_scale=32.0),
+            TrainConfig(lr=0.01, steps=500, loss_threshold=None))

@@ -1,0 +1,42 @@
+"""One experiment cell: derive the streams, draw data and init, train, and summarize — the unit of every sweep."""
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from .config import DataConfig, ModelConfig, TrainConfig
+from .data import Dataset, make_dataset, streams
+from .init import init_params
+from .model import Params
+from .train import History, train
+
+
+class CellRun(NamedTuple):
+    summary: dict          # one tidy row: settings, seed, outcome (JSON-able scalars)
+    history: History
+    params0: Params
+    params: Params
+    data: Dataset
+
+
+def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
+             key: tuple = (), progress: bool = False) -> CellRun:
+    """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers."""
+    t0 = time.perf_counter()
+    rng = streams(seed, *key)
+    data = make_dataset(data_cfg, rng.data, rng.test)
+    params0 = init_params(model_cfg, data_cfg.d, rng.init)
+    params, hist = train(params0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=train_cfg,
+                         progress=progress)
+    summary = {
+        "N": data_cfg.N, "mu_norm": float(data_cfg.mu_norm),
+        "snr": data_cfg.snr, "snr_axis": data_cfg.snr_axis(),
+        "N_snr2": data_cfg.N * data_cfg.snr ** 2, "N_snr_axis2": data_cfg.N * data_cfg.snr_axis() ** 2,
+        "seed": int(seed), "key": [int(k) for k in key],
+        "steps": hist.steps, "status": hist.status, "converged": hist.status == "converged",
+        "train_loss": hist.final_train_loss, "test_loss": hist.final_test_loss,
+        "test_error": hist.final_test_error,
+        "attn_signal": float(hist["attn_signal"][-1]), "attn_noise": float(hist["attn_noise"][-1]),
+        "seconds": time.perf_counter() - t0,
+    }
+    return CellRun(summary, hist, params0, params, data)

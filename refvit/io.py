@@ -1,0 +1,53 @@
+"""Files: written atomically (temporary file in the same folder, then ``os.replace``), read without executing them.
+
+Results are .npz (loaded with ``allow_pickle=False``) and JSON; never pickle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _atomic_write(path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)   # atomic on POSIX: readers see the old file or the new one, never half of one
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_npz(path, **arrays) -> Path:
+    """Write arrays to ``path`` (.npz) atomically. Object arrays are refused so that loading never unpickles."""
+    for k, a in arrays.items():
+        if np.asarray(a).dtype == object:
+            raise ValueError(f"array {k!r} has dtype object; store numbers or strings only")
+    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def load_npz(path) -> dict:
+    """Read an .npz into a dict of arrays with ``allow_pickle=False``."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def save_json(path, obj) -> Path:
+    """Write ``obj`` as indented JSON atomically (NaN is written as NaN, which Python's json reads back)."""
+    return _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+
+
+def load_json(path):
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

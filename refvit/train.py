@@ -1,0 +1,186 @@
+"""Full-batch training (PAPER §3): GD (the paper), SignGD and Adam (Li et al., PAPER §8), with a per-step history.
+
+One loop serves every backend. A backend is an *objective*: it holds the training state as a tuple of arrays
+(the dense backends hold ``Params``; the span backend holds token coordinates, PAPER §5.5), and returns the loss,
+the gradient with respect to that state, the outputs f and the forward ``Cache`` for the history. The optimizer
+updates the state tuple; index 3 is always w_O, which is only updated when ``train_w_O`` is True.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import TrainConfig
+from .model import Params, check_inputs, loss_grads_cache, mean_loss, forward_cache, resolve_backend
+
+# Quantities recorded at every step t, evaluated at the parameters *before* update t (PAPER §7.2). Token 0 is the
+# signal token, token 1 the noise token, token 2 the first "other" token (NaN when M = 2). "s0" = training sample 0,
+# the sample the authors' dynamics script plots (a y = +1 sample under balanced labels).
+HISTORY_KEYS = (
+    "train_loss", "test_loss",
+    "attn_signal", "attn_noise",            # mean over samples of ā_{i,0} and ā_{i,1}
+    "attn_signal_s0", "attn_noise_s0",      # ā_{0,0}, ā_{0,1}
+    "value_signal", "value_noise",          # mean over samples of y_i v_{i,0}, y_i v_{i,1} (signed value scores)
+    "V_signal_s0", "V_noise_s0",            # v_{0,0} = μ_{y_0}ᵀ W_V w_O and v_{0,1} = ξ_0ᵀ W_V w_O
+    "qk_sig_sig_s0", "qk_sig_noise_s0",     # μᵀ W_Q W_Kᵀ μ and μᵀ W_Q W_Kᵀ ξ for sample 0
+    "qk_other_sig_s0", "qk_other_noise_s0",  # x₃ᵀ W_Q W_Kᵀ μ and x₃ᵀ W_Q W_Kᵀ ξ (x₃ = token 2 as the query)
+    "min_margin",                           # min_i y_i f_i
+)
+
+
+@dataclass
+class History:
+    """Per-step record of a training run. ``values[key]`` is an array of length ``len(step)``.
+
+    status: "converged" (training loss fell below the threshold; no update was taken at that step),
+            "max_steps" (ran all steps), or "diverged" (a non-finite loss or gradient; training stopped there).
+    steps: number of updates taken. final_*: train loss, test loss and test 0-1 error at the returned parameters
+    (NaN without a test set).
+    """
+    step: np.ndarray
+    values: dict
+    status: str
+    steps: int
+    final_train_loss: float
+    final_test_loss: float
+    final_test_error: float
+    config: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.values[key]
+
+
+class DenseObjective:
+    """Training state = ``Params``; gradients from the reference model with the chosen attention core."""
+
+    def __init__(self, params: Params, X, y, X_test=None, y_test=None, backend: str = "numpy"):
+        self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
+        self.backend = resolve_backend(backend)
+        self.state0 = params
+
+    def value_and_grad(self, state):
+        """(loss, grads as a tuple like ``state``, f (N,), Cache)."""
+        return loss_grads_cache(Params(*state), self.X, self.y, self.backend)
+
+    def test_outputs(self, state) -> np.ndarray:
+        """f on the test set, (n_test,)."""
+        return forward_cache(Params(*state), self.X_test, self.backend)[0]
+
+    def params(self, state) -> Params:
+        return Params(*state)
+
+
+def _record(rec: dict, loss: float, f, cache, y) -> None:
+    M = cache.S.shape[1]
+    abar, v, Z = cache.abar, cache.v, cache.Z
+    row = {
+        "train_loss": loss,
+        "attn_signal": abar[:, 0].mean(), "attn_noise": abar[:, 1].mean(),
+        "attn_signal_s0": abar[0, 0], "attn_noise_s0": abar[0, 1],
+        "value_signal": (y * v[:, 0]).mean(), "value_noise": (y * v[:, 1]).mean(),
+        "V_signal_s0": v[0, 0], "V_noise_s0": v[0, 1],
+        "qk_sig_sig_s0": Z[0, 0, 0], "qk_sig_noise_s0": Z[0, 0, 1],
+        "qk_other_sig_s0": Z[0, 2, 0] if M > 2 else np.nan, "qk_other_noise_s0": Z[0, 2, 1] if M > 2 else np.nan,
+        "min_margin": (y * f).min(),
+    }
+    for k, val in row.items():
+        rec[k].append(float(val))
+
+
+def _all_finite(arrays) -> bool:
+    return all(np.all(np.isfinite(a)) for a in arrays)
+
+
+def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, History]:
+    """The training loop shared by every backend. Returns the final ``Params`` and the ``History``."""
+    state = [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
+    trainable = [True, True, True, cfg.train_w_O]
+    has_test = objective.X_test is not None
+    b1, b2 = cfg.adam_betas
+    m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
+    s = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
+    rec = {k: [] for k in HISTORY_KEYS}
+    steps_taken, status, loss = 0, "max_steps", np.nan
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, desc="train", unit="step")
+    for t in range(cfg.steps + 1):
+        loss, grads, f, cache = objective.value_and_grad(state)
+        if not (np.isfinite(loss) and _all_finite(grads)):
+            status = "diverged"          # never continue on NaN/inf: the caller sees where it broke
+            break
+        _record(rec, loss, f, cache, objective.y)
+        evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
+        rec["test_loss"].append(mean_loss(objective.test_outputs(state), objective.y_test) if evaluate else np.nan)
+        if cfg.loss_threshold is not None and loss < cfg.loss_threshold:
+            status = "converged"         # checked before the step, as the authors do (PAPER §3)
+            break
+        if t == cfg.steps:
+            break
+        for k in range(4):
+            if not trainable[k]:
+                continue
+            g = grads[k]
+            if cfg.optimizer == "gd":
+                state[k] -= cfg.lr * g
+            elif cfg.optimizer == "signgd":
+                state[k] -= cfg.lr * np.sign(g)
+            else:  # Adam with bias correction (Kingma & Ba 2015, Algorithm 1)
+                m[k] = b1 * m[k] + (1 - b1) * g
+                s[k] = b2 * s[k] + (1 - b2) * g * g
+                m_hat = m[k] / (1 - b1 ** (t + 1))
+                s_hat = s[k] / (1 - b2 ** (t + 1))
+                state[k] -= cfg.lr * m_hat / (np.sqrt(s_hat) + cfg.adam_eps)
+        steps_taken += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}")
+    if bar is not None:
+        bar.close()
+
+    final_test = final_error = np.nan
+    if has_test and status != "diverged":
+        f_test = objective.test_outputs(state)
+        final_test = mean_loss(f_test, objective.y_test)
+        final_error = float(np.mean(np.sign(f_test) != objective.y_test))
+        if rec["test_loss"]:
+            rec["test_loss"][-1] = final_test
+    history = History(step=np.arange(len(rec["train_loss"])), values={k: np.asarray(v) for k, v in rec.items()},
+                      status=status, steps=steps_taken, final_train_loss=float(loss), final_test_loss=float(final_test),
+                      final_test_error=final_error, config=dataclasses.asdict(cfg))
+    return objective.params(state), history
+
+
+def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None = None, progress: bool = False,
+          **options) -> tuple[Params, History]:
+    """Train from ``params`` on (X (N, M, d), y (N,)) with full-batch updates.
+
+    Give either ``config=TrainConfig(...)`` or its fields as keywords, e.g.
+    ``train(p, X, y, lr=0.1, steps=1000, optimizer="gd", train_w_O=False, loss_threshold=0.01)``.
+    With a test set (X_test, y_test) the final test loss is reported and, with ``eval_every=k``, recorded every k
+    steps. Returns (final Params, History). A non-finite loss stops training with ``history.status == "diverged"``.
+    """
+    if config is None:
+        missing = [k for k in ("lr", "steps") if k not in options]
+        if missing:
+            raise ValueError(f"train() needs {' and '.join(missing)} (or a config=TrainConfig(...))")
+        config = TrainConfig.from_dict(options)
+    elif options:
+        raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    params, X, y = check_inputs(params, X, y)
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give both X_test and y_test, or neither")
+    if X_test is not None:
+        _, X_test, y_test = check_inputs(params, X_test, y_test)
+        if X_test.shape[1] != X.shape[1]:
+            raise ValueError(f"X_test has M={X_test.shape[1]} tokens but X has M={X.shape[1]}")
+    if config.backend == "span":
+        from .span import SpanObjective
+        objective = SpanObjective(params, X, y, X_test, y_test)
+    else:
+        objective = DenseObjective(params, X, y, X_test, y_test, config.backend)
+    return run(objective, config, progress)
