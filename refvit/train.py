@@ -46,6 +46,7 @@ class History:
     final_train_loss: float
     final_test_loss: float
     final_test_error: float
+    message: str = ""
     config: dict = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> np.ndarray:
@@ -102,16 +103,20 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
     m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
     s = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
     rec = {k: [] for k in HISTORY_KEYS}
-    steps_taken, status, loss = 0, "max_steps", np.nan
+    steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
+
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, desc="train", unit="step")
     for t in range(cfg.steps + 1):
-        loss, grads, f, cache = objective.value_and_grad(state)
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported
+            loss, grads, f, cache = objective.value_and_grad(state)
         if not (np.isfinite(loss) and _all_finite(grads)):
             status = "diverged"          # never continue on NaN/inf: the caller sees where it broke
+            message = (f"loss or gradient became non-finite at step {t} (lr={cfg.lr:g}, optimizer={cfg.optimizer});"
+                       " reduce lr")
             break
         _record(rec, loss, f, cache, objective.y)
         evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
@@ -151,7 +156,7 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
             rec["test_loss"][-1] = final_test
     history = History(step=np.arange(len(rec["train_loss"])), values={k: np.asarray(v) for k, v in rec.items()},
                       status=status, steps=steps_taken, final_train_loss=float(loss), final_test_loss=float(final_test),
-                      final_test_error=final_error, config=dataclasses.asdict(cfg))
+                      final_test_error=final_error, message=message, config=dataclasses.asdict(cfg))
     return objective.params(state), history
 
 
