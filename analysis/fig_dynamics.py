@@ -1,0 +1,121 @@
+"""Figure 3 from saved dynamics runs (PAPER §7.2): per-step curves, mean ± k·std over runs, one column per regime.
+
+Usage: python -m analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
+
+Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.dynamics``. Rows: training and
+test loss; attention on the signal and noise token of training sample 0 (the authors' plot); its value scores
+μ₊ᵀW_V w_O and ξ₀ᵀW_V w_O; the QK bilinear forms μᵀW_QW_Kᵀμ and μᵀW_QW_Kᵀξ (signal query), x₃ᵀW_QW_Kᵀμ and
+x₃ᵀW_QW_Kᵀξ (the third token as query, as the authors plot); and the decomposed coefficients γ₊, −γ₋ and the mean
+of y_iρ_i (PAPER §5.2) when the runs carry them. These are raw quantities, initialization included.
+
+Bands are mean ± k·std over runs (numpy std, ddof=0). k = 2 follows the paper's "2-sigma" caption (AI summary,
+PAPER §7.2); the authors' script drew ±1 std (``errorbar(yerr=np.std(...))``): pass --k 1 for that.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from refvit.io import load_json, load_npz  # noqa: E402
+
+# (row title, [(key in the npz, label), ...], log scale)
+ROWS = (
+    ("loss", [("h_train_loss", "train loss"), ("h_test_loss", "test loss")], True),
+    ("attention of sample 0", [("h_attn_signal_s0", "ā on signal μ₊"), ("h_attn_noise_s0", "ā on noise ξ₀")],
+     False),
+    ("value scores of sample 0", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
+    ("QK, signal query", [("h_qk_sig_sig_s0", "μ₊ᵀW_QW_Kᵀμ₊"), ("h_qk_sig_noise_s0", "μ₊ᵀW_QW_Kᵀξ₀")], False),
+    ("QK, token-3 query", [("h_qk_other_sig_s0", "x₃ᵀW_QW_Kᵀμ₊"), ("h_qk_other_noise_s0", "x₃ᵀW_QW_Kᵀξ₀")], False),
+    ("decomposed coefficients (PAPER §5.2)", [("c_gamma_plus", "γ₊"), ("c_minus_gamma_minus", "−γ₋"),
+                                              ("c_y_rho_mean", "mean_i y_iρ_i")], False),
+)
+
+
+def load_runs(folder) -> tuple[dict, dict]:
+    """(manifest, {regime name: [run dict, ...]}) from a dynamics folder."""
+    folder = Path(folder)
+    meta = load_json(folder / "dynamics.json")
+    runs = {}
+    for name, mu in meta["regimes"]:
+        files = sorted(folder.glob(f"{name}_mu{mu:03d}_r*.npz"))
+        if not files:
+            raise ValueError(f"no runs for regime {name!r} in {folder}; run refvit.dynamics first")
+        runs[name] = [_with_derived(load_npz(f)) for f in files]
+    return meta, runs
+
+
+def _with_derived(run: dict) -> dict:
+    """Add plot-ready coefficient curves from the c_* arrays, whatever their layout (see refvit.dynamics)."""
+    if "c_gamma_minus" in run:
+        run["c_minus_gamma_minus"] = -run["c_gamma_minus"]
+    if "c_y_rho" in run and "c_y_rho_mean" not in run:
+        run["c_y_rho_mean"] = np.asarray(run["c_y_rho"]).reshape(len(run["step"]), -1).mean(axis=1)
+    return run
+
+
+def band(ax, t, Y: np.ndarray, k: float, label: str, color, log: bool) -> None:
+    """Mean over runs (rows of Y) with a mean ± k·std band."""
+    m, s = np.nanmean(Y, axis=0), np.nanstd(Y, axis=0)
+    lo = m - k * s
+    if log:
+        lo = np.where(lo > 0, lo, np.nan)        # a log axis cannot show the band's non-positive part
+    ax.plot(t, m, color=color, lw=1.5, label=label)
+    ax.fill_between(t, lo, m + k * s, color=color, alpha=0.25, lw=0)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dyn_dir", help="folder written by refvit.dynamics.run_dynamics")
+    p.add_argument("--out", default="figures/figure3.png", help="output PNG")
+    p.add_argument("--k", type=float, default=2.0, help="band half-width in standard deviations (authors: 1)")
+    p.add_argument("--dpi", type=int, default=110)
+    a = p.parse_args(argv)
+    meta, runs = load_runs(a.dyn_dir)
+    names = list(runs)
+    fig, axes = plt.subplots(len(ROWS), len(names), figsize=(6.2 * len(names), 2.7 * len(ROWS)),
+                             constrained_layout=True, squeeze=False)
+    d = meta["data"]
+    for c, (name, mu) in enumerate(meta["regimes"]):
+        rs = runs[name]
+        t = rs[0]["step"]
+        n_snr2 = d["N"] * mu ** 2 / (d["sigma_p"] ** 2 * d["d"])
+        for r, (title, series, log) in enumerate(ROWS):
+            ax = axes[r, c]
+            drawn = 0
+            for j, (key, label) in enumerate(series):
+                if not all(key in run for run in rs):
+                    continue
+                Y = np.stack([run[key] for run in rs])          # (runs, steps+1)
+                band(ax, t, Y, a.k, label, f"C{j}", log)
+                drawn += 1
+            if drawn == 0:
+                ax.text(0.5, 0.5, "not in these runs: needs refvit.decompose (issue 5)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=8, color="0.4")
+            else:
+                ax.legend(fontsize=8)
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(f"{name}, ‖μ‖={mu} (N·SNR²={n_snr2:.3g}): {title}" if r == 0 else title, fontsize=9)
+            if r == len(ROWS) - 1:
+                ax.set_xlabel("training iterations t")
+    s0 = json.loads(str(runs[names[0]][0]["summary"]))
+    fig.suptitle(f"Figure 3 ({meta['name']}): M={d['M']}, d={d['d']}, N={d['N']}, σ_p={d['sigma_p']:g}, "
+                 f"σ_w={d['sigma_w']:g}, η={meta['train']['lr']:g}, {s0['steps']} steps; mean ± {a.k:g}·std over "
+                 f"{len(runs[names[0]])} runs (the authors' code drew ±1 std)", fontsize=10)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=a.dpi)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
