@@ -35,6 +35,15 @@ BENIGN_LOSS = 0.2
 STRONG_CONSTANT = 2.5   # N·SNR² with σ_p of the noise token; = 1000 on the authors' axis (PAPER §1.3)
 
 
+def reference_constant(meta: dict, axis: bool) -> float:
+    """k of the reference curve N·SNR² = k on the chosen axis: 2.5 with σ_p, 2.5·(σ_p/σ_axis)² on the authors' axis.
+
+    For Figure 1 (σ_p = 4, σ_axis = 0.2) that is 1000, the authors' red curve (PAPER §1.3, §7.1).
+    """
+    ratio = meta["data"]["sigma_p"] / meta["snr_axis_sigma"]        # SNR_axis = ratio · SNR
+    return STRONG_CONSTANT * (ratio ** 2 if axis else 1.0)
+
+
 def cell_grid(table: dict, snr_key: str) -> dict:
     """Aggregate runs into cells. Returns Ns (R,), snrs (C,), mean_loss, frac_benign, n_conv, n_runs (R, C)."""
     Ns = np.unique(table["N"])
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
     ratio = meta["data"]["sigma_p"] / meta["snr_axis_sigma"]        # SNR_axis = ratio · SNR
     axis = a.snr == "axis"
     g = cell_grid(table, "snr_axis" if axis else "snr")
-    const = a.k_curve if a.k_curve is not None else STRONG_CONSTANT * (ratio ** 2 if axis else 1.0)
+    const = a.k_curve if a.k_curve is not None else reference_constant(meta, axis)
     sig = meta["snr_axis_sigma"] if axis else meta["data"]["sigma_p"]
     xlabel = f"SNR = ‖μ‖ / ({sig:g}·√d)" + ("  (authors' axis)" if axis else "  (noise-token σ_p)")
     fit = load_json(d / "fit.json") if (d / "fit.json").exists() else None

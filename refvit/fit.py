@@ -33,8 +33,6 @@ def _fit_logistic(F: np.ndarray, b: np.ndarray, l2: float) -> np.ndarray:
     Features are standardized inside (for conditioning); the ridge acts on the standardized slopes only.
     """
     m, s = F.mean(axis=0), F.std(axis=0)
-    if np.any(s == 0):
-        raise ValueError("a feature is constant (one N or one SNR only); the boundary needs a grid in both")
     G = np.column_stack([np.ones(len(F)), (F - m) / s])       # (n, k+1)
     sgn = 2.0 * b - 1.0                                       # labels ±1
 
@@ -79,6 +77,8 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
         raise ValueError("N and snr must be positive and finite (the fit uses their logarithms)")
     if not np.all((b == 0) | (b == 1)):
         raise ValueError("benign must hold 0/1 or booleans")
+    if len(np.unique(N)) < 2 or len(np.unique(snr)) < 2:
+        raise ValueError("N or SNR is constant (one value only); the boundary needs at least two of each")
     if b.sum() == 0 or b.sum() == len(b):
         raise ValueError(f"all {len(b)} runs are {'benign' if b.sum() else 'harmful'}: there is no boundary to "
                          "fit; widen the grid")

@@ -101,6 +101,8 @@ class Sweep:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for N in self.Ns:       # validate every cell's config now, not in a worker halfway through the sweep
             self.data.replace(N=N)
+        # N and ‖μ‖ of the template are placeholders (each run replaces them): normalize so equal sweeps compare equal
+        object.__setattr__(self, "data", self.data.replace(N=min(self.Ns), mu_norm=float(min(self.mu_norms))))
 
     # --- presets (named constructors) ---------------------------------------------------------------------------
     @classmethod
@@ -138,7 +140,7 @@ class Sweep:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sweep":
-        data = DataConfig.from_dict({**d["data"], "N": d["Ns"][0], "mu_norm": float(d["mu_norms"][0])})
+        data = DataConfig.from_dict({**d["data"], "N": min(d["Ns"]), "mu_norm": float(min(d["mu_norms"]))})
         train = dict(d["train"])
         train["adam_betas"] = tuple(train["adam_betas"])
         return cls(d["name"], tuple(d["Ns"]), tuple(d["mu_norms"]), d["repeats"], d["seed"], data,
@@ -444,11 +446,14 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("out", help="sweep folder")
     p.add_argument("--preset", choices=PRESETS, default="quick")
+    p.add_argument("--spec", default=None, help="a sweep.json to run instead of a preset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", default=None, choices=["auto", "numpy", "numba", "span"])
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core; 0: serial)")
+    p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
-    run_sweep(getattr(Sweep, a.preset)(seed=a.seed, backend=a.backend), a.out, workers=a.workers)
+    sweep = Sweep.from_dict(load_json(a.spec)) if a.spec else getattr(Sweep, a.preset)(seed=a.seed, backend=a.backend)
+    run_sweep(sweep, a.out, workers=a.workers, progress=not a.no_progress)
     return 0
 
 

@@ -1,0 +1,112 @@
+"""Figure scripts run on saved results only, and aggregate them correctly."""
+import json
+
+import numpy as np
+import pytest
+
+from analysis import fig_dynamics, fig_heatmap
+from refvit.config import DataConfig, ModelConfig, TrainConfig
+from refvit.dynamics import Dynamics, run_dynamics
+from refvit.fit import fit_sweep
+from refvit.io import load_json
+from refvit.sweep import Sweep, run_sweep
+
+
+def tiny(steps=200):
+    return Sweep("tiny", (2, 4, 8), (1, 2, 4, 8, 16), 2, 0,
+                 DataConfig(N=2, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20),
+                 ModelConfig(d_h=8, d_v=8, init_scale=1.0),
+                 TrainConfig(lr=1.0, steps=steps, loss_threshold=0.01, backend="numpy"))
+
+
+@pytest.fixture(scope="module")
+def saved_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    run_sweep(tiny(), out, workers=0, progress=False)
+    fit_sweep(out, n_boot=20)
+    return out
+
+
+@pytest.fixture(scope="module")
+def saved_dynamics(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dyn")
+    spec = Dynamics("tiny", (("harmful", 1), ("benign", 8)), 3, 0,
+                    DataConfig(N=4, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20),
+                    ModelConfig(d_h=8, d_v=8, init_scale=1.0),
+                    TrainConfig(lr=0.5, steps=40, eval_every=1, backend="span"))
+    run_dynamics(spec, out, workers=0, progress=False)
+    return out
+
+
+def _is_png(path):
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("snr", ["axis", "theory"])
+def test_heatmap_script_runs_on_a_saved_sweep(saved_sweep, tmp_path, snr):
+    out = tmp_path / f"fig1_{snr}.png"
+    assert fig_heatmap.main([str(saved_sweep), "--out", str(out), "--snr", snr, "--dpi", "40"]) == 0
+    assert _is_png(out)
+
+
+def test_cell_means_equal_a_direct_average_of_the_run_files(saved_sweep):
+    from refvit.sweep import load_table
+    g = fig_heatmap.cell_grid(load_table(saved_sweep / "table.csv"), "snr_axis")
+    runs = [load_json(p) for p in sorted((saved_sweep / "runs").glob("*.json"))]
+    for i, N in enumerate(g["Ns"]):
+        for j, mu in enumerate(g["mus"]):
+            losses = [r["test_loss"] for r in runs if r["N"] == N and r["mu_norm"] == mu and r["converged"]]
+            # same numbers summed in the same order: exact up to one division, so 1e-15 relative
+            assert g["mean_loss"][i, j] == pytest.approx(np.mean(losses), rel=1e-15)
+            assert g["frac_benign"][i, j] == np.mean(np.array(losses) < 0.2)
+    # cells are centred on their own SNR (the authors' curve sat one column off, PAPER §7.1)
+    e = fig_heatmap._edges(g["snrs"])
+    assert np.all((e[:-1] < g["snrs"]) & (g["snrs"] < e[1:]))
+    assert g["snrs"][0] == pytest.approx(1 / (0.2 * 8), rel=1e-15)        # ‖μ‖=1: 1/(0.2·√64)
+
+
+def test_reference_curve_is_the_authors_curve_on_their_axis():
+    meta = Sweep.paper(backend="numpy").to_dict()
+    # authors: red curve row = 204800/(col+1)² − 10 with N = (row+10)/5 and ‖μ‖ = col+1, i.e. N·‖μ‖² = 40960;
+    # on their axis SNR = ‖μ‖/(0.2·√1024) = ‖μ‖/6.4 that is N·SNR² = 40960/6.4² (PAPER §1.3)
+    assert fig_heatmap.reference_constant(meta, axis=True) == pytest.approx(40960 / 6.4 ** 2, rel=1e-12)
+    assert fig_heatmap.reference_constant(meta, axis=False) == pytest.approx(40960 / (4 * 32) ** 2, rel=1e-12)
+
+
+def test_non_converged_cells_are_counted_and_drawn(tmp_path):
+    out = tmp_path / "sweep"
+    run_sweep(tiny(steps=3), out, workers=0, progress=False)     # 3 steps: most runs stop before loss < 0.01
+    from refvit.sweep import load_table
+    t = load_table(out / "table.csv")
+    g = fig_heatmap.cell_grid(t, "snr_axis")
+    assert g["n_conv"].sum() == t["converged"].sum() < g["n_runs"].sum() == len(t["N"])
+    assert np.all(np.isnan(g["mean_loss"][g["n_conv"] == 0]))
+    png = tmp_path / "f.png"
+    assert fig_heatmap.main([str(out), "--out", str(png), "--dpi", "40"]) == 0 and _is_png(png)
+
+
+def test_dynamics_script_runs_on_saved_runs(saved_dynamics, tmp_path):
+    out = tmp_path / "fig3.png"
+    assert fig_dynamics.main([str(saved_dynamics), "--out", str(out), "--k", "1", "--dpi", "40"]) == 0
+    assert _is_png(out)
+    meta, runs = fig_dynamics.load_runs(saved_dynamics)
+    assert [len(runs[n]) for n, _ in meta["regimes"]] == [3, 3]
+    r = runs["benign"][0]
+    assert r["h_test_loss"].shape == r["h_train_loss"].shape == (41,) and np.all(np.isfinite(r["h_test_loss"]))
+    assert json.loads(str(r["summary"]))["repeat"] == 0
+
+
+def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):
+    _, runs = fig_dynamics.load_runs(saved_dynamics)
+    for name in ("harmful", "benign"):
+        for r in runs[name]:
+            if "c_gamma_plus" not in r:
+                pytest.fail("refvit.decompose is present but the dynamics runs carry no coefficients")
+            # PAPER §5.2: with ℓ' < 0, γ₊ never decreases, γ₋ never increases, y_iρ_i never decreases
+            assert np.all(np.diff(r["c_gamma_plus"]) >= 0) and np.all(np.diff(r["c_gamma_minus"]) <= 0)
+            assert np.all(np.diff(r["c_y_rho"], axis=0) >= 0)
+            if name == "benign":
+                # V₊(t) − V₊(0) = γ₊(t) + Σ_u coef_u⟨μ₊, u⟩/‖u‖² over noise tokens u, small when γ₊ dominates
+                # (isotropic noise is not exactly orthogonal to μ₊); sample 0 is a y = +1 sample
+                dV = r["h_V_signal_s0"] - r["h_V_signal_s0"][0]
+                assert np.corrcoef(dV, r["c_gamma_plus"])[0, 1] > 0.99

@@ -1,0 +1,93 @@
+"""The fitted boundary N·SNR^a = C: recovers a known boundary, matches an independent Newton fit, separable data."""
+import math
+
+import numpy as np
+import pytest
+
+from refvit.fit import fit_boundary
+
+
+def synthetic(a=2.0, C=2.5, slope=4.0, reps=4, seed=0):
+    """Labels drawn from P(benign) = σ(slope·(log N + a log SNR − log C)) on the Figure-1 grid (SNR = ‖μ‖/128)."""
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.arange(2, 21, 2), 100 * reps).astype(float)
+    snr = np.tile(np.repeat(np.arange(1, 101), reps), 10) / 128.0          # ‖μ‖/(σ_p √d) with σ_p = 4, d = 1024
+    z = slope * (np.log(N) + a * np.log(snr) - math.log(C))
+    return N, snr, rng.random(N.size) < 1.0 / (1.0 + np.exp(-z))
+
+
+def newton_logistic(F, b, iters=50):
+    """Independent reference: unpenalized logistic MLE by Newton-Raphson (IRLS) on raw features with intercept."""
+    G = np.column_stack([np.ones(len(F)), F])
+    w = np.zeros(G.shape[1])
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-G @ w))
+        H = G.T @ (G * (p * (1 - p))[:, None])
+        w += np.linalg.solve(H, G.T @ (b - p))
+    return w
+
+
+def test_recovers_a_known_boundary_from_synthetic_labels():
+    N, snr, b = synthetic()
+    fit = fit_boundary(N, snr, b, np.random.default_rng(1), n_boot=100)
+    assert fit["ci_a"][0] < 2.0 < fit["ci_a"][1]
+    assert fit["ci_C"][0] < 2.5 < fit["ci_C"][1]
+    # 4000 labels with slope 4 pin a to about ±0.05 (one bootstrap s.e. here); 0.15 is three of them
+    assert abs(fit["a"] - 2.0) < 0.15
+    assert abs(math.log(fit["C"]) - math.log(2.5)) < 0.15
+    assert fit["ci_a"][1] - fit["ci_a"][0] < 0.5          # the interval is informative, not the whole line
+
+
+def test_other_exponent_is_not_reported_as_two():
+    N, snr, b = synthetic(a=1.0, C=4.0)                   # N·SNR = 4 crosses the middle of the grid
+    fit = fit_boundary(N, snr, b, np.random.default_rng(1), n_boot=0)
+    assert abs(fit["a"] - 1.0) < 0.15 and abs(math.log(fit["C"]) - math.log(4.0)) < 0.15  # same margin as above
+    assert "ci_a" not in fit
+
+
+def test_coefficients_match_an_independent_newton_fit():
+    N, snr, b = synthetic(slope=2.0)
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0, l2=0.0)
+    ref = newton_logistic(np.column_stack([np.log(N), np.log(snr)]), b.astype(float))
+    # BFGS stops at gtol 1e-10 on a well-conditioned (standardized) problem: ~1e-7 relative agreement at worst
+    np.testing.assert_allclose(fit["beta"], ref, rtol=1e-5)
+    assert fit["a"] == pytest.approx(ref[2] / ref[1], rel=1e-5)
+
+
+def test_axis_convention_is_a_shift_of_log_snr():
+    N, snr, b = synthetic(slope=2.0)
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0, sigma_ratio=20.0)
+    axis = fit_boundary(N, 20.0 * snr, b, np.random.default_rng(0), n_boot=0)   # refit on SNR_axis directly
+    assert axis["a"] == pytest.approx(fit["a"], rel=1e-5)                       # optimizer tolerance, as above
+    assert axis["C"] == pytest.approx(fit["C_axis"], rel=1e-4)                   # C·20^a amplifies a's error
+
+
+def test_separable_grid_gives_a_finite_separating_boundary():
+    N, snr, _ = synthetic()
+    b = N * snr ** 2 > 2.5                               # a perfectly sharp boundary: the MLE alone would diverge
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=20)
+    assert all(np.isfinite([fit["a"], fit["C"], *fit["ci_a"], *fit["ci_C"]]))
+    predicted = N * snr ** fit["a"] > fit["C"]
+    assert np.mean(predicted == b) > 0.99               # it separates the grid (a few cells lie on the curve)
+    assert 1.7 < fit["a"] < 2.3
+
+
+def test_bootstrap_is_reproducible_from_the_generator():
+    N, snr, b = synthetic(reps=1)
+    f1 = fit_boundary(N, snr, b, np.random.default_rng(7), n_boot=20)
+    f2 = fit_boundary(N, snr, b, np.random.default_rng(7), n_boot=20)
+    f3 = fit_boundary(N, snr, b, np.random.default_rng(8), n_boot=20)
+    assert f1 == f2 and f1["ci_a"] != f3["ci_a"]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda N, s, b: (N, s, np.ones_like(b)), "no boundary"),
+    (lambda N, s, b: (-N, s, b), "positive"),
+    (lambda N, s, b: (N, s[:-1], b), "one length"),
+    (lambda N, s, b: (N, s, b * 2.0), "0/1"),
+    (lambda N, s, b: (np.full_like(N, 4.0), s, b), "constant"),
+])
+def test_bad_input_says_what_to_change(change, match):
+    N, snr, b = synthetic(reps=1)
+    with pytest.raises(ValueError, match=match):
+        fit_boundary(*change(N, snr, b.astype(float)), np.random.default_rng(0), n_boot=0)

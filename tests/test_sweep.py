@@ -1,0 +1,169 @@
+"""The Figure-1 sweep: runs reproducible alone, tables independent of executor and of interruptions (SIGKILL too)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import refvit.sweep as sweep_mod
+from refvit.config import DataConfig, ModelConfig, TrainConfig
+from refvit.experiment import run_cell
+from refvit.sweep import COLUMNS, Sweep, default_executor, load_table, run_sweep, table_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_sweep(seed=0, steps=200, loss_threshold=0.01, Ns=(2, 4, 8), mus=(1, 2, 4, 8, 16), repeats=2) -> Sweep:
+    """Milliseconds per run; d=64 ≫ N, so it still shows a benign/harmful split near N·SNR² ≈ 2 (runs ~40)."""
+    return Sweep("tiny", Ns, mus, repeats, seed,
+                 DataConfig(N=2, M=3, d=64, mu_norm=1.0, sigma_p=1.0, sigma_w=0.05, n_test=20),
+                 ModelConfig(d_h=8, d_v=8, init_scale=1.0),
+                 TrainConfig(lr=1.0, steps=steps, loss_threshold=loss_threshold, backend="numpy"))
+
+
+def csv_without_seconds(path) -> list[list[str]]:
+    """The table's text cells, the wall-clock column removed (it is the only one allowed to differ)."""
+    lines = [line.split(",") for line in Path(path).read_text().splitlines()]
+    k = lines[0].index("seconds")
+    return [row[:k] + row[k + 1:] for row in lines]
+
+
+def test_row_equals_the_cell_run_alone(tmp_path):
+    sw = tiny_sweep()
+    rows = run_sweep(sw, tmp_path, workers=0, progress=False)
+    assert [(r["N"], int(r["mu_norm"]), r["repeat"]) for r in rows] == sw.specs()
+    # an independent, direct call for one cell in the middle of the grid, streams keyed (seed, N, ‖μ‖, repeat)
+    N, mu, rep = 4, 8, 1
+    data_cfg = sw.data.replace(N=N, mu_norm=float(mu))
+    alone = run_cell(data_cfg, sw.model, sw.train, seed=0, key=(N, mu, rep)).summary
+    row = next(r for r in rows if (r["N"], r["mu_norm"], r["repeat"]) == (N, mu, rep))
+    for k in ("steps", "status", "train_loss", "test_loss", "test_error", "attn_signal", "attn_noise", "snr"):
+        assert row[k] == alone[k], k      # exact: same streams, same code path, same process
+    assert row["snr_axis"] == pytest.approx(mu / (0.2 * 8), rel=1e-15)   # ‖μ‖/(0.2·√64), up to one rounding
+    # the tiny grid is not degenerate: both regimes occur, so the figure and fit tests below mean something
+    losses = [r["test_loss"] for r in rows if r["converged"]]
+    assert min(losses) < 0.2 < max(losses)
+
+
+def test_table_is_independent_of_executor_and_completion_order(tmp_path):
+    sw = tiny_sweep()
+    run_sweep(sw, tmp_path / "serial", workers=0, progress=False)
+    with ThreadPoolExecutor(max_workers=3) as ex:       # runs finish in another order
+        run_sweep(sw, tmp_path / "threads", executor=ex, progress=False)
+    assert csv_without_seconds(tmp_path / "serial" / "table.csv") == \
+        csv_without_seconds(tmp_path / "threads" / "table.csv")
+    t = load_table(tmp_path / "serial" / "table.csv")
+    assert list(t) == list(COLUMNS)
+    assert t["converged"].dtype == bool and t["N"].dtype.kind == "i"
+
+
+def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
+    sw = tiny_sweep()
+    run_sweep(sw, tmp_path / "ref", workers=0, progress=False)
+
+    calls = []
+    real_run_one, real_save = sweep_mod.run_one, sweep_mod.save_json
+
+    def counting_run_one(*args):
+        calls.append(args)
+        return real_run_one(*args)
+
+    def dying_save(path, obj):                # the process "dies" after 7 runs were saved
+        if Path(path).parent.name == "runs" and len(list(Path(path).parent.glob("*.json"))) == 7:
+            raise KeyboardInterrupt
+        return real_save(path, obj)
+
+    monkeypatch.setattr(sweep_mod, "run_one", counting_run_one)
+    monkeypatch.setattr(sweep_mod, "save_json", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sw, tmp_path / "cut", workers=0, progress=False)
+    done = {p.name: p.read_text() for p in (tmp_path / "cut" / "runs").glob("*.json")}
+    assert len(done) == 7 and not (tmp_path / "cut" / "table.csv").exists()
+
+    monkeypatch.setattr(sweep_mod, "save_json", real_save)
+    calls.clear()
+    run_sweep(sw, tmp_path / "cut", workers=0, progress=False)
+    assert len(calls) == len(sw.specs()) - 7                       # only the missing runs were computed
+    for name, text in done.items():                                 # finished runs untouched (their seconds too)
+        assert (tmp_path / "cut" / "runs" / name).read_text() == text
+    assert csv_without_seconds(tmp_path / "cut" / "table.csv") == csv_without_seconds(tmp_path / "ref" / "table.csv")
+    assert table_rows(sw, tmp_path / "cut", timing=False) == table_rows(sw, tmp_path / "ref", timing=False)
+
+
+def test_sigkill_mid_sweep_then_restart_gives_the_uninterrupted_table(tmp_path):
+    # ~40 ms per run (400 steps, no early stop) so that the kill lands mid-sweep
+    sw = tiny_sweep(steps=400, loss_threshold=None, mus=(1, 2, 4, 8, 16, 32), repeats=2)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(sw.to_dict()))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "refvit.sweep", str(out), "--spec", str(spec), "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    runs, total = out / "runs", len(sw.specs())
+    deadline = time.monotonic() + 120
+    try:
+        while not (runs.exists() and len(list(runs.glob("*.json"))) >= 3):
+            assert proc.poll() is None, f"sweep ended before it could be killed: {proc.stderr.read()!r}"
+            assert time.monotonic() < deadline, "sweep did not start within 120 s"
+            time.sleep(0.005)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)        # the sweep and its worker process, as an OOM kill would
+        proc.wait()
+        proc.stderr.close()
+    done = {p.name: p.read_text() for p in runs.glob("*.json")}
+    assert 3 <= len(done) < total, f"kill was not mid-sweep: {len(done)} of {total} runs done"
+    assert not (out / "table.csv").exists()
+
+    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+    for name, text in done.items():
+        assert (runs / name).read_text() == text                   # not recomputed
+    assert sorted(p.name for p in runs.iterdir()) == sorted(sweep_mod.run_filename(*s) for s in sw.specs())
+
+    run_sweep(sw, tmp_path / "reference", workers=0, progress=False)    # uninterrupted, in this process
+    assert csv_without_seconds(out / "table.csv") == csv_without_seconds(tmp_path / "reference" / "table.csv")
+
+
+def test_default_pool_workers_use_one_blas_thread_and_parent_env_is_restored():
+    before = {k: os.environ.get(k) for k in sweep_mod.BLAS_ENV}
+    with default_executor(1) as ex:
+        seen = ex.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
+        seen_omp = ex.submit(os.getenv, "OMP_NUM_THREADS").result()
+    assert (seen, seen_omp) == ("1", "1")
+    assert {k: os.environ.get(k) for k in sweep_mod.BLAS_ENV} == before
+
+
+def test_folder_with_other_settings_is_refused_but_a_bigger_grid_reuses_runs(tmp_path):
+    run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
+    with pytest.raises(ValueError, match="different settings"):
+        run_sweep(tiny_sweep(seed=1, Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
+    first = (tmp_path / "runs" / sweep_mod.run_filename(2, 1, 0)).read_text()
+    rows = run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8, 16), repeats=1), tmp_path, workers=0, progress=False)
+    assert len(rows) == 6
+    assert (tmp_path / "runs" / sweep_mod.run_filename(2, 1, 0)).read_text() == first
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(mus=(1.5,)), "positive integers"),
+    (dict(Ns=(3,)), "even N"),
+    (dict(repeats=0), "repeats"),
+    (dict(seed=-1), "seed"),
+])
+def test_bad_sweeps_say_what_to_change(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_sweep(**bad)
+
+
+def test_presets_have_the_documented_grids():
+    q, p = Sweep.quick(backend="numpy"), Sweep.paper(backend="numpy")
+    assert len(p.specs()) == 10_000 and p.Ns == tuple(range(2, 21, 2)) and p.mu_norms == tuple(range(1, 101))
+    assert len(q.specs()) == 120
+    # both presets run the authors' cell (PAPER §7.1)
+    d = p.data
+    assert (d.M, d.d, d.sigma_p, d.sigma_w, p.model.d_h, p.model.init_scale, p.train.lr, p.train.steps,
+            p.train.loss_threshold) == (16, 1024, 4.0, 0.2, 512, 16.0, 0.1, 1000, 0.01)
+    assert Sweep.from_dict(json.loads(json.dumps(p.to_dict()))) == p
