@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from refvit.dynamics import run_filename  # noqa: E402
 from refvit.io import load_json, load_npz  # noqa: E402
 
 # (row title, [(key in the npz, label), ...], log scale)
@@ -44,9 +45,10 @@ def load_runs(folder) -> tuple[dict, dict]:
     meta = load_json(folder / "dynamics.json")
     runs = {}
     for name, mu in meta["regimes"]:
-        files = sorted(folder.glob(f"{name}_mu{mu:03d}_r*.npz"))
-        if not files:
-            raise ValueError(f"no runs for regime {name!r} in {folder}; run refvit.dynamics first")
+        files = [folder / run_filename(name, mu, r) for r in range(meta["runs"])]
+        missing = [f.name for f in files if not f.exists()]
+        if missing:
+            raise ValueError(f"{len(missing)} runs missing in {folder} (e.g. {missing[0]}); run the dynamics first")
         runs[name] = [_with_derived(load_npz(f)) for f in files]
     return meta, runs
 
