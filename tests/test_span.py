@@ -114,11 +114,16 @@ def test_dynamics_small_widths_w_O_frozen():
 
 @pytest.mark.parametrize("basis", ["tokens", "orthonormal"])
 @pytest.mark.parametrize("other_tokens", ["weak_gaussian", "zero"])
-def test_left_factor_times_basis_is_the_dense_gradient(basis, other_tokens):
-    """At a random non-zero state A (O(1) logits), P·Γ must equal ∇_W L_S of the dense model at W(0) + P·A."""
+@pytest.mark.parametrize("precompute_UWV0", [True, False])
+def test_left_factor_times_basis_is_the_dense_gradient(basis, other_tokens, precompute_UWV0, monkeypatch):
+    """At a random non-zero state A (O(1) logits), P·Γ must equal ∇_W L_S of the dense model at W(0) + P·A.
+
+    Both value paths: with U·W_V(0) precomputed (few tokens) and without (many tokens)."""
+    monkeypatch.setattr(SpanObjective, "VW0_MAX_TOKENS", 10**9 if precompute_UWV0 else 0)
     data_cfg = DataConfig(N=6, M=4, d=40, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3, other_tokens=other_tokens, n_test=4)
     data, p0 = problem(data_cfg, ModelConfig(d_h=5, d_v=3, init="gaussian", sigma0=0.3))
     obj = SpanObjective(p0, data.X, data.y, basis=basis)
+    assert (obj.VW0 is not None) == precompute_UWV0
     rng = np.random.default_rng(7)
     state = [0.3 * rng.standard_normal(a.shape) / np.sqrt(a.shape[0]) for a in obj.state0[:3]] + [p0.w_O * 1.5]
     loss, grads, f, _ = obj.value_and_grad(state)

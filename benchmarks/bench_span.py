@@ -1,0 +1,187 @@
+"""Dense (numpy, numba) vs span-coordinate training (PAPER §5.5): per step and per whole cell, in one run.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_span.py          # one core (the targets are one-core targets)
+    python benchmarks/bench_span.py --json results/bench_span.json  # also save the numbers
+
+Per step: one loss-and-gradient evaluation at the initial parameters. The span step is validated first: P·Γ must
+equal the dense gradient (rel ≤ 1e-10) or it is not timed. A whole cell is data + init + setup (token basis, Gram
+matrix, U·W(0)) + GD until the training loss is < 0.01 (checked before each step, at most 1000 steps) + the test
+loss on the 100 fresh samples; the breakdown of the span cell says where its time goes. All ratios come from this
+one run; every time is the median over ``--repeat`` runs after one warm-up (whole dense cells: one run by default).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from refvit import dynamics_setting, figure1_setting, init_params, make_dataset, streams
+from refvit.gradcheck import rel_error
+from refvit.io import save_json
+from refvit.model import loss_grads_cache
+from refvit.span import SpanObjective
+from refvit.train import DenseObjective, run
+
+CLOCK = time.perf_counter        # --clock process: CPU time of this process (less sensitive to other jobs)
+
+
+def dense_flops(N, M, d, d_h, d_v):
+    """Multiply-adds × 2 of a dense step: X W_Q, X W_K, Xᵀ dQ, Xᵀ dK; attention; the value path via u = W_V w_O."""
+    return 2 * (4 * N * M * d * d_h + 3 * N * M * M * d_h + 2 * d * d_v + 2 * N * M * d)
+
+
+def span_flops(obj: SpanObjective, N, M, d_h, d_v):
+    """Multiply-adds × 2 of a span step: U_c A_Q, U_c A_K (n_u × r × d_h); attention; value path; scatters."""
+    n_u, r = obj.U_c.shape
+    d = obj.tokens.U.shape[1]
+    return 2 * (2 * n_u * r * d_h + 3 * N * M * M * d_h + 2 * d * d_v + 2 * n_u * d + 2 * n_u * r + r * d_v
+                + 2 * N * M * d_h)
+
+
+def median_time(fn, repeat):
+    fn()                                                   # warm-up: numba compilation, BLAS buffers, page faults
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        times.append(CLOCK() - t0)
+    return float(np.median(times))
+
+
+class Timed:
+    """Delegate to an objective and add up the time spent in each of its methods (for the cell breakdown)."""
+
+    def __init__(self, inner, clock: dict):
+        self.inner, self.clock = inner, clock
+        self.state0, self.y, self.X_test, self.y_test = inner.state0, inner.y, inner.X_test, inner.y_test
+
+    def _call(self, name, *args):
+        t0 = CLOCK()
+        out = getattr(self.inner, name)(*args)
+        self.clock[name] = self.clock.get(name, 0.0) + CLOCK() - t0
+        return out
+
+    def value_and_grad(self, state):
+        return self._call("value_and_grad", state)
+
+    def test_outputs(self, state):
+        return self._call("test_outputs", state)
+
+    def params(self, state):
+        return self._call("params", state)
+
+
+def whole_cell(backend, data_cfg, model_cfg, train_cfg, seed=0):
+    """One cell from scratch; returns (seconds by phase, History)."""
+    clock = {}
+    t0 = CLOCK()
+    rng = streams(seed, data_cfg.N, int(data_cfg.mu_norm))
+    data = make_dataset(data_cfg, rng.data, rng.test)
+    t1 = CLOCK()
+    p0 = init_params(model_cfg, data_cfg.d, rng.init)
+    t2 = CLOCK()
+    if backend == "span":
+        obj = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
+    else:
+        obj = DenseObjective(p0, data.X, data.y, data.X_test, data.y_test, backend)
+    t3 = CLOCK()
+    _, hist = run(Timed(obj, clock), train_cfg.replace(backend=backend))
+    t4 = CLOCK()
+    phases = {"data": t1 - t0, "init": t2 - t1, "setup": t3 - t2,
+              "train steps": clock["value_and_grad"] + 0.0, "test loss": clock.get("test_outputs", 0.0),
+              "final W(t)": clock.get("params", 0.0)}
+    phases["loop overhead"] = (t4 - t3) - phases["train steps"] - phases["test loss"] - phases["final W(t)"]
+    phases["total"] = t4 - t0
+    return phases, hist
+
+
+def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_repeat):
+    rng = streams(0)
+    data = make_dataset(data_cfg, rng.data, rng.test)
+    p0 = init_params(model_cfg, data_cfg.d, rng.init)
+    N, M, d = data.X.shape
+    d_h, d_v = model_cfg.d_h, model_cfg.d_v
+    print(f"\n{name}: N={N}, M={M}, d={d}, d_h={d_h}, d_v={d_v}, ‖μ‖={data_cfg.mu_norm:g}")
+    out = {"setting": name, "N": N, "M": M, "d": d, "d_h": d_h, "d_v": d_v, "mu_norm": data_cfg.mu_norm}
+
+    # --- per step ---------------------------------------------------------------------------------------------
+    obj = SpanObjective(p0, data.X, data.y)
+    ref_loss, ref, _, _ = loss_grads_cache(p0, data.X, data.y, "numpy")
+    loss, grads, _, _ = obj.value_and_grad(obj.state0)
+    err = max(rel_error(obj.P @ g, r) for g, r in zip(grads[:3], ref[:3]))
+    err = max(err, rel_error(grads[3], ref.w_O), abs(loss - ref_loss) / ref_loss)
+    steps = {"dense numpy": lambda: loss_grads_cache(p0, data.X, data.y, "numpy"),
+             "dense numba": lambda: loss_grads_cache(p0, data.X, data.y, "numba")}
+    if err <= 1e-10:
+        steps["span"] = lambda: obj.value_and_grad(obj.state0)
+    else:
+        print(f"  span REFUSED: P·Γ differs from the dense gradient by {err:.1e}")
+    flops = {"dense numpy": dense_flops(N, M, d, d_h, d_v), "dense numba": dense_flops(N, M, d, d_h, d_v),
+             "span": span_flops(obj, N, M, d_h, d_v)}
+    print(f"  span basis: {obj.basis}, r = {obj.P.shape[1]} (n_u = {obj.tokens.n_unique} unique non-zero tokens);"
+          f" validated against the dense gradient: max rel diff {err:.1e}")
+    out["step"] = {}
+    for key, fn in steps.items():
+        t = median_time(fn, repeat)
+        out["step"][key] = {"ms": t * 1e3, "gflops": flops[key] / t / 1e9, "gflop": flops[key] / 1e9}
+        print(f"  step  {key:12s} {t * 1e3:8.2f} ms  {flops[key] / 1e9:7.3f} GFLOP  {flops[key] / t / 1e9:6.1f} GFLOP/s")
+    if "span" in steps:
+        for key in ("dense numpy", "dense numba"):
+            ratio = out["step"][key]["ms"] / out["step"]["span"]["ms"]
+            out["step"][f"ratio {key}/span"] = ratio
+            print(f"  step  ratio {key} / span: {ratio:6.1f}x")
+
+    # --- whole cell -------------------------------------------------------------------------------------------
+    out["cell"] = {}
+    for backend in ("numpy", "numba", "span"):
+        # dense cells are slow and already warmed up by the step timing above: one run, unless asked for more
+        reps = cell_repeat if backend == "span" else dense_cell_repeat
+        if backend == "span":
+            whole_cell(backend, data_cfg, model_cfg, train_cfg)              # warm-up
+        runs = [whole_cell(backend, data_cfg, model_cfg, train_cfg) for _ in range(reps)]
+        phases = {k: float(np.median([r[0][k] for r in runs])) for k in runs[0][0]}
+        hist = runs[0][1]
+        out["cell"][backend] = {**phases, "steps": hist.steps, "status": hist.status,
+                                "test_loss": hist.final_test_loss}
+        detail = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items() if k != "total")
+        print(f"  cell  {backend:6s} {phases['total']:7.3f} s  ({hist.steps} steps, {hist.status}, "
+              f"test loss {hist.final_test_loss:.4f}); ms: {detail}")
+    tl = [out["cell"][b]["test_loss"] for b in ("numpy", "numba", "span")]
+    print(f"  cell  test losses agree to {max(tl) - min(tl):.1e} (absolute)")
+    for key in ("numpy", "numba"):
+        ratio = out["cell"][key]["total"] / out["cell"]["span"]["total"]
+        out["cell"][f"ratio {key}/span"] = ratio
+        print(f"  cell  ratio dense {key} / span: {ratio:6.1f}x")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=20, help="timed repetitions of one step")
+    p.add_argument("--cell-repeat", type=int, default=5, help="timed repetitions of a whole span cell")
+    p.add_argument("--dense-cell-repeat", type=int, default=1, help="timed repetitions of a whole dense cell")
+    p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+    p.add_argument("--clock", choices=["wall", "process"], default="wall",
+                   help="wall time, or CPU time of this process (use on a shared, loaded machine)")
+    a = p.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
+    print(f"OPENBLAS_NUM_THREADS={threads}, cores={os.cpu_count()}, clock={a.clock}, "
+          f"load average {os.getloadavg()[0]:.2f}")
+    results = {"OPENBLAS_NUM_THREADS": threads, "clock": a.clock, "loadavg": os.getloadavg()[0], "settings": []}
+    d1, m1, t1 = figure1_setting(N=20, mu_norm=80.0)
+    results["settings"].append(bench("Figure-1 cell", d1, m1, t1, a.repeat, a.cell_repeat, a.dense_cell_repeat))
+    d2, m2, t2 = dynamics_setting(mu_norm=1.0)
+    # the dynamics cell, like the Figure-1 cell, trains until the loss is < 0.01 (at most 1000 steps)
+    t2 = t2.replace(steps=1000, loss_threshold=0.01)
+    results["settings"].append(bench("dynamics setting", d2, m2, t2, a.repeat, a.cell_repeat, a.dense_cell_repeat))
+    if a.json:
+        save_json(a.json, results)
+        print(f"\nwrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()
