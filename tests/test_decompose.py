@@ -226,3 +226,26 @@ def test_recover_rejects_mismatched_inputs():
         recover(p0, other, data.X, signals)
     with pytest.raises(ValueError, match="shape"):
         recover(p0, p0, data.X, (np.ones(5), np.ones(5)))
+
+
+def test_fig_coefficients_train_weights_draw(tmp_path):
+    """The analysis CLI: train+save, decompose saved weights, draw from the saved file alone."""
+    from analysis import fig_coefficients as fc
+    res, figs = str(tmp_path / "res"), str(tmp_path / "figs")
+    assert fc.main(["train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results", res,
+                    "--figures", figs]) == 0
+    saved = load_npz(tmp_path / "res" / "coefficients_dynamics_mu30.npz")
+    assert saved["h_gamma_plus"].shape == (9,) and saved["h_abar"].shape == (9, 10, 3)
+    assert saved["tracked_gamma_plus"] == pytest.approx(float(saved["recovered_gamma_plus"]), rel=TOL)
+    assert (tmp_path / "figs" / "coefficients_dynamics_mu30.png").stat().st_size > 10_000
+    # a small weights file (the `train --save-weights` layout) decomposed without any time series
+    data_cfg = DataConfig(N=4, M=3, d=24, mu_norm=3.0, sigma_p=1.0, n_test=2)
+    data, p0, signals = problem(data_cfg, ModelConfig(d_h=3, d_v=2, init="gaussian", sigma0=0.4))
+    params, _, _, _, recovered = tracked_and_recovered(data, p0, signals, TrainConfig(lr=0.5, steps=10))
+    save_npz(tmp_path / "w.npz", **{f"{k}0": v for k, v in p0._asdict().items()}, **params._asdict(), X=data.X,
+             y=data.y, mu_plus=data.mu_plus, mu_minus=data.mu_minus)
+    assert fc.main(["weights", str(tmp_path / "w.npz"), "--results", res, "--no-draw"]) == 0
+    assert load_npz(tmp_path / "res" / "decomposed_w.npz")["recovered_gamma_plus"] == recovered.gamma_plus
+    assert fc.main(["draw", str(tmp_path / "res" / "decomposed_w.npz"), "--out", str(tmp_path / "d.png")]) == 0
+    assert (tmp_path / "d.png").exists()
+    assert fc.main(["weights", str(tmp_path / "res" / "decomposed_w.npz"), "--results", res, "--no-draw"]) == 2
