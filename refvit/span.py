@@ -234,12 +234,12 @@ class SpanObjective:
         return self.params0.W_V + self.P @ A_V
 
     def test_outputs(self, state) -> np.ndarray:
-        """f on the test set (n_test,), exactly: X_test·W(t) = X_test·(W(0) + P·A(t)).
+        """f on the test set (n_test,), exactly: X_test·W(t) = X_test·W(0) + (X_test·P)·A(t) = X_test·(W(0) + P·A(t)).
 
-        Test tokens are deduplicated too (μ± once) and X_test·W_V is never formed (only u = W_V w_O). The first call
-        forms [W_Q(t) | W_K(t)] and projects the unique test tokens: the cheapest way to evaluate once, at the end of
-        training (those W(t) are reused by ``params``). From the second call on (``eval_every``) X_test·W(0) and
-        X_test·P are cached, after which a call costs O(n_test M r d_h).
+        Test tokens are deduplicated too (μ± once) and X_test·W_V is never formed (only u = W_V w_O). A single
+        evaluation at the end of training (the default, ``eval_every=0``) forms [W_Q(t) | W_K(t)] once, which
+        ``params`` reuses, and projects the unique test tokens on it. Repeated evaluations (``eval_every``) cache
+        X_test·W(0) (computed at A = 0 anyway) and X_test·P, after which a call costs O(n_test M r d_h).
         """
         if self.X_test is None:
             raise ValueError("this objective has no test set; pass X_test and y_test")
@@ -249,17 +249,20 @@ class SpanObjective:
         if self._test_tokens is None:
             self._test_tokens = unique_tokens(self.X_test)
         tt = self._test_tokens
-        if self._test_calls == 1:
-            QKu = tt.U @ self._dense_qk(A_Q, A_K)                    # (n_ut, 2 d_h)
-            Qu, Ku = QKu[:, :d_h], QKu[:, d_h:]
+        at_init = not (A_Q.any() or A_K.any())
+        if at_init or self._test_calls > 1:
+            if self._test_cache is None:                               # X_test·[W_Q(0) | W_K(0)], once
+                self._test_cache = (tt.U @ np.hstack([self.params0.W_Q, self.params0.W_K]), None)
+            QK, UP = self._test_cache
+            if not at_init:
+                if UP is None:                                         # X_test·P, once
+                    UP = tt.U @ self.P
+                    self._test_cache = (QK, UP)
+                QK = QK + UP @ np.hstack([A_Q, A_K])
         else:
-            if self._test_cache is None:
-                W0 = np.hstack([self.params0.W_Q, self.params0.W_K])
-                self._test_cache = (tt.U @ W0, tt.U @ self.P)
-            QKW0, UP = self._test_cache
-            Qu, Ku = QKW0[:, :d_h] + UP @ A_Q, QKW0[:, d_h:] + UP @ A_K
-        u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)               # (d,) u = W_V(t) w_O
-        return self._fwd(tt.gather(Qu), tt.gather(Ku), tt.gather(tt.U @ u))[3]
+            QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_ut, 2 d_h)
+        u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O
+        return self._fwd(tt.gather(QK[:, :d_h]), tt.gather(QK[:, d_h:]), tt.gather(tt.U @ u))[3]
 
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t). The loop calls this once at the end; the coordinates are kept as

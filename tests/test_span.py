@@ -148,6 +148,12 @@ def test_test_outputs_exact_on_first_and_cached_calls():
     ps, hs = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(backend="span"))
     assert rel_error(hd["test_loss"], hs["test_loss"]) <= TOL
     assert abs(hs.final_test_loss - mean_loss(forward(ps, data.X_test), data.y_test)) <= 1e-13
+    # eval_every=0: the one evaluation at the end goes through W(t); a later call through the cached products
+    obj = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
+    ps, hs = run(obj, cfg.replace(backend="span", eval_every=0))
+    f_ref = forward(ps, data.X_test)
+    assert hs.final_test_loss == pytest.approx(mean_loss(f_ref, data.y_test), rel=1e-13)
+    assert rel_error(obj.test_outputs(obj.final_state), f_ref) <= 1e-12 and obj._test_calls == 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
