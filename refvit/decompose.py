@@ -369,6 +369,10 @@ def track_train(params, X, y, *, config: TrainConfig, X_test=None, y_test=None, 
     """Train with ``config`` (any backend) under a ``CoefficientTracker``. Returns (Params, History, tracker)."""
     from .train import DenseObjective, run
     params, X, y = check_inputs(params, X, y)
+    if (X_test is None) != (y_test is None):
+        raise ValueError("give both X_test and y_test, or neither")
+    if X_test is not None:
+        _, X_test, y_test = check_inputs(params, X_test, y_test)
     if config.backend == "span":
         from .span import SpanObjective
         objective = SpanObjective(params, X, y, X_test, y_test, core=core)
