@@ -94,6 +94,13 @@ def whole_cell(backend, data_cfg, model_cfg, train_cfg, seed=0):
               "final W(t)": clock.get("params", 0.0)}
     phases["loop overhead"] = (t4 - t3) - phases["train steps"] - phases["test loss"] - phases["final W(t)"]
     phases["total"] = t4 - t0
+    if backend == "span":   # FLOPs of the dense products each span phase cannot avoid (the BLAS floor)
+        n_u, r = obj.U_c.shape
+        d, d_h = data_cfg.d, model_cfg.d_h
+        n_ut = obj._test_tokens.n_unique
+        phases["GFLOP setup"] = 2 * (2 * n_u * d * d_h + n_u * n_u * d / 2) / 1e9          # U·W_Q(0), U·W_K(0), UUᵀ
+        phases["GFLOP train steps"] = hist.steps * 2 * (2 * n_u * r * d_h) / 1e9          # U_c·A_Q, U_c·A_K
+        phases["GFLOP test loss"] = 2 * (d * r * 2 * d_h + n_ut * d * 2 * d_h) / 1e9      # W(t), U_test·W(t)
     return phases, hist
 
 
@@ -147,9 +154,13 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
         hist = runs[0][1]
         out["cell"][backend] = {**phases, "steps": hist.steps, "status": hist.status,
                                 "test_loss": hist.final_test_loss}
-        detail = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items() if k != "total")
+        detail = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in phases.items() if k != "total" and "GFLOP" not in k)
         print(f"  cell  {backend:6s} {phases['total']:7.3f} s  ({hist.steps} steps, {hist.status}, "
               f"test loss {hist.final_test_loss:.4f}); ms: {detail}")
+        if backend == "span":
+            rates = ", ".join(f"{k} {phases['GFLOP ' + k]:.2f} GFLOP at {phases['GFLOP ' + k] / phases[k]:.0f} GFLOP/s"
+                              for k in ("setup", "train steps", "test loss"))
+            print(f"              products: {rates}")
     tl = [out["cell"][b]["test_loss"] for b in ("numpy", "numba", "span")]
     print(f"  cell  test losses agree to {max(tl) - min(tl):.1e} (absolute)")
     for key in ("numpy", "numba"):

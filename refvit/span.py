@@ -118,6 +118,12 @@ def orthonormal_basis(U: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(Qm[:, :rank])
 
 
+def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a += b, returning a (no second temporary of the same size)."""
+    a += b
+    return a
+
+
 class SpanObjective:
     """The span-coordinate backend for ``refvit.train.run`` (PAPER §5.5). Plain GD only.
 
@@ -188,8 +194,8 @@ class SpanObjective:
         A_Q, A_K, A_V, w_O = state
         tok = self.tokens
         # U·W(t) = U·W(0) + U_c·A(t); at A = 0 (the first step) the product is skipped
-        Qu = self.QW0 + self.U_c @ A_Q if A_Q.any() else self.QW0        # (n_u, d_h)
-        Ku = self.KW0 + self.U_c @ A_K if A_K.any() else self.KW0        # (n_u, d_h)
+        Qu = _add_into(self.U_c @ A_Q, self.QW0) if A_Q.any() else self.QW0      # (n_u, d_h)
+        Ku = _add_into(self.U_c @ A_K, self.KW0) if A_K.any() else self.KW0      # (n_u, d_h)
         UWV0_w = self.VW0 @ w_O if self.VW0 is not None else tok.U @ self._WV0_w(w_O)
         vu = UWV0_w + self.U_c @ (A_V @ w_O)            # (n_u,) U·W_V(t)·w_O, never U·W_V(t)
         Q, K, v = tok.gather(Qu), tok.gather(Ku), tok.gather(vu)
