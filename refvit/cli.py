@@ -17,7 +17,7 @@ from .experiment import run_cell
 from .io import save_json, save_npz
 
 SUBCOMMAND_MODULES: tuple[str, ...] = ("refvit.sweep", "analysis.fig_coefficients", "refvit.crosscheck",
-                                       "refvit.golden")   # each adds one subcommand
+                                       "refvit.golden", "refvit.studies")   # each adds one subcommand
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (PAPER §7.1)
 

@@ -1,0 +1,111 @@
+"""Label-flip noise (issue 8) from a saved study (``refvit study label-noise``).
+
+Usage: python -m analysis.fig_labelnoise STUDY_DIR [--out figures/labelnoise.png]
+
+Reads only STUDY_DIR/study.json, table.csv and each flip rate's sweep folder (``p0.10/table.csv``, ``sweep.json``).
+One heatmap per flip rate p of the mean clean-test 0-1 error over (SNR, N) (converged runs; one colour scale for
+all panels; the N·SNR² curve in the SNR convention of the axis, as in ``fig_heatmap``), then the error against p:
+mean ± std over the runs of the benign-regime cells (N·SNR² ≥ benign_factor·2.5, SNR with σ_p; study.json) and,
+for contrast, of the harmful-regime cells (N·SNR² ≤ 2.5/benign_factor).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
+from refvit.io import load_json  # noqa: E402
+from refvit.studies import p_folder, read_csv  # noqa: E402
+from refvit.sweep import load_table  # noqa: E402
+
+ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
+
+
+def error_grid(table: dict, g: dict) -> np.ndarray:
+    """Mean test 0-1 error per cell of ``g`` (``fig_heatmap.cell_grid``) over the same converged runs. (R, C)."""
+    Z = np.full(g["mean_loss"].shape, np.nan)
+    for i, N in enumerate(g["Ns"]):
+        for j, mu in enumerate(g["mus"]):
+            ok = (table["N"] == N) & (table["mu_norm"] == mu) & table["converged"] & np.isfinite(table["test_loss"])
+            if ok.any():
+                Z[i, j] = table["test_error"][ok].mean()
+    return Z
+
+
+def error_vs_p(rows: list[dict], group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(p, mean, std, n) of the test 0-1 error of the converged runs of one regime group, per flip rate."""
+    ps = sorted({r["flip_rate"] for r in rows})
+    m, s, n = [], [], []
+    for p in ps:
+        e = np.array([r["test_error"] for r in rows if r["flip_rate"] == p and r["group"] == group
+                      and r["converged"]], dtype=float)
+        m.append(e.mean() if len(e) else np.nan)
+        s.append(e.std() if len(e) else np.nan)
+        n.append(len(e))
+    return np.array(ps, dtype=float), np.array(m), np.array(s), np.array(n)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_dir", help="folder written by `refvit study label-noise`")
+    p.add_argument("--out", default="figures/labelnoise.png", help="output PNG")
+    p.add_argument("--dpi", type=int, default=110)
+    a = p.parse_args(argv)
+    d = Path(a.study_dir)
+    meta = load_json(d / "study.json")
+    rows = read_csv(d / "table.csv")
+    ps = meta["flip_rates"]
+    fig, axes = plt.subplots(1, len(ps) + 1, figsize=(5.2 * (len(ps) + 1), 4.8), constrained_layout=True)
+    im = None
+    for ax, pr in zip(axes, ps):
+        folder = d / p_folder(pr)
+        smeta = load_json(folder / "sweep.json")
+        table = load_table(folder / "table.csv")
+        g = cell_grid(table, "snr_axis")
+        const = reference_constant(smeta, axis=True)
+        flipped = ", ".join(f"{int(round(pr * N))}/{N}" for N in g["Ns"])
+        im = plot_panel(ax, g, error_grid(table, g), f"p = {pr:g} (flipped: {flipped}): mean test 0-1 error",
+                        "viridis", 0.0, ERROR_VMAX, const,
+                        f"SNR = ‖μ‖ / ({smeta['snr_axis_sigma']:g}·√d)  (authors' axis)")
+    fig.colorbar(im, ax=list(axes[:len(ps)]), label="test 0-1 error, clean test labels (same scale everywhere)",
+                 shrink=0.9)
+    ax = axes[-1]
+    for group, color, marker in (("benign", "C0", "o"), ("harmful", "C3", "s")):
+        x, m, s, n = error_vs_p(rows, group)
+        if np.all(n == 0):
+            continue
+        ax.errorbar(x, m, yerr=s, color=color, marker=marker, capsize=4, lw=1.5,
+                    label=f"{group} cells (mean ± std over {int(n.min())}–{int(n.max())} runs)")
+        for xi, mi, ni in zip(x, m, n):
+            ax.annotate(f"{mi:.3f}", (xi, mi), textcoords="offset points", xytext=(6, -12 if group == "benign"
+                                                                                     else 6), fontsize=7,
+                        color=color)
+    pmax = max(ps)
+    ax.plot([0, pmax], [0, pmax], ls=":", color="0.4", label="error = p (for scale)")
+    ax.set_xlabel("flip rate p of the training labels")
+    ax.set_ylabel("test 0-1 error (clean test labels)")
+    bf = meta["benign_factor"]
+    ax.set_title(f"benign: N·SNR² ≥ {bf:g}×2.5, harmful: ≤ 2.5/{bf:g} (σ_p)", fontsize=9)
+    ax.set_ylim(-0.02, ERROR_VMAX)
+    ax.set_xlim(-0.1 * pmax, 1.15 * pmax)          # room for the value labels
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Label-flip noise ({meta['name']}): Figure-1 setting, GD η = {meta['train']['lr']:g}, stop at "
+                 f"training loss < 0.01 (≤ {meta['train']['steps']} steps), {meta['repeats']} seed(s) per cell, "
+                 f"{meta['data']['n_test']} clean test samples per run. Red: N·SNR² = 2.5 with σ_p", fontsize=10)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=a.dpi)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,232 @@
+"""GD vs SignGD vs Adam (issue 8) from a saved optimizer study (``refvit study optimizers``).
+
+Usage: python -m analysis.fig_optimizers STUDY_DIR [--out-heatmaps PNG] [--out-dynamics PNG] [--k 1]
+
+Reads only saved results: STUDY_DIR/study.json, table.csv, pilot.csv and, per setting, ``<setting>/lr_choice.json``,
+``<setting>/<opt>/table.csv`` + ``sweep.json`` (comparison sweeps) and ``<setting>/<opt>_curves/`` (curve runs).
+
+Figure 1 (--out-heatmaps):
+  row 1  mean test loss over (SNR, N) in the Figure-1 setting, one panel per optimizer, **one colour scale** for all
+         panels, and the N·SNR² curve in the SNR convention of the axis (the authors' σ = 0.2; ``fig_heatmap``);
+  row 2  steps to training loss < 0.01, test loss and test 0-1 error of every converged comparison run, grouped by
+         setting and regime (Figure-1 cells: benign N·SNR² ≥ 5, harmful ≤ 1.25, the rest "transition"; dynamics
+         setting: its two regimes); dots are runs, bars medians;
+  row 3  the learning-rate rule's pilots: mean held-out loss and median steps at every scanned rate, chosen rate
+         circled (``refvit.studies.choose_lr``).
+Figure 2 (--out-dynamics): fixed-length training curves in the dynamics setting at the chosen rates, one column per
+  optimizer: losses, attention of training sample 0 on its signal and noise tokens, and its value scores
+  μ₊ᵀW_V w_O, ξ₀ᵀW_V w_O, for each regime; mean ± k·std over runs (``fig_dynamics.band``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from analysis.fig_dynamics import band  # noqa: E402
+from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
+from refvit.dynamics import run_filename  # noqa: E402
+from refvit.io import load_json, load_npz  # noqa: E402
+from refvit.studies import read_csv  # noqa: E402
+from refvit.sweep import load_table  # noqa: E402
+
+NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
+COLORS = {"gd": "C0", "signgd": "C3", "adam": "C2"}
+GROUP_ORDER = ("benign", "transition", "harmful")
+
+
+def draw_heatmap_row(axes, d: Path, meta: dict, fig) -> None:
+    """One test-loss heatmap per optimizer on a shared colour scale (0 … max of all cell means, at least ln 2)."""
+    setting = next(s for s in meta["settings"] if s["name"] == "figure1")
+    choice = load_json(d / "figure1" / "lr_choice.json")
+    grids, smeta = {}, None
+    for opt in meta["optimizers"]:
+        smeta = load_json(d / "figure1" / opt / "sweep.json")
+        grids[opt] = cell_grid(load_table(d / "figure1" / opt / "table.csv"), "snr_axis")
+    vmax = max([math.log(2)] + [float(np.nanmax(g["mean_loss"])) for g in grids.values()
+                                if np.isfinite(g["mean_loss"]).any()])
+    const = reference_constant(smeta, axis=True)
+    xlabel = f"SNR = ‖μ‖ / ({smeta['snr_axis_sigma']:g}·√d)  (authors' axis)"
+    im = None
+    for ax, opt in zip(axes, meta["optimizers"]):
+        im = plot_panel(ax, grids[opt], grids[opt]["mean_loss"],
+                        f"{NAMES[opt]}, η = {choice[opt]['lr']:g}: mean test loss ({setting['repeats']} seeds)",
+                        "viridis", 0.0, vmax, const, xlabel)
+    fig.colorbar(im, ax=list(axes), label="test logistic loss (same scale in every panel)", shrink=0.9)
+
+
+def _groups(table: list[dict]) -> list[tuple[str, str]]:
+    keys = []
+    for setting in ("figure1", "dynamics"):
+        for g in GROUP_ORDER:
+            if any(r["setting"] == setting and r["group"] == g for r in table):
+                keys.append((setting, g))
+    return keys
+
+
+def draw_summary(ax, table: list[dict], optimizers, key: str, ylabel: str, log: bool) -> None:
+    """Runs as dots (converged runs only), medians as bars, grouped by (setting, regime), one colour per optimizer."""
+    keys = _groups(table)
+    width = 0.8 / len(optimizers)
+    rng = np.random.default_rng(0)                      # jitter only: the positions of dots, not data
+    for k, (setting, g) in enumerate(keys):
+        for j, opt in enumerate(optimizers):
+            vals = np.array([r[key] for r in table if r["setting"] == setting and r["group"] == g
+                             and r["optimizer"] == opt and r["converged"]], dtype=float)
+            if not len(vals):
+                continue
+            x = k - 0.4 + width * (j + 0.5)
+            ax.scatter(x + rng.uniform(-0.3, 0.3, len(vals)) * width, vals, s=9, color=COLORS[opt], alpha=0.5,
+                       lw=0, label=NAMES[opt] if k == 0 else None)
+            med = float(np.median(vals))
+            ax.plot([x - 0.45 * width, x + 0.45 * width], [med, med], color=COLORS[opt], lw=2.5)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([f"{'Fig. 1' if s == 'figure1' else 'dynamics'}\n{g}" for s, g in keys], fontsize=8)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def draw_pilots(ax, pilot: list[dict], choices: dict, optimizers, key: str, ylabel: str) -> None:
+    """Mean held-out loss (key="test_loss") or median steps (key="steps") of each scanned rate's pilot runs."""
+    for setting, ls in (("figure1", "-"), ("dynamics", "--")):
+        for opt in optimizers:
+            rows = [r for r in pilot if r["setting"] == setting and r["optimizer"] == opt]
+            lrs = sorted({r["lr"] for r in rows})
+            pts = []
+            for lr in lrs:
+                rr = [r for r in rows if r["lr"] == lr]
+                if not all(r["converged"] for r in rr):
+                    continue                             # infeasible rate: no held-out loss in the rule
+                v = [r[key] for r in rr]
+                pts.append((lr, float(np.mean(v) if key == "test_loss" else np.median(v))))
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            label = f"{NAMES[opt]}, {'Fig. 1' if setting == 'figure1' else 'dynamics'}"
+            ax.plot(x, y, ls=ls, marker="o", ms=3, color=COLORS[opt], label=label)
+            c = choices[setting][opt]["lr"]
+            ax.plot([c], [dict(pts)[c]], "o", ms=10, mfc="none", mec=COLORS[opt], mew=1.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate η (pilot runs; circle = chosen)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+
+
+def heatmap_figure(d: Path, out: Path, dpi: int) -> None:
+    meta = load_json(d / "study.json")
+    table = read_csv(d / "table.csv")
+    pilot = read_csv(d / "pilot.csv")
+    choices = {s["name"]: load_json(d / s["name"] / "lr_choice.json") for s in meta["settings"]}
+    opts = meta["optimizers"]
+    fig = plt.figure(figsize=(6.0 * len(opts), 15), constrained_layout=True)
+    sub = fig.subfigures(3, 1, height_ratios=[1.15, 1, 1])
+    top = sub[0].subplots(1, len(opts))
+    draw_heatmap_row(np.atleast_1d(top), d, meta, sub[0])
+    mid = sub[1].subplots(1, 3)
+    draw_summary(mid[0], table, opts, "steps", "updates to training loss < 0.01", log=True)
+    draw_summary(mid[1], table, opts, "test_loss", "test logistic loss at that point", log=True)
+    draw_summary(mid[2], table, opts, "test_error", "test 0-1 error at that point", log=False)
+    bot = sub[2].subplots(1, 2)
+    draw_pilots(bot[0], pilot, choices, opts, "test_loss", "mean held-out loss of the pilot runs")
+    draw_pilots(bot[1], pilot, choices, opts, "steps", "median updates to training loss < 0.01 (pilots)")
+    rule = meta["lr_rule"]
+    fig.suptitle(f"Optimizers ({meta['name']}): rates by the '{rule}' rule on the grid "
+                 f"{', '.join(f'{x:g}' for x in meta['lr_grid'])}; every run stops at training loss < 0.01. "
+                 f"Red: N·SNR² = {meta['boundary_N_snr2']:g} with σ_p (the legend gives it on the plotted axis)",
+                 fontsize=11)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {out}")
+
+
+def _stack(runs: list[dict], key: str) -> np.ndarray:
+    """(runs, T) with NaN padding, so that a run stopped early (diverged) still stacks."""
+    T = max(len(r[key]) for r in runs)
+    Y = np.full((len(runs), T), np.nan)
+    for i, r in enumerate(runs):
+        Y[i, :len(r[key])] = r[key]
+    return Y
+
+
+CURVE_ROWS = (
+    ("loss", [("h_train_loss", "train loss"), ("h_test_loss", "test loss")], True),
+    ("attention of sample 0", [("h_attn_signal_s0", "ā on signal μ₊"), ("h_attn_noise_s0", "ā on noise ξ₀")],
+     False),
+    ("value scores of sample 0", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
+)
+
+
+def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
+    meta = load_json(d / "study.json")
+    setting = next((s for s in meta["settings"] if s["name"] == "dynamics" and s["curve_runs"]), None)
+    if setting is None:
+        print("no dynamics curves in this study; skipped the dynamics figure")
+        return False
+    choice = load_json(d / "dynamics" / "lr_choice.json")
+    opts = meta["optimizers"]
+    regimes = setting["regimes"]
+    nrow = len(CURVE_ROWS) * len(regimes)
+    fig, axes = plt.subplots(nrow, len(opts), figsize=(5.6 * len(opts), 2.6 * nrow), constrained_layout=True,
+                             squeeze=False)
+    dd = setting["data"]
+    for c, opt in enumerate(opts):
+        folder = d / "dynamics" / f"{opt}_curves"
+        dmeta = load_json(folder / "dynamics.json")
+        for g, (name, mu) in enumerate(regimes):
+            runs = [load_npz(folder / run_filename(name, mu, r)) for r in range(dmeta["runs"])]
+            n_snr2 = dd["N"] * mu ** 2 / (dd["sigma_p"] ** 2 * dd["d"])
+            for r, (title, series, log) in enumerate(CURVE_ROWS):
+                ax = axes[g * len(CURVE_ROWS) + r, c]
+                for j, (key, label) in enumerate(series):
+                    Y = _stack(runs, key)
+                    t = np.arange(Y.shape[1])
+                    cols = np.isfinite(Y).any(axis=0)      # the test loss exists only every eval_every steps
+                    band(ax, t[cols], Y[:, cols], k, label, f"C{j}", log)
+                if log:
+                    ax.set_yscale("log")
+                if r == 1:
+                    ax.set_ylim(-0.02, 1.02)
+                ax.set_title(f"{NAMES[opt]} (η = {choice[opt]['lr']:g}), {name} ‖μ‖={mu} "
+                             f"(N·SNR²={n_snr2:.3g}): {title}", fontsize=8.5)
+                ax.legend(fontsize=7)
+                ax.grid(alpha=0.3)
+                if g * len(CURVE_ROWS) + r == nrow - 1:
+                    ax.set_xlabel("training iterations t")
+    fig.suptitle(f"Dynamics setting ({meta['name']}): M={dd['M']}, d={dd['d']}, N={dd['N']}, σ_p={dd['sigma_p']:g},"
+                 f" {setting['curve_steps']} updates (no early stop), test loss every {setting['curve_eval_every']} "
+                 f"step(s); mean ± {k:g}·std over {setting['curve_runs']} runs", fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_dir", help="folder written by `refvit study optimizers`")
+    p.add_argument("--out-heatmaps", default="figures/optimizers_heatmaps.png", help="output PNG (heatmaps etc.)")
+    p.add_argument("--out-dynamics", default="figures/optimizers_dynamics.png", help="output PNG (curves)")
+    p.add_argument("--k", type=float, default=1.0, help="band half-width in standard deviations")
+    p.add_argument("--dpi", type=int, default=110)
+    a = p.parse_args(argv)
+    d = Path(a.study_dir)
+    heatmap_figure(d, Path(a.out_heatmaps), a.dpi)
+    dynamics_figure(d, Path(a.out_dynamics), a.k, a.dpi)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
