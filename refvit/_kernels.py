@@ -62,14 +62,16 @@ def _attention_backward(df, S, v, Q, K):
     dv = np.zeros((n, M))
     dZ = np.empty((M, M))
     dZt = np.empty((M, M))                       # contiguous transpose, so both products go to BLAS
+    dS = np.empty(M)
     for i in range(n):
-        c = df[i] / M
+        for j in range(M):
+            dS[j] = df[i] * v[i, j] / M           # ∂(df·f)/∂S[l, j], the same for every query l
         for l in range(M):
-            sv = 0.0                              # Σ_k S[l, k] v_k
+            inner = 0.0                           # Σ_k S[l, k] dS[k]
             for k in range(M):
-                sv += S[i, l, k] * v[i, k]
+                inner += S[i, l, k] * dS[k]
             for j in range(M):
-                g = S[i, l, j] * (c * v[i, j] - c * sv)   # df · G[l, j] (PAPER §4)
+                g = S[i, l, j] * (dS[j] - inner)  # df · G[l, j] (PAPER §4), same operations as model.py
                 dZ[l, j] = g
                 dZt[j, l] = g
                 dv[i, j] += S[i, l, j]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from refvit import formulas
 from refvit.model import Params
 
 shapes = st.fixed_dictionaries({
@@ -26,3 +27,24 @@ def random_problem(shape: dict, seed: int, scale: float = 0.5):
 
 
 problems = st.builds(random_problem, shapes, seeds, scales)
+
+
+def summand_scale(params, X):
+    """max over entries of Σ |summand| for each block: the scale rounding errors of the sums are relative to.
+
+    On random problems the gradient can be far smaller than its terms (Σ_j G_lj = 0 cancels by design), so the
+    honest bound for two summation orders is ε·(number of terms)·Σ|terms|, not ε·|result|.
+    """
+    W_Q, W_K, W_V, w_O = params
+    N = X.shape[0]
+    scale = [np.zeros_like(W_Q), np.zeros_like(W_K), np.zeros_like(W_V), np.zeros_like(w_O)]
+    for i in range(N):
+        s, v, abar, f, G = formulas._sample_terms(params, X[i])
+        c = 1.0 / N   # |ℓ'| < 1
+        # |G_lj| can itself be a cancellation (v_j − Σ_k s_lk v_k), so bound it by its terms' magnitudes.
+        aX, aG = np.abs(X[i]), s * (np.abs(v)[None, :] + (s @ np.abs(v))[:, None]) / X.shape[1]
+        scale[0] += c * aX.T @ aG @ np.abs(X[i] @ W_K)
+        scale[1] += c * aX.T @ aG.T @ np.abs(X[i] @ W_Q)
+        scale[2] += c * np.outer(aX.T @ abar, np.abs(w_O))
+        scale[3] += c * np.abs(X[i] @ W_V).T @ abar
+    return [float(sc.max()) for sc in scale]

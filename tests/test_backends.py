@@ -12,7 +12,7 @@ from refvit import _kernels
 from refvit.gradcheck import rel_error
 from refvit.model import attention_backward, attention_forward, forward_cache, resolve_backend
 
-from .strategies import problems
+from .strategies import problems, summand_scale
 
 TOL = 1e-12
 
@@ -20,6 +20,19 @@ TOL = 1e-12
 @given(problems)
 def test_numba_matches_numpy_loss_and_grads(problem):
     params, X, y = problem
+    loss_np, g_np = loss_and_grads(params, X, y, backend="numpy")
+    loss_nb, g_nb = loss_and_grads(params, X, y, backend="numba")
+    assert abs(loss_np - loss_nb) <= TOL * max(1.0, abs(loss_np))
+    for name, a, b, sc in zip(Params._fields, g_np, g_nb, summand_scale(params, X)):
+        # Random problems can make a gradient block far smaller than its summands (Σ_j G_lj = 0), so the bound
+        # is relative to the summands' magnitude (ε times a few hundred terms), as in test_formulas.py.
+        assert np.abs(a - b).max() <= 1e-13 * sc, f"{name}: {np.abs(a - b).max():.2e} vs scale {sc:.2e}"
+
+
+@pytest.mark.parametrize("regime", ["paper_tiny_init", "O1_logits", "after_50_steps"])
+def test_numba_matches_numpy_in_each_regime(regime):
+    from .test_gradcheck import REGIMES
+    params, X, y = REGIMES[regime]()
     loss_np, g_np = loss_and_grads(params, X, y, backend="numpy")
     loss_nb, g_nb = loss_and_grads(params, X, y, backend="numba")
     assert abs(loss_np - loss_nb) <= TOL * max(1.0, abs(loss_np))

@@ -9,7 +9,7 @@ from hypothesis import given
 from refvit import Params, formulas, loss_and_grads
 from refvit.gradcheck import rel_error
 
-from .strategies import problems
+from .strategies import problems, summand_scale
 from .test_gradcheck import REGIMES
 
 TOL = 1e-12
@@ -28,32 +28,12 @@ def test_paper_form_equals_chain_rule_in_each_regime():
         _compare(*make())
 
 
-def _summand_scale(params, X, y):
-    """max over entries of Σ |summand| for each block: the scale rounding errors of the sums are relative to.
-
-    On random problems the gradient can be far smaller than its terms (Σ_j G_lj = 0 cancels by design), so the
-    honest bound for two summation orders is ε·(number of terms)·Σ|terms|, not ε·|result|.
-    """
-    W_Q, W_K, W_V, w_O = params
-    N = X.shape[0]
-    scale = [np.zeros_like(W_Q), np.zeros_like(W_K), np.zeros_like(W_V), np.zeros_like(w_O)]
-    for i in range(N):
-        s, v, abar, f, G = formulas._sample_terms(params, X[i])
-        c = 1.0 / N   # |ℓ'| < 1
-        aX, aG = np.abs(X[i]), np.abs(G)
-        scale[0] += c * aX.T @ aG @ np.abs(X[i] @ W_K)
-        scale[1] += c * aX.T @ aG.T @ np.abs(X[i] @ W_Q)
-        scale[2] += c * np.outer(aX.T @ abar, np.abs(w_O))
-        scale[3] += c * np.abs(X[i] @ W_V).T @ abar
-    return [float(sc.max()) for sc in scale]
-
-
 @given(problems)
 def test_paper_form_equals_chain_rule_on_random_problems(problem):
     params, X, y = problem
     _, chain = loss_and_grads(params, X, y, backend="numpy")
     paper = formulas.gradients(params, X, y)
-    for name, a, b, sc in zip(Params._fields, chain, paper, _summand_scale(params, X, y)):
+    for name, a, b, sc in zip(Params._fields, chain, paper, summand_scale(params, X)):
         # 1e-13 per unit of summand magnitude: ε ≈ 2.2e-16 times a few hundred terms at most.
         assert np.abs(a - b).max() <= 1e-13 * sc, f"{name}: {np.abs(a - b).max():.2e} vs scale {sc:.2e}"
 
