@@ -1,0 +1,62 @@
+"""A PyTorch implementation of the model and its adapter to ``refvit.crosscheck`` (imported only by
+test_torch_optional.py; torch is not a dependency of refvit). The same code is in the README section as the
+copy-paste adapter.
+
+The module mirrors the authors' script (PAPER §2.1-2.2): ``nn.Linear(d, ·, bias=False)`` layers, so W = weightᵀ,
+softmax over keys without 1/√d_h, the mean over the M queries, ``SoftMarginLoss`` (mean log(1 + e^{−y f})) and
+``torch.optim.SGD`` with the head frozen by ``requires_grad_(False)``.
+"""
+import numpy as np
+import torch
+from torch import nn
+
+
+class ViT(nn.Module):
+    def __init__(self, d, d_h, d_v):
+        super().__init__()
+        self.q = nn.Linear(d, d_h, bias=False)
+        self.k = nn.Linear(d, d_h, bias=False)
+        self.v = nn.Linear(d, d_v, bias=False)
+        self.fc = nn.Linear(d_v, 1, bias=False)
+
+    def forward(self, X):                                    # X: (n, M, d)
+        S = torch.softmax(self.q(X) @ self.k(X).transpose(1, 2), dim=-1)   # (n, M, M), over keys
+        return self.fc(S @ self.v(X)).squeeze(-1).mean(dim=1)           # (n,), mean over the M queries
+
+
+def _model(W_Q, W_K, W_V, w_O):
+    """A ViT holding the given numpy parameters (dtype follows them: float64 or float32)."""
+    d, d_h = W_Q.shape
+    m = ViT(d, d_h, W_V.shape[1]).to(torch.from_numpy(W_Q).dtype)
+    with torch.no_grad():
+        for layer, W in ((m.q, W_Q), (m.k, W_K), (m.v, W_V), (m.fc, w_O[:, None])):
+            layer.weight.copy_(torch.from_numpy(W.T))    # nn.Linear stores Wᵀ
+    return m
+
+
+def _params(m):
+    return tuple(layer.weight.detach().numpy().T.copy() for layer in (m.q, m.k, m.v)) + \
+        (m.fc.weight.detach().numpy()[0].copy(),)
+
+
+def forward(W_Q, W_K, W_V, w_O, X):
+    with torch.no_grad():
+        return _model(W_Q, W_K, W_V, w_O)(torch.from_numpy(X)).numpy()
+
+
+def grad(W_Q, W_K, W_V, w_O, X, y):
+    m = _model(W_Q, W_K, W_V, w_O)
+    loss = nn.SoftMarginLoss()(m(torch.from_numpy(X)), torch.from_numpy(y))
+    loss.backward()
+    g = [layer.weight.grad.numpy() for layer in (m.q, m.k, m.v, m.fc)]
+    return loss.item(), g[0].T, g[1].T, g[2].T, g[3][0]
+
+
+def gd_step(W_Q, W_K, W_V, w_O, X, y, lr, train_w_O=False):
+    m = _model(W_Q, W_K, W_V, w_O)
+    m.fc.requires_grad_(train_w_O)                      # the authors freeze the head
+    opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=lr)
+    opt.zero_grad()
+    nn.SoftMarginLoss()(m(torch.from_numpy(X)), torch.from_numpy(y)).backward()
+    opt.step()
+    return _params(m)
