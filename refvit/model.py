@@ -177,10 +177,12 @@ def attention_core(backend: str = "numpy"):
 def forward_cache(params: Params, X: np.ndarray, backend: str = "numpy"):
     """f (n,) and the ``Cache`` for X (n, M, d). Inputs are assumed checked (see ``check_inputs``)."""
     W_Q, W_K, W_V, w_O = params
-    Q = X @ W_Q                                 # (n, M, d_h)
-    K = X @ W_K                                 # (n, M, d_h)
+    n, M, d = X.shape
+    Xf = X.reshape(n * M, d)                    # (n M, d) all tokens as rows: one GEMM, not n small ones
+    Q = (Xf @ W_Q).reshape(n, M, -1)            # (n, M, d_h)
+    K = (Xf @ W_K).reshape(n, M, -1)            # (n, M, d_h)
     u = W_V @ w_O                               # (d,)   value direction u = W_V w_O
-    v = X @ u                                   # (n, M) value scores, without forming X W_V
+    v = (Xf @ u).reshape(n, M)                  # (n, M) value scores, without forming X W_V
     fwd, _ = attention_core(backend)
     Z, S, abar, f = fwd(Q, K, v)
     return f, Cache(Q, K, v, Z, S, abar)
