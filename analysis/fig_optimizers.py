@@ -175,7 +175,7 @@ def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
         print("no dynamics curves in this study; skipped the dynamics figure")
         return False
     choice = load_json(d / "dynamics" / "lr_choice.json")
-    opts = meta["optimizers"]
+    opts = setting.get("curve_optimizers") or meta["optimizers"]
     regimes = setting["regimes"]
     nrow = len(CURVE_ROWS) * len(regimes)
     fig, axes = plt.subplots(nrow, len(opts), figsize=(5.6 * len(opts), 2.6 * nrow), constrained_layout=True,

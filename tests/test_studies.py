@@ -1,0 +1,209 @@
+"""Issue 8 studies: the learning-rate rule on stubs with known answers, a tiny study end to end, its tables against
+direct recomputation from the saved runs, resuming, and the figure scripts on its saved results.
+
+(SignGD = −η·sign(∇), Adam against a hand-written recursion and the exact flip count are tested in test_train.py
+and test_data.py; here we check that the studies actually use them.)
+"""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from analysis import fig_labelnoise, fig_optimizers
+from refvit.config import DataConfig, ModelConfig, TrainConfig
+from refvit.experiment import run_cell
+from refvit.io import load_json
+from refvit.studies import (PILOT_SEED_OFFSET, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, draw,
+                            read_csv, regime_of, run_label_noise, run_optimizers)
+from refvit.sweep import load_table
+
+
+# --- the rule on stubs ---------------------------------------------------------------------------------------------
+
+def stub(feasible, heldout, calls):
+    """evaluate(lr) for choose_lr: two pilot rows, both converged iff feasible(lr); held-out loss heldout(lr)."""
+    def evaluate(lr):
+        calls.append(lr)
+        status = "converged" if feasible(lr) else "max_steps"
+        return [{"status": status, "test_loss": heldout(lr) - 0.1}, {"status": status, "test_loss": heldout(lr) + 0.1}]
+    return evaluate
+
+
+GRID = (1e-4, 1.0, 1e-2, 1e-1, 1e-3, 1e-5)      # deliberately unsorted: the rule sorts it
+
+
+def test_largest_stable_is_the_first_feasible_rate_from_the_top_and_the_scan_stops_there():
+    calls = []
+    # 1 and 0.1 fail ("diverge"); everything at or below 1e-2 converges
+    c = choose_lr(GRID, stub(lambda lr: lr <= 0.011, lambda lr: 1.0, calls), "largest_stable")
+    assert c["lr"] == c["largest_stable"] == 1e-2
+    assert calls == [1.0, 0.1, 0.01]            # downward, and nothing below the chosen rate was run
+    assert c["heldout"] is None                 # not decidable without scanning further
+
+
+def test_heldout_picks_the_feasible_rate_with_the_lowest_mean_heldout_loss():
+    calls = []
+    # held-out loss (log10 η + 2.3)²: by hand 1.69 (0.1), 0.09 (0.01), 0.49 (1e-3); 1 and 1e-4 infeasible
+    loss = lambda lr: (math.log10(lr) + 2.3) ** 2         # noqa: E731
+    c = choose_lr(GRID, stub(lambda lr: 5e-4 < lr < 0.5, loss, calls), "heldout")
+    assert c["lr"] == c["heldout"] == 1e-2 and c["largest_stable"] == 0.1
+    assert calls == [1.0, 0.1, 0.01, 1e-3, 1e-4]   # stops at the first infeasible rate after a feasible one
+    by_lr = {s["lr"]: s for s in c["scanned"]}
+    assert by_lr[1e-3]["heldout_loss"] == pytest.approx(0.49, rel=1e-12)   # mean of 0.39 and 0.59, two roundings
+    assert not by_lr[1.0]["feasible"] and math.isnan(by_lr[1.0]["heldout_loss"])
+
+
+def test_heldout_ties_go_to_the_larger_rate_and_a_grid_without_feasible_rate_is_an_error():
+    c = choose_lr((0.1, 0.01, 0.001), stub(lambda lr: True, lambda lr: 0.5, []), "heldout")
+    assert c["lr"] == 0.1
+    with pytest.raises(ValueError, match="extend the grid downward"):
+        choose_lr((0.1, 0.01), stub(lambda lr: False, lambda lr: 0.5, []), "heldout")
+    with pytest.raises(ValueError, match="unknown lr rule"):
+        choose_lr((0.1,), stub(lambda lr: True, lambda lr: 0.5, []), "smallest")
+
+
+def test_a_partly_converged_rate_is_infeasible():
+    def evaluate(lr):
+        return [{"status": "converged", "test_loss": 0.1}, {"status": "diverged" if lr > 0.05 else "converged",
+                                                            "test_loss": 0.1}]
+    assert choose_lr((1.0, 0.1, 0.01), evaluate, "largest_stable")["lr"] == 0.01
+
+
+def test_regime_groups():
+    assert regime_of(5.0) == "benign" and regime_of(4.99) == "transition"
+    assert regime_of(1.25) == "harmful" and regime_of(1.26) == "transition"
+    assert regime_of(2.6, factor=1.0) == "benign"
+
+
+# --- a tiny study end to end -------------------------------------------------------------------------------------
+
+DATA = DataConfig(N=2, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20)
+MODEL = ModelConfig(d_h=8, d_v=8, init_scale=1.0)
+TRAIN = TrainConfig(lr=1.0, steps=200, loss_threshold=0.01, backend="numpy")
+
+
+def tiny_optimizer_study(lr_rule="heldout"):
+    s1 = Setting("figure1", DATA, MODEL, TRAIN, (2, 4, 8), (1, 4, 16), 1, (4,), (1, 16), 2)
+    s2 = Setting("dynamics", DATA.replace(N=4), MODEL, TRAIN, (4,), (1, 8), 2, (4,), (1, 8), 1,
+                 (("harmful", 1), ("benign", 8)), 2, 20, 2, curve_optimizers=("gd", "signgd"))
+    return OptimizerStudy("tiny", (s1, s2), (1.0, 0.1, 0.01), lr_rule=lr_rule)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    run_optimizers(tiny_optimizer_study(), root / "study_optimizers_tiny", workers=0, progress=False)
+    ln = LabelNoiseStudy("tiny", (0.0, 0.25), (4, 8), (1, 4, 16), 2, data=DATA, model=MODEL, train=TRAIN)
+    run_label_noise(ln, root / "study_labelnoise_tiny", workers=0, progress=False)
+    return root
+
+
+def test_chosen_rate_follows_from_the_saved_pilots(results):
+    d = results / "study_optimizers_tiny"
+    for setting in ("figure1", "dynamics"):
+        choice = load_json(d / setting / "lr_choice.json")
+        for opt in ("gd", "signgd", "adam"):
+            # recompute the rule directly from the pilot sweep tables on disk
+            best = None
+            for lr in (1.0, 0.1, 0.01):
+                path = d / setting / "pilot" / f"{opt}_lr{lr:g}" / "table.csv"
+                if not path.exists():
+                    break                      # the scan stopped before this rate
+                t = load_table(path)
+                if t["converged"].all():
+                    m = t["test_loss"].mean()
+                    if best is None or m < best[1]:
+                        best = (lr, m)
+            assert choice[opt]["lr"] == best[0], (setting, opt)
+            meta = load_json(d / setting / "pilot" / f"{opt}_lr{choice[opt]['lr']:g}" / "sweep.json")
+            assert meta["seed"] == PILOT_SEED_OFFSET            # pilot streams are not the reported ones
+            cmp = load_json(d / setting / opt / "sweep.json")
+            assert cmp["seed"] == 0 and cmp["train"]["optimizer"] == opt and cmp["train"]["lr"] == choice[opt]["lr"]
+            assert cmp["train"]["backend"] == ("span" if opt == "gd" else "auto")
+
+
+def test_a_comparison_row_is_the_cell_run_alone_with_that_optimizer(results):
+    d = results / "study_optimizers_tiny"
+    lr = load_json(d / "figure1" / "lr_choice.json")["signgd"]["lr"]
+    row = next(r for r in read_csv(d / "table.csv") if r["setting"] == "figure1" and r["optimizer"] == "signgd"
+               and r["N"] == 4 and r["mu_norm"] == 16)
+    alone = run_cell(DATA.replace(N=4, mu_norm=16.0), MODEL,
+                     TRAIN.replace(optimizer="signgd", lr=lr, backend="auto"), seed=0, key=(4, 16, 0)).summary
+    for k in ("steps", "status", "test_error"):
+        assert row[k] == alone[k], k
+    # the CSV stores repr(float): exact round trip
+    assert row["test_loss"] == alone["test_loss"] and row["train_loss"] == alone["train_loss"]
+
+
+def test_summary_equals_a_direct_aggregation_of_the_sweep_tables(results):
+    d = results / "study_optimizers_tiny"
+    summary = read_csv(d / "summary.csv")
+    t = load_table(d / "figure1" / "gd" / "table.csv")
+    n_snr2 = t["N"] * t["mu_norm"] ** 2 / (1.0 * 64)        # N‖μ‖²/(σ_p² d) by hand
+    for group, sel in (("benign", n_snr2 >= 5.0), ("harmful", n_snr2 <= 1.25)):
+        row = next(r for r in summary if r["setting"] == "figure1" and r["optimizer"] == "gd" and r["group"] == group)
+        ok = sel & t["converged"]
+        assert row["n_runs"] == sel.sum() and row["n_converged"] == ok.sum()
+        # same numbers, same order of summation: 1e-15 relative leaves room for one rounding only
+        assert row["test_loss_mean"] == pytest.approx(t["test_loss"][ok].mean(), rel=1e-15)
+        assert row["steps_median"] == np.median(t["steps"][ok])
+    # dynamics setting: groups are the named regimes
+    groups = {(r["optimizer"], r["group"]) for r in summary if r["setting"] == "dynamics"}
+    assert groups == {(o, g) for o in ("gd", "signgd", "adam") for g in ("harmful", "benign")}
+
+
+def test_label_noise_runs_trained_on_flipped_labels(results):
+    d = results / "study_labelnoise_tiny"
+    rows = read_csv(d / "table.csv")
+    assert {r["n_flipped"] for r in rows if r["flip_rate"] == 0.25} == {1, 2}      # round(0.25·4), round(0.25·8)
+    row = next(r for r in rows if r["flip_rate"] == 0.25 and r["N"] == 8 and r["mu_norm"] == 4 and r["repeat"] == 1)
+    cfg = DATA.replace(N=8, mu_norm=4.0, flip_rate=0.25)
+    run = run_cell(cfg, MODEL, TRAIN.replace(backend="span"), seed=0, key=(8, 4, 1))
+    assert np.sum(run.data.y != run.data.y_clean) == 2
+    assert row["test_error"] == run.summary["test_error"] and row["test_loss"] == run.summary["test_loss"]
+    # the clean run of the same cell differs (same streams, labels unflipped), so the flips reached the trainer
+    clean = next(r for r in rows if r["flip_rate"] == 0.0 and r["N"] == 8 and r["mu_norm"] == 4 and r["repeat"] == 1)
+    assert clean["train_loss"] != row["train_loss"]
+
+
+def test_resume_computes_nothing_and_other_settings_are_refused(results, tmp_path):
+    d = results / "study_optimizers_tiny"
+    files = [p for p in d.rglob("*.json") if p.parent.name == "runs"] + list(d.rglob("*.npz"))   # one per run
+    assert len(files) > 50
+    before = {p: p.stat().st_mtime_ns for p in files}
+    run_optimizers(tiny_optimizer_study(), d, workers=0, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+    with pytest.raises(ValueError, match="different settings"):
+        run_optimizers(tiny_optimizer_study("largest_stable"), d, workers=0, progress=False)
+
+
+def _is_png(path):
+    return path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figure_scripts_run_on_the_saved_results(results, tmp_path):
+    pngs = draw("optimizers", "optimizers_tiny", results, tmp_path) + \
+        draw("label-noise", "labelnoise_tiny", results, tmp_path)
+    assert len(pngs) == 3 and all(_is_png(p) for p in pngs)
+
+
+def test_label_noise_error_vs_p_matches_the_table(results):
+    rows = read_csv(results / "study_labelnoise_tiny" / "table.csv")
+    x, m, s, n = fig_labelnoise.error_vs_p(rows, "benign")
+    for p, mean, count in zip(x, m, n):
+        e = [r["test_error"] for r in rows if r["flip_rate"] == p and r["converged"]
+             and r["N"] * r["mu_norm"] ** 2 / 64 >= 5.0]          # benign: N·SNR² ≥ 2×2.5, by hand
+        assert count == len(e) and mean == pytest.approx(np.mean(e), rel=1e-15)   # one rounding
+
+
+def test_dynamics_figure_is_skipped_without_curves(results, tmp_path):
+    d = results / "study_optimizers_tiny"
+    meta = load_json(d / "study.json")
+    assert fig_optimizers.dynamics_figure(d, tmp_path / "x.png", 1.0, 40)
+    meta2 = json.loads(json.dumps(meta))
+    for s in meta2["settings"]:
+        s["curve_runs"] = 0
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text(json.dumps(meta2))
+    assert not fig_optimizers.dynamics_figure(tmp_path / "s", tmp_path / "y.png", 1.0, 40)
