@@ -146,6 +146,7 @@ def check(golden_dir) -> list[dict]:
             losses.append(loss_and_grads(p, X, y)[0])
             if t < manifest["steps"]:
                 p = reference_step(p, X, y, lr, bool(g["train_w_O"]))
+        errs.update(traj)
         errs["traj_loss"] = block_error(np.array(losses), g["traj_loss"])
         for k, e in errs.items():
             tol = CHECK_TOL["traj" if k.startswith("traj") else "value"]

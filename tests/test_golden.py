@@ -1,0 +1,96 @@
+"""Golden vectors: the committed set under tests/golden/ still matches the current code, and regeneration from a
+manifest's settings is bit-identical in one environment."""
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refvit import cli, golden
+from refvit.crosscheck import SMALL_CASES, CaseSpec, build_case
+from refvit.io import load_json, load_npz
+
+GOLDEN = Path(__file__).parent / "golden"
+KEYS = ["X", "y", "W_Q", "W_K", "W_V", "w_O", "lr", "train_w_O", "f", "loss", "dW_Q", "dW_K", "dW_V", "dw_O",
+        "traj_step", "traj_W_Q", "traj_W_K", "traj_W_V", "traj_w_O", "traj_loss"]
+
+
+def test_committed_set_is_the_small_battery_and_intact():
+    manifest = load_json(GOLDEN / "manifest.json")
+    assert manifest["format"] == golden.FORMAT and manifest["dtype"] == "float64"
+    assert [CaseSpec(**c["settings"]) for c in manifest["cases"]] == list(SMALL_CASES), \
+        "SMALL_CASES changed: regenerate with `refvit golden --out tests/golden` and commit"
+    assert sum(c["bytes"] for c in manifest["cases"]) < 300_000          # keep the repository small
+    for entry in manifest["cases"]:
+        data = (GOLDEN / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
+        g = load_npz(GOLDEN / entry["file"])
+        assert list(g) == KEYS
+        # Inputs are RNG draws and exact scalings only (no sums), so they regenerate bit for bit on any machine
+        # with NumPy's stable Generator streams: exact equality is the right assertion here, unlike for outputs.
+        case = build_case(CaseSpec(**entry["settings"]))
+        for k, a in (("X", case.X), ("y", case.y), *case.params._asdict().items()):
+            np.testing.assert_array_equal(g[k], a, err_msg=f"{entry['name']}/{k}")
+        assert g["traj_W_Q"].shape[0] == len(manifest["traj_steps"]) and g["traj_loss"].shape == (21,)
+
+
+def test_current_code_reproduces_the_committed_numbers():
+    # golden.CHECK_TOL (1e-11 values, 1e-10 trajectories; relative): another machine may sum in another order,
+    # so bit equality with the committed file is not the assertion. Measured difference between two summation
+    # orders (numpy vs numba backends) on these cases ≤ 7e-15 / 3e-14; a change of the model's formulas moves
+    # the numbers by far more (see test_check_detects_a_change_of_1e_9).
+    rows = golden.check(GOLDEN)
+    assert len(rows) == len(SMALL_CASES) * 11
+    bad = [r for r in rows if not r["passed"]]
+    assert not bad, bad
+
+
+def _rewrite(folder: Path, name: str, change) -> None:
+    """Change one array of a golden file and refresh its manifest hash, as a regenerated file would be."""
+    g = load_npz(folder / f"{name}.npz")
+    change(g)
+    data = golden.npz_bytes(g)
+    (folder / f"{name}.npz").write_bytes(data)
+    manifest = load_json(folder / "manifest.json")
+    for c in manifest["cases"]:
+        if c["name"] == name:
+            c["sha256"], c["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_check_detects_a_change_of_1e_9(tmp_path):
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    _rewrite(tmp_path / "g", "o1_logits", lambda g: g.update(dW_K=g["dW_K"] * (1 + 1e-9)))
+    _rewrite(tmp_path / "g", "saturated", lambda g: g["traj_W_V"][-1].__imul__(1 + 1e-8))
+    bad = {(r["case"], r["quantity"]) for r in golden.check(tmp_path / "g") if not r["passed"]}
+    assert bad == {("o1_logits", "dW_K"), ("saturated", "traj_W_V")}
+    (tmp_path / "g" / "M1.npz").write_bytes(b"damaged")
+    with pytest.raises(ValueError, match="sha256"):
+        golden.check(tmp_path / "g")
+
+
+def test_regeneration_from_the_manifest_is_bit_identical(tmp_path):
+    a = golden.regenerate(GOLDEN / "manifest.json", tmp_path / "a")
+    b = golden.regenerate(load_json(GOLDEN / "manifest.json"), tmp_path / "b")
+    assert a == b
+    for entry in a["cases"]:
+        data = (tmp_path / "a" / entry["file"]).read_bytes()
+        assert data == (tmp_path / "b" / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
+    # np.savez would stamp the current time into the zip and break this; our writer's bytes do not depend on it
+    assert golden.npz_bytes({"a": np.arange(3.0)}) == golden.npz_bytes({"a": np.arange(3.0)})
+
+
+def test_cli_writes_and_checks(tmp_path, capsys):
+    assert cli.main(["golden", "--out", str(tmp_path), "--traj-steps", "0,20"]) == 0
+    manifest = load_json(tmp_path / "manifest.json")
+    assert manifest["traj_steps"] == [0, 20] and len(manifest["cases"]) == len(SMALL_CASES)
+    with np.load(tmp_path / "M1.npz", allow_pickle=False) as z:       # plain numpy reads it
+        assert z["traj_W_V"].shape == (2, 16, 5) and z["dW_Q"].shape == (16, 6)
+    assert cli.main(["golden", "--check", str(tmp_path)]) == 0
+    assert "0 above tolerance" in capsys.readouterr().out
+    assert cli.main(["golden"]) == 2
+    assert cli.main(["golden", "--out", str(tmp_path), "--traj-steps", "0,30"]) == 2
