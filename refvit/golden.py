@@ -140,8 +140,9 @@ def check(golden_dir) -> list[dict]:
         losses = []
         for t in range(int(manifest["steps"]) + 1):
             if snap < len(g["traj_step"]) and t == g["traj_step"][snap]:
-                for k, a in zip(Params._fields, p):
-                    traj[f"traj_{k}"] = max(traj[f"traj_{k}"], trajectory_error(a, g[f"traj_{k}"][snap], p0._asdict()[k]))
+                for k, a, a0 in zip(Params._fields, p, p0):
+                    e = trajectory_error(a, g[f"traj_{k}"][snap], a0)
+                    traj[f"traj_{k}"] = max(traj[f"traj_{k}"], e)
                 snap += 1
             losses.append(loss_and_grads(p, X, y)[0])
             if t < manifest["steps"]:

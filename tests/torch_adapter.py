@@ -6,7 +6,6 @@ The module mirrors the authors' script (PAPER §2.1-2.2): ``nn.Linear(d, ·, bia
 softmax over keys without 1/√d_h, the mean over the M queries, ``SoftMarginLoss`` (mean log(1 + e^{−y f})) and
 ``torch.optim.SGD`` with the head frozen by ``requires_grad_(False)``.
 """
-import numpy as np
 import torch
 from torch import nn
 
