@@ -148,6 +148,9 @@ class Setting:
         chosen rates, ``curve_runs`` per regime (none if curve_runs = 0). eval_every: test loss every k steps.
     curve_optimizers : which optimizers get curves (None: all). A dense step of the dynamics setting costs ~0.1 s of
         CPU (d=2048, d_h=1024) and a dense test evaluation ~0.25 s, so the quick preset draws GD and SignGD only.
+    references : extra (optimizer, rate) pairs run on the same grid and streams *outside* the rule, e.g. GD at the
+        authors' rate of the setting (PAPER §7.1: 0.1, §7.2: 0.01), so that the chosen rates can be compared with
+        the paper's own runs. reference_curve_steps : length of their curves (0: curve_steps).
     """
     name: str
     data: DataConfig
@@ -165,8 +168,11 @@ class Setting:
     curve_eval_every: int = 1
     snr_axis_sigma: float = 0.2
     curve_optimizers: tuple | None = None
+    references: tuple = ()
+    reference_curve_steps: int = 0
 
     def __post_init__(self):
+        object.__setattr__(self, "references", tuple((str(o), float(lr)) for o, lr in self.references))
         if self.train.loss_threshold is None:
             raise ValueError("the setting's train template needs loss_threshold (the convergence criterion)")
         if self.curve_runs and (self.curve_steps <= 0 or not self.regimes):
@@ -183,11 +189,12 @@ class Setting:
         return Sweep(f"{self.name}-{optimizer}", self.Ns, self.mu_norms, self.repeats, seed, self.data, self.model,
                      train, self.snr_axis_sigma)
 
-    def curves(self, optimizer: str, lr: float, seed: int):
-        """The ``Dynamics`` spec of the fixed-length curves (exactly curve_steps updates, no early stop)."""
+    def curves(self, optimizer: str, lr: float, seed: int, steps: int | None = None):
+        """The ``Dynamics`` spec of the fixed-length curves (exactly ``steps`` updates, default curve_steps)."""
         from .dynamics import Dynamics
         train = self.train.replace(optimizer=optimizer, lr=float(lr), backend=_backend(optimizer),
-                                   steps=self.curve_steps, loss_threshold=None, eval_every=self.curve_eval_every)
+                                   steps=steps or self.curve_steps, loss_threshold=None,
+                                   eval_every=self.curve_eval_every)
         return Dynamics(f"{self.name}-{optimizer}", self.regimes, self.curve_runs, seed, self.data, self.model, train)
 
     def to_dict(self) -> dict:
@@ -197,7 +204,28 @@ class Setting:
                 "pilot_repeats": self.pilot_repeats, "regimes": [list(r) for r in self.regimes],
                 "curve_runs": self.curve_runs, "curve_steps": self.curve_steps,
                 "curve_eval_every": self.curve_eval_every, "snr_axis_sigma": self.snr_axis_sigma,
-                "curve_optimizers": None if self.curve_optimizers is None else list(self.curve_optimizers)}
+                "curve_optimizers": None if self.curve_optimizers is None else list(self.curve_optimizers),
+                "references": [list(r) for r in self.references],
+                "reference_curve_steps": self.reference_curve_steps}
+
+    def series(self, choice: dict, optimizers) -> list[dict]:
+        """Every comparison run set of this setting: the chosen rate of each optimizer, then the references.
+
+        Each is {"series", "optimizer", "lr", "reference", "folder", "curves" (folder or None), "curve_steps"}.
+        """
+        curve_opts = self.curve_optimizers or optimizers
+        out = []
+        for opt in optimizers:
+            out.append({"series": opt, "optimizer": opt, "lr": choice[opt]["lr"], "reference": False, "folder": opt,
+                        "curves": f"{opt}_curves" if self.curve_runs and opt in curve_opts else None,
+                        "curve_steps": self.curve_steps})
+        for opt, lr in self.references:
+            name = f"{opt}@{lr_tag(lr)}"
+            out.append({"series": name, "optimizer": opt, "lr": lr, "reference": True,
+                        "folder": f"ref_{opt}_lr{lr_tag(lr)}",
+                        "curves": f"ref_{opt}_lr{lr_tag(lr)}_curves" if self.curve_runs else None,
+                        "curve_steps": self.reference_curve_steps or self.curve_steps})
+        return out
 
 
 def figure1_optimizer_setting(Ns, mus, repeats, budget) -> Setting:
@@ -205,7 +233,7 @@ def figure1_optimizer_setting(Ns, mus, repeats, budget) -> Setting:
     and 4.9, 9.8 (benign) against the boundary 2.5 (PAPER §1.3)."""
     data, model, train = figure1_setting()
     return Setting("figure1", data, model, train.replace(steps=budget, loss_threshold=LOSS_THRESHOLD),
-                   tuple(Ns), tuple(mus), repeats, (8, 16), (30, 100), 2)
+                   tuple(Ns), tuple(mus), repeats, (8, 16), (30, 100), 2, references=(("gd", train.lr),))
 
 
 def dynamics_optimizer_setting(repeats, curve_runs, curve_steps, eval_every, budget=500,
@@ -217,7 +245,8 @@ def dynamics_optimizer_setting(repeats, curve_runs, curve_steps, eval_every, bud
     mus = tuple(mu for _, mu in REGIMES)
     return Setting("dynamics", data, model, train.replace(steps=budget, loss_threshold=LOSS_THRESHOLD),
                    (data.N,), mus, repeats, (data.N,), mus, 2, REGIMES, curve_runs, curve_steps, eval_every,
-                   snr_axis_sigma=data.sigma_w, curve_optimizers=curve_optimizers)
+                   snr_axis_sigma=data.sigma_w, curve_optimizers=curve_optimizers,
+                   references=(("gd", train.lr),), reference_curve_steps=train.steps)
 
 
 @dataclass(frozen=True)
@@ -334,8 +363,10 @@ def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | Non
     """Pilots → rate choice → comparison sweep (→ curves) for every setting and optimizer, into folder ``out``.
 
     Layout: out/study.json; out/<setting>/pilot/<opt>_lr<η>/ (Sweep folders), out/<setting>/lr_choice.json,
-    out/<setting>/<opt>/ (the comparison Sweep: table.csv), out/<setting>/<opt>_curves/ (Dynamics runs);
-    out/pilot.csv, out/table.csv (all comparison runs, with setting/optimizer/lr columns), out/summary.csv.
+    out/<setting>/series.json (``Setting.series``: what was compared, and where), out/<setting>/<opt>/ (the
+    comparison Sweep: table.csv), out/<setting>/<opt>_curves/ (Dynamics runs), out/<setting>/ref_gd_lr<η>/ (the
+    references); out/pilot.csv, out/table.csv (all comparison runs, with setting/series/optimizer/lr columns),
+    out/summary.csv.
     Returns {"choices": {setting: {optimizer: choice}}, "timing": {...}}.
     """
     from .dynamics import run_dynamics
@@ -357,18 +388,19 @@ def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | Non
                 choices[setting.name][opt] = choose_lr(study.lr_grid, evaluate, study.lr_rule)
             save_json(sdir / "lr_choice.json", choices[setting.name])
             timing[f"{setting.name}_pilot_seconds"] = time.perf_counter() - t0
+            series = setting.series(choices[setting.name], study.optimizers)
+            save_json(sdir / "series.json", series)
             t0 = time.perf_counter()
-            for opt in study.optimizers:
-                lr = choices[setting.name][opt]["lr"]
-                run_sweep(setting.sweep("compare", opt, lr, study.seed), sdir / opt, executor=ex, progress=progress)
+            for s in series:
+                run_sweep(setting.sweep("compare", s["optimizer"], s["lr"], study.seed), sdir / s["folder"],
+                          executor=ex, progress=progress)
             timing[f"{setting.name}_compare_seconds"] = time.perf_counter() - t0
-            if setting.curve_runs:
-                t0 = time.perf_counter()
-                for opt in setting.curve_optimizers or study.optimizers:
-                    lr = choices[setting.name][opt]["lr"]
-                    run_dynamics(setting.curves(opt, lr, study.seed), sdir / f"{opt}_curves", executor=ex,
-                                 progress=progress)
-                timing[f"{setting.name}_curves_seconds"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for s in series:
+                if s["curves"]:
+                    run_dynamics(setting.curves(s["optimizer"], s["lr"], study.seed, s["curve_steps"]),
+                                 sdir / s["curves"], executor=ex, progress=progress)
+            timing[f"{setting.name}_curves_seconds"] = time.perf_counter() - t0
     write_optimizer_tables(study, out)
     return {"choices": choices, "timing": timing}
 
@@ -435,18 +467,20 @@ def write_optimizer_tables(study: OptimizerStudy | dict, out) -> dict:
                 for r in _table_rows(sdir / "pilot" / f"{opt}_lr{lr_tag(sc['lr'])}" / "table.csv"):
                     pilot.append({"setting": s["name"], "optimizer": opt, "lr": sc["lr"],
                                   "chosen": sc["lr"] == choice[opt]["lr"], **r})
-            lr = choice[opt]["lr"]
-            rows = _table_rows(sdir / opt / "table.csv")
-            for r in rows:
-                group = regimes.get(int(r["mu_norm"])) or regime_of(r["N_snr2"])
-                table.append({"setting": s["name"], "optimizer": opt, "lr": lr, "group": group, **r})
+        for ser in load_json(sdir / "series.json"):
+            head = {"setting": s["name"], "series": ser["series"], "optimizer": ser["optimizer"], "lr": ser["lr"],
+                    "reference": ser["reference"]}
+            rows = [{**head, "group": regimes.get(int(r["mu_norm"])) or regime_of(r["N_snr2"]), **r}
+                    for r in _table_rows(sdir / ser["folder"] / "table.csv")]
+            table += rows
             for group in ("benign", "transition", "harmful"):
-                g = [r for r in table if r["setting"] == s["name"] and r["optimizer"] == opt and r["group"] == group]
+                g = [r for r in rows if r["group"] == group]
                 if g:
-                    summary.append({"setting": s["name"], "optimizer": opt, "lr": lr, "group": group, **_stats(g)})
+                    summary.append({**head, "group": group, **_stats(g)})
+    head = ["setting", "series", "optimizer", "lr", "reference", "group"]
     _write_csv(out / "pilot.csv", pilot, ["setting", "optimizer", "lr", "chosen", *COLUMNS])
-    _write_csv(out / "table.csv", table, ["setting", "optimizer", "lr", "group", *COLUMNS])
-    _write_csv(out / "summary.csv", summary, ["setting", "optimizer", "lr", "group", *SUMMARY_COLUMNS])
+    _write_csv(out / "table.csv", table, [*head, *COLUMNS])
+    _write_csv(out / "summary.csv", summary, [*head, *SUMMARY_COLUMNS])
     return {"pilot": pilot, "table": table, "summary": summary}
 
 
@@ -510,8 +544,11 @@ def optimizer_summary_text(out, command: str = "") -> str:
             lines.append(f"  {opt:6s} lr={lr_tag(c['lr'])} (largest stable {lr_tag(c['largest_stable'])}, "
                          f"heldout {lr_tag(c['heldout']) if c['heldout'] is not None else '-'}); scan "
                          f"lr:feasible/heldout loss = {scan}")
+        for ser in load_json(out / s["name"] / "series.json"):
+            ref = ", a reference: not chosen by the rule" if ser["reference"] else ""
+            lines.append(f"  {ser['series']} (lr = {ser['lr']:g}{ref}):")
             for r in summary:
-                if r["setting"] == s["name"] and r["optimizer"] == opt:
+                if r["setting"] == s["name"] and r["series"] == ser["series"]:
                     lines.append(f"      {r['group']:10s} runs {r['n_converged']}/{r['n_runs']} converged; steps "
                                  f"median {_fmt(r['steps_median'], 'g')} [{_fmt(r['steps_min'], 'g')}, "
                                  f"{_fmt(r['steps_max'], 'g')}]; test loss {_fmt(r['test_loss_mean'])} ± "

@@ -84,9 +84,11 @@ TRAIN = TrainConfig(lr=1.0, steps=200, loss_threshold=0.01, backend="numpy")
 
 
 def tiny_optimizer_study(lr_rule="heldout"):
-    s1 = Setting("figure1", DATA, MODEL, TRAIN, (2, 4, 8), (1, 4, 16), 1, (4,), (1, 16), 2)
+    s1 = Setting("figure1", DATA, MODEL, TRAIN, (2, 4, 8), (1, 4, 16), 1, (4,), (1, 16), 2,
+                 references=(("gd", 0.5),))
     s2 = Setting("dynamics", DATA.replace(N=4), MODEL, TRAIN, (4,), (1, 8), 2, (4,), (1, 8), 1,
-                 (("harmful", 1), ("benign", 8)), 2, 20, 2, curve_optimizers=("gd", "signgd"))
+                 (("harmful", 1), ("benign", 8)), 2, 20, 2, curve_optimizers=("gd", "signgd"),
+                 references=(("gd", 0.5),), reference_curve_steps=30)
     return OptimizerStudy("tiny", (s1, s2), (1.0, 0.1, 0.01), lr_rule=lr_rule)
 
 
@@ -126,7 +128,7 @@ def test_chosen_rate_follows_from_the_saved_pilots(results):
 def test_a_comparison_row_is_the_cell_run_alone_with_that_optimizer(results):
     d = results / "study_optimizers_tiny"
     lr = load_json(d / "figure1" / "lr_choice.json")["signgd"]["lr"]
-    row = next(r for r in read_csv(d / "table.csv") if r["setting"] == "figure1" and r["optimizer"] == "signgd"
+    row = next(r for r in read_csv(d / "table.csv") if r["setting"] == "figure1" and r["series"] == "signgd"
                and r["N"] == 4 and r["mu_norm"] == 16)
     alone = run_cell(DATA.replace(N=4, mu_norm=16.0), MODEL,
                      TRAIN.replace(optimizer="signgd", lr=lr, backend="auto"), seed=0, key=(4, 16, 0)).summary
@@ -142,15 +144,17 @@ def test_summary_equals_a_direct_aggregation_of_the_sweep_tables(results):
     t = load_table(d / "figure1" / "gd" / "table.csv")
     n_snr2 = t["N"] * t["mu_norm"] ** 2 / (1.0 * 64)        # N‖μ‖²/(σ_p² d) by hand
     for group, sel in (("benign", n_snr2 >= 5.0), ("harmful", n_snr2 <= 1.25)):
-        row = next(r for r in summary if r["setting"] == "figure1" and r["optimizer"] == "gd" and r["group"] == group)
+        row = next(r for r in summary if r["setting"] == "figure1" and r["series"] == "gd" and r["group"] == group)
         ok = sel & t["converged"]
         assert row["n_runs"] == sel.sum() and row["n_converged"] == ok.sum()
         # same numbers, same order of summation: 1e-15 relative leaves room for one rounding only
         assert row["test_loss_mean"] == pytest.approx(t["test_loss"][ok].mean(), rel=1e-15)
         assert row["steps_median"] == np.median(t["steps"][ok])
-    # dynamics setting: groups are the named regimes
-    groups = {(r["optimizer"], r["group"]) for r in summary if r["setting"] == "dynamics"}
-    assert groups == {(o, g) for o in ("gd", "signgd", "adam") for g in ("harmful", "benign")}
+    # dynamics setting: groups are the named regimes; the reference is a series of its own, never chosen by the rule
+    groups = {(r["series"], r["group"]) for r in summary if r["setting"] == "dynamics"}
+    assert groups == {(o, g) for o in ("gd", "signgd", "adam", "gd@0.5") for g in ("harmful", "benign")}
+    ref = load_json(d / "dynamics" / "ref_gd_lr0.5_curves" / "dynamics.json")
+    assert ref["train"]["lr"] == 0.5 and ref["train"]["steps"] == 30 and ref["train"]["loss_threshold"] is None
 
 
 def test_label_noise_runs_trained_on_flipped_labels(results):
