@@ -76,14 +76,15 @@ class DenseObjective:
 def _record(rec: dict, loss: float, f, cache, y) -> None:
     M = cache.S.shape[1]
     abar, v, Z = cache.abar, cache.v, cache.Z
+    nan = np.nan   # quantities of tokens an image does not have (M = 1: no noise token; M = 2: no other token)
     row = {
         "train_loss": loss,
-        "attn_signal": abar[:, 0].mean(), "attn_noise": abar[:, 1].mean(),
-        "attn_signal_s0": abar[0, 0], "attn_noise_s0": abar[0, 1],
-        "value_signal": (y * v[:, 0]).mean(), "value_noise": (y * v[:, 1]).mean(),
-        "V_signal_s0": v[0, 0], "V_noise_s0": v[0, 1],
-        "qk_sig_sig_s0": Z[0, 0, 0], "qk_sig_noise_s0": Z[0, 0, 1],
-        "qk_other_sig_s0": Z[0, 2, 0] if M > 2 else np.nan, "qk_other_noise_s0": Z[0, 2, 1] if M > 2 else np.nan,
+        "attn_signal": abar[:, 0].mean(), "attn_noise": abar[:, 1].mean() if M > 1 else nan,
+        "attn_signal_s0": abar[0, 0], "attn_noise_s0": abar[0, 1] if M > 1 else nan,
+        "value_signal": (y * v[:, 0]).mean(), "value_noise": (y * v[:, 1]).mean() if M > 1 else nan,
+        "V_signal_s0": v[0, 0], "V_noise_s0": v[0, 1] if M > 1 else nan,
+        "qk_sig_sig_s0": Z[0, 0, 0], "qk_sig_noise_s0": Z[0, 0, 1] if M > 1 else nan,
+        "qk_other_sig_s0": Z[0, 2, 0] if M > 2 else nan, "qk_other_noise_s0": Z[0, 2, 1] if M > 2 else nan,
         "min_margin": (y * f).min(),
     }
     for k, val in row.items():

@@ -189,16 +189,14 @@ def test_our_backends_pass(backend, cases):
 
 
 def test_our_trainer_step_passes_with_w_O_frozen_and_trained():
-    # refvit.train's GD (one step per call) as the user's step; M = 1 is left out because the trainer's history
-    # reads attention on token 1.
+    # refvit.train's GD (one step per call) as the user's step, on every small case (M = 1 included).
     fwd, grad = ours()
     for train_w_O in (False, True):
         def step(W_Q, W_K, W_V, w_O, X, y, lr, train_w_O=train_w_O):
             p, h = train((W_Q, W_K, W_V, w_O), X, y, lr=lr, steps=1, train_w_O=train_w_O, backend="numpy")
             assert h.steps == 1
             return tuple(p)
-        cases = [s.name for s in cc.SMALL_CASES if s.M > 1]
-        report = cc.crosscheck(fwd, grad, step, train_w_O=train_w_O, cases=cases, verbose=False)
+        report = cc.crosscheck(fwd, grad, step, train_w_O=train_w_O, cases="small", verbose=False)
         assert report.passed, report.format()
 
 

@@ -122,3 +122,14 @@ def test_demo_shows_benign_and_harmful_cells(tmp_path):
     # PAPER §7.1 [MEASURED]: ≈0.07 at (N=20, ‖μ‖=80) and ≈0.67 at ‖μ‖=20 for small N; 0.2 is the authors' cut.
     assert rows["benign"]["test_loss"] < 0.2 < 0.4 < rows["harmful"]["test_loss"]
     assert (tmp_path / "f" / "demo.png").stat().st_size > 10_000
+
+
+def test_single_token_images_train():
+    """M = 1 is a valid model (attention is trivially 1); the history marks the absent noise token as NaN."""
+    rng = np.random.default_rng(0)
+    params = Params(rng.standard_normal((4, 2)), rng.standard_normal((4, 2)), rng.standard_normal((4, 3)),
+                    rng.standard_normal(3))
+    X, y = rng.standard_normal((4, 1, 4)), np.array([1.0, -1.0, 1.0, -1.0])
+    p, hist = train(params, X, y, lr=0.1, steps=3, backend="numpy")
+    assert hist.steps == 3 and np.all(hist["attn_signal"] == 1.0) and np.isnan(hist["attn_noise"]).all()
+    np.testing.assert_array_equal(p.W_Q, params.W_Q)   # one token: logits cannot change f, so ∇W_Q = 0 exactly
