@@ -6,7 +6,8 @@ Reads only STUDY_DIR/study.json, table.csv and each flip rate's sweep folder (``
 One heatmap per flip rate p of the mean clean-test 0-1 error over (SNR, N) (converged runs; one colour scale for
 all panels; the N·SNR² curve in the SNR convention of the axis, as in ``fig_heatmap``), then the error against p:
 mean ± std over the runs of the benign-regime cells (N·SNR² ≥ benign_factor·2.5, SNR with σ_p; study.json) and,
-for contrast, of the harmful-regime cells (N·SNR² ≤ 2.5/benign_factor).
+for contrast, of the transition and harmful-regime cells (N·SNR² ≤ 2.5/benign_factor); and the test logistic loss
+against p for the same groups (the 0-1 error of 100 test samples cannot show changes below 1 %).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from refvit.studies import p_folder, read_csv  # noqa: E402
 from refvit.sweep import load_table  # noqa: E402
 
 ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
+GROUPS = (("benign", "C0", "o"), ("transition", "C1", "D"), ("harmful", "C3", "s"))
 
 
 def error_grid(table: dict, g: dict) -> np.ndarray:
@@ -38,12 +40,12 @@ def error_grid(table: dict, g: dict) -> np.ndarray:
     return Z
 
 
-def error_vs_p(rows: list[dict], group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(p, mean, std, n) of the test 0-1 error of the converged runs of one regime group, per flip rate."""
+def error_vs_p(rows: list[dict], group: str, key: str = "test_error") -> tuple[np.ndarray, ...]:
+    """(p, mean, std, n) of ``key`` (test 0-1 error) over the converged runs of one regime group, per flip rate."""
     ps = sorted({r["flip_rate"] for r in rows})
     m, s, n = [], [], []
     for p in ps:
-        e = np.array([r["test_error"] for r in rows if r["flip_rate"] == p and r["group"] == group
+        e = np.array([r[key] for r in rows if r["flip_rate"] == p and r["group"] == group
                       and r["converged"]], dtype=float)
         m.append(e.mean() if len(e) else np.nan)
         s.append(e.std() if len(e) else np.nan)
@@ -61,7 +63,9 @@ def main(argv=None) -> int:
     meta = load_json(d / "study.json")
     rows = read_csv(d / "table.csv")
     ps = meta["flip_rates"]
-    fig, axes = plt.subplots(1, len(ps) + 1, figsize=(5.2 * (len(ps) + 1), 4.8), constrained_layout=True)
+    fig = plt.figure(figsize=(5.4 * max(len(ps), 2), 9.6), constrained_layout=True)
+    top, bottom = fig.subfigures(2, 1)
+    axes = list(np.atleast_1d(top.subplots(1, len(ps)))) + list(bottom.subplots(1, 2))
     im = None
     for ax, pr in zip(axes, ps):
         folder = d / p_folder(pr)
@@ -73,29 +77,31 @@ def main(argv=None) -> int:
         im = plot_panel(ax, g, error_grid(table, g), f"p = {pr:g} (flipped: {flipped}): mean test 0-1 error",
                         "viridis", 0.0, ERROR_VMAX, const,
                         f"SNR = ‖μ‖ / ({smeta['snr_axis_sigma']:g}·√d)  (authors' axis)")
-    fig.colorbar(im, ax=list(axes[:len(ps)]), label="test 0-1 error, clean test labels (same scale everywhere)",
+    top.colorbar(im, ax=axes[:len(ps)], label="test 0-1 error, clean test labels (same scale everywhere)",
                  shrink=0.9)
-    ax = axes[-1]
-    for group, color, marker in (("benign", "C0", "o"), ("harmful", "C3", "s")):
-        x, m, s, n = error_vs_p(rows, group)
-        if np.all(n == 0):
-            continue
-        ax.errorbar(x, m, yerr=s, color=color, marker=marker, capsize=4, lw=1.5,
-                    label=f"{group} cells (mean ± std over {int(n.min())}–{int(n.max())} runs)")
-        for xi, mi, ni in zip(x, m, n):
-            ax.annotate(f"{mi:.3f}", (xi, mi), textcoords="offset points", xytext=(6, -12 if group == "benign"
-                                                                                     else 6), fontsize=7,
-                        color=color)
     pmax = max(ps)
-    ax.plot([0, pmax], [0, pmax], ls=":", color="0.4", label="error = p (for scale)")
-    ax.set_xlabel("flip rate p of the training labels")
-    ax.set_ylabel("test 0-1 error (clean test labels)")
     bf = meta["benign_factor"]
-    ax.set_title(f"benign: N·SNR² ≥ {bf:g}×2.5, harmful: ≤ 2.5/{bf:g} (σ_p)", fontsize=9)
-    ax.set_ylim(-0.02, ERROR_VMAX)
-    ax.set_xlim(-0.1 * pmax, 1.15 * pmax)          # room for the value labels
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    for ax, key, ylabel in ((axes[-2], "test_error", "test 0-1 error (clean test labels)"),
+                            (axes[-1], "test_loss", "test logistic loss (clean test labels)")):
+        for group, color, marker in GROUPS:
+            x, m, s, n = error_vs_p(rows, group, key)
+            if np.all(n == 0):
+                continue
+            ax.errorbar(x, m, yerr=s, color=color, marker=marker, capsize=4, lw=1.5,
+                        label=f"{group} cells (mean ± std, {int(n.min())}–{int(n.max())} runs)")
+            for xi, mi in zip(x, m):
+                ax.annotate(f"{mi:.3f}", (xi, mi), textcoords="offset points", xytext=(6, -12 if group == "benign"
+                                                                                         else 6), fontsize=7,
+                            color=color)
+        if key == "test_error":
+            ax.plot([0, pmax], [0, pmax], ls=":", color="0.4", label="error = p (for scale)")
+            ax.set_ylim(-0.02, ERROR_VMAX)
+        ax.set_xlabel("flip rate p of the training labels")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"benign: N·SNR² ≥ {bf:g}×2.5, harmful: ≤ 2.5/{bf:g}, transition: between (σ_p)", fontsize=9)
+        ax.set_xlim(-0.1 * pmax, 1.15 * pmax)          # room for the value labels
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle(f"Label-flip noise ({meta['name']}): Figure-1 setting, GD η = {meta['train']['lr']:g}, stop at "
                  f"training loss < 0.01 (≤ {meta['train']['steps']} steps), {meta['repeats']} seed(s) per cell, "
                  f"{meta['data']['n_test']} clean test samples per run. Red: N·SNR² = 2.5 with σ_p", fontsize=10)

@@ -620,6 +620,9 @@ def run_study(kind: str, preset: str, results="results", figures="figures", seed
     text = (optimizer_summary_text if kind == "optimizers" else label_noise_summary_text)(d, cmd)
     if not figures_only:
         text += f"wall clock {seconds:.1f} s for the runs (resumed runs are not recomputed)\n"
+    elif (d / "summary.txt").exists():          # a redraw keeps the timing of the run that made the results
+        text += "".join(line for line in (d / "summary.txt").read_text().splitlines(keepends=True)
+                        if line.startswith("wall clock"))
     _atomic_write(d / "summary.txt", lambda fh: fh.write(text.encode()))
     Path(figures).mkdir(parents=True, exist_ok=True)
     _atomic_write(Path(figures) / f"{tag}_summary.txt", lambda fh: fh.write(text.encode()))
