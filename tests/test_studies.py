@@ -211,3 +211,21 @@ def test_dynamics_figure_is_skipped_without_curves(results, tmp_path):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "study.json").write_text(json.dumps(meta2))
     assert not fig_optimizers.dynamics_figure(tmp_path / "s", tmp_path / "y.png", 1.0, 40)
+
+
+def test_presets_build_valid_sweeps_and_the_cli_knows_the_study(tmp_path, capsys):
+    from refvit.cli import main
+    for preset in ("quick", "full"):
+        st = getattr(OptimizerStudy, preset)()
+        for s in st.settings:
+            for opt in st.optimizers:        # every sweep the preset can make is a valid config (dense for sign/adam)
+                sw = s.sweep("compare", opt, st.lr_grid[-1], 0)
+                assert opt == "gd" or sw.train.backend == "auto"
+            assert s.series({o: {"lr": 0.1} for o in st.optimizers}, st.optimizers)[-1]["reference"]
+        ln = getattr(LabelNoiseStudy, preset)()
+        for p in ln.flip_rates:              # Ns are multiples of 10: round(p·N) = p·N exactly
+            assert all(abs(round(p * N) - p * N) < 1e-9 for N in ln.Ns)
+            assert ln.sweep(p).data.flip_rate == p
+    # the subcommand is registered and refuses to redraw a study that was never run
+    assert main(["study", "optimizers", "--figures-only", "--results", str(tmp_path)]) == 2
+    assert "no saved study" in capsys.readouterr().err
