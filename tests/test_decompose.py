@@ -80,6 +80,7 @@ def test_w_O_trained_matrix_recursion_and_out_of_span():
         assert res <= TOL, f"tracked residual {name} = {res:.3g}"
     expected_oos = np.linalg.norm(p0.W_V @ (params.w_O - p0.w_O)) / np.linalg.norm(
         params.W_V @ params.w_O - p0.W_V @ p0.w_O)
+    # 1e-12: the same norm ratio computed from the same arrays in another order (rounding ~1e-15).
     assert recovered.out_of_span == pytest.approx(expected_oos, rel=1e-12) and recovered.out_of_span > 1e-3
     s = summaries(params, data.X, signals)
     mu = np.stack(signals)
@@ -138,7 +139,8 @@ def test_tracked_series_is_monotone_and_starts_at_zero():
     assert h["coef"].shape[0] == hist.steps + 1 and not np.any(h["coef"][0])
     assert np.all(np.diff(h["gamma_plus"]) > 0) and np.all(np.diff(h["gamma_minus"]) < 0)
     assert np.all(np.diff(data.y * h["rho"], axis=0) > 0)
-    # the recorded ā is the history's: token 0 = signal, 1 = noise
+    # the recorded ā is the history's: token 0 = signal, 1 = noise. 1e-14: the same forward pass, only the mean's
+    # summation order can differ.
     assert rel_error(h["abar"][:, :, 0].mean(axis=1), hist["attn_signal"]) <= 1e-14
 
 
@@ -200,6 +202,8 @@ def test_summaries_match_direct_bilinear_forms_and_the_trained_logits():
     s = summaries(params, data.X, signals)
     W = params.W_Q @ params.W_K.T
     mu, xi, sig = np.stack(signals), data.X[:, 1], data.X[:, 0]
+    # 1e-13: bilinear forms of O(1) vectors through d-dimensional products, summed in a different order from the
+    # reference (rounding ~1e-15 relative); 1e-15 for a single product computed the same way.
     assert rel_error(s["qk_signal"], np.einsum("kd,de,ke->k", mu, W, mu)) <= 1e-13
     assert rel_error(s["qk_noise"], xi @ W @ xi.T) <= 1e-13
     assert rel_error(s["wq_noise"], xi @ params.W_Q) <= 1e-15

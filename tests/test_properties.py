@@ -4,7 +4,7 @@ Tolerances: 1e-12 relative for identities that hold exactly in real arithmetic a
 summation order over at most a few hundred O(1) terms (observed ~1e-15).
 """
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from refvit import Params, forward, loss_and_grads
 from refvit.gradcheck import rel_error
@@ -76,6 +76,7 @@ def test_euler_identities(problem):
         S, v, Z = cache.S[n], cache.v[n], cache.Z[n]
         G = S * (v[None, :] - (S @ v)[:, None]) / X.shape[1]
         scale = 1 + abs(f[n])
+        # ×10: each identity is a sum of d·d_v (≤ 24) products, so rounding can reach ~10 ulps of its terms.
         assert abs(np.sum(g.W_V * params.W_V) - f[n]) < TOL * scale * 10
         assert abs(g.w_O @ params.w_O - f[n]) < TOL * scale * 10
         gz = np.sum(G * Z)
@@ -115,8 +116,8 @@ def test_gd_drift_of_conserved_quantity_is_second_order(shape, seed):
     for k in (1, 2, 3, 4):
         p, _ = train(params, X, y, lr=0.01 / 2**k, steps=20 * 2**k, backend="numpy")
         drifts.append(np.abs(C(p) - C(params)).max())
-    if drifts[0] > 1e-9:   # below that the drift is lost in rounding and the ratio means nothing
-        # drift(η) = aη + bη² + …, so drift(η)/drift(η/2) = 2 + O(η). Over 300 random problems the ratio at
-        # η = 0.005 was 2 ± 0.22 and it approached 2 as η shrank; at η = 0.00125 the ±0.3 has margin.
-        ratio = drifts[-2] / drifts[-1]
-        assert 1.7 < ratio < 2.3, f"drifts {drifts}"
+    assume(drifts[-1] > 1e-9)   # below that the drift is lost in rounding and the ratio means nothing (rare)
+    # drift(η) = aη + bη² + …, so drift(η)/drift(η/2) = 2 + O(η). Over 300 random problems the ratio at
+    # η = 0.005 was 2 ± 0.22 and it approached 2 as η shrank; at η = 0.00125 the ±0.3 has margin.
+    ratio = drifts[-2] / drifts[-1]
+    assert 1.7 < ratio < 2.3, f"drifts {drifts}"
