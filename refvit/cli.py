@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import figure1_setting
-from .experiment import run_cell
+from .experiment import cell_key, run_cell
 from .io import save_json, save_npz
 
-SUBCOMMAND_MODULES: tuple[str, ...] = ("refvit.sweep", "analysis.fig_coefficients", "refvit.crosscheck",
+SUBCOMMAND_MODULES: tuple[str, ...] = ("refvit.sweep", "refvit.coefficients", "refvit.crosscheck",
                                        "refvit.golden", "refvit.studies")   # each adds one subcommand
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (PAPER §7.1)
@@ -34,7 +34,8 @@ def cmd_demo(args) -> int:
     rows = []
     for name, N, mu in DEMO_CELLS:
         data_cfg, model_cfg, train_cfg = figure1_setting(N=N, mu_norm=mu)
-        run = run_cell(data_cfg, model_cfg, train_cfg.replace(backend=args.backend), seed=args.seed, key=(N, int(mu)))
+        run = run_cell(data_cfg, model_cfg, train_cfg.replace(backend=args.backend), seed=args.seed,
+                       key=cell_key(N, mu))   # the same draw as repeat 0 of this cell in the sweep
         save_history(out / f"demo_{name}.npz", run)
         rows.append({"cell": name, **run.summary})
         s = run.summary

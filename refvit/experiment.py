@@ -19,6 +19,19 @@ class CellRun(NamedTuple):
     data: Dataset
 
 
+def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
+    """The stream key of run ``repeat`` of cell (N, ‖μ‖): ``streams(seed, *cell_key(N, mu, r))``.
+
+    The sweep, the dynamics runs, the demo and the coefficient figure all key their streams this way, so the same
+    (seed, N, ‖μ‖, repeat) draws the same data and init everywhere. An integer ‖μ‖ is its own key; any other ‖μ‖
+    is keyed by round(‖μ‖·10⁶) with a trailing tag 1, which no integer key can produce.
+    """
+    mu = float(mu_norm)
+    if mu.is_integer():
+        return (int(N), int(mu), int(repeat))
+    return (int(N), int(round(mu * 1e6)), int(repeat), 1)
+
+
 def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
              key: tuple = (), progress: bool = False) -> CellRun:
     """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers."""

@@ -232,11 +232,11 @@ def test_recover_rejects_mismatched_inputs():
         recover(p0, p0, data.X, (np.ones(5), np.ones(5)))
 
 
-def test_fig_coefficients_train_weights_draw(tmp_path):
-    """The analysis CLI: train+save, decompose saved weights, draw from the saved file alone."""
-    from analysis import fig_coefficients as fc
+def test_coefficients_cli_train_weights_draw(tmp_path):
+    """`refvit coefficients`: train+save, decompose saved weights, draw from the saved file alone."""
+    from refvit.cli import main as refvit_main
     res, figs = str(tmp_path / "res"), str(tmp_path / "figs")
-    assert fc.main(["train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results", res,
+    assert refvit_main(["coefficients", "train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results", res,
                     "--figures", figs]) == 0
     saved = load_npz(tmp_path / "res" / "coefficients_dynamics_mu30.npz")
     assert saved["h_gamma_plus"].shape == (9,) and saved["h_abar"].shape == (9, 10, 3)
@@ -248,8 +248,8 @@ def test_fig_coefficients_train_weights_draw(tmp_path):
     params, _, _, _, recovered = tracked_and_recovered(data, p0, signals, TrainConfig(lr=0.5, steps=10))
     save_npz(tmp_path / "w.npz", **{f"{k}0": v for k, v in p0._asdict().items()}, **params._asdict(), X=data.X,
              y=data.y, mu_plus=data.mu_plus, mu_minus=data.mu_minus)
-    assert fc.main(["weights", str(tmp_path / "w.npz"), "--results", res, "--no-draw"]) == 0
+    assert refvit_main(["coefficients", "weights", str(tmp_path / "w.npz"), "--results", res, "--no-draw"]) == 0
     assert load_npz(tmp_path / "res" / "decomposed_w.npz")["recovered_gamma_plus"] == recovered.gamma_plus
-    assert fc.main(["draw", str(tmp_path / "res" / "decomposed_w.npz"), "--out", str(tmp_path / "d.png")]) == 0
+    assert refvit_main(["coefficients", "draw", str(tmp_path / "res" / "decomposed_w.npz"), "--out", str(tmp_path / "d.png")]) == 0
     assert (tmp_path / "d.png").exists()
-    assert fc.main(["weights", str(tmp_path / "res" / "decomposed_w.npz"), "--results", res, "--no-draw"]) == 2
+    assert refvit_main(["coefficients", "weights", str(tmp_path / "res" / "decomposed_w.npz"), "--results", res, "--no-draw"]) == 2
