@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import expit
+
+from .model import logistic_loss, logistic_loss_derivative
 
 BENIGN_LOSS = 0.2   # the authors' cut (PAPER §7.1 panel b)
 
@@ -38,13 +39,16 @@ def _fit_logistic(F: np.ndarray, b: np.ndarray, l2: float) -> np.ndarray:
 
     def obj(w):
         z = sgn * (G @ w)
-        loss = np.mean(np.logaddexp(0.0, -z)) + 0.5 * l2 * w[1:] @ w[1:]
-        # d/dw mean ℓ(z) = mean(ℓ'(z) sgn G) with ℓ'(z) = -expit(-z)
-        grad = -(G.T @ (sgn * expit(-z))) / len(z)
+        loss = np.mean(logistic_loss(z)) + 0.5 * l2 * w[1:] @ w[1:]
+        grad = G.T @ (sgn * logistic_loss_derivative(z)) / len(z)     # d/dw mean ℓ(z) = mean(ℓ'(z) sgn G)
         grad[1:] += l2 * w[1:]
         return loss, grad
 
     res = minimize(obj, np.zeros(G.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-10, "maxiter": 1000})
+    # BFGS often stops with "precision loss" at the optimum of this smooth convex problem; judge by the gradient.
+    if np.linalg.norm(res.jac) > 1e-6:
+        raise ValueError(f"the logistic fit did not converge ({res.message}; |gradient| = "
+                         f"{np.linalg.norm(res.jac):.2g}); the benign labels may be separable by the grid")
     w = res.x
     slopes = w[1:] / s                                        # back to the original features
     return np.concatenate([[w[0] - slopes @ m], slopes])
@@ -93,9 +97,12 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
         boots = []
         for _ in range(n_boot):
             idx = rng.integers(0, len(b), size=len(b))
-            if b[idx].min() == b[idx].max():
-                continue                      # a resample with one class has no boundary; skip it
+            if b[idx].min() == b[idx].max() or np.any(F[idx].min(axis=0) == F[idx].max(axis=0)):
+                continue                      # one class, or a constant N or SNR: no boundary in it; skip it
             boots.append(_relation(_fit_logistic(F[idx], b[idx], l2)))
+        if not boots:
+            raise ValueError(f"none of the {n_boot} bootstrap resamples had both classes and two values of N and "
+                             "SNR; use more runs or n_boot=0")
         A = np.array(boots)                    # (n_ok, 2): a, log C
         q = [(1 - level) / 2, (1 + level) / 2]
         out["ci_a"] = [float(x) for x in np.quantile(A[:, 0], q)]
