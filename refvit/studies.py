@@ -36,7 +36,6 @@ drawn by ``analysis/fig_optimizers.py`` and ``analysis/fig_labelnoise.py`` from 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import math
@@ -370,12 +369,12 @@ def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | Non
     Returns {"choices": {setting: {optimizer: choice}}, "timing": {...}}.
     """
     from .dynamics import run_dynamics
-    from .sweep import default_executor, run_sweep
+    from .sweep import executor_context, run_sweep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_study(out, study.to_dict())
     choices, timing = {}, {}
-    ctx = contextlib.nullcontext(executor) if executor is not None else default_executor(workers)
+    ctx = executor_context(executor, workers)
     with ctx as ex:
         for setting in study.settings:
             sdir = out / setting.name
@@ -408,12 +407,12 @@ def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | Non
 def run_label_noise(study: LabelNoiseStudy, out, executor=None, workers: int | None = None,
                     progress: bool = True) -> dict:
     """One Sweep per flip rate into out/p<p>/; then out/table.csv (with flip_rate) and out/summary.csv."""
-    from .sweep import default_executor, run_sweep
+    from .sweep import executor_context, run_sweep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _check_study(out, study.to_dict())
     t0 = time.perf_counter()
-    ctx = contextlib.nullcontext(executor) if executor is not None else default_executor(workers)
+    ctx = executor_context(executor, workers)
     with ctx as ex:
         for p in study.flip_rates:
             run_sweep(study.sweep(p), out / p_folder(p), executor=ex, progress=progress)

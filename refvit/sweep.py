@@ -25,10 +25,11 @@ import argparse
 import contextlib
 import csv
 import io
+import itertools
 import json
 import os
 import time
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,8 +182,8 @@ class SerialExecutor(Executor):
         fut = Future()
         try:
             fut.set_result(fn(*args, **kwargs))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller through the future, like a real executor
-            fut.set_exception(e)
+        except Exception as e:  # noqa: BLE001 - handed to the caller through the future, like a real executor
+            fut.set_exception(e)   # KeyboardInterrupt and SystemExit are not caught: they stop the sweep at once
         return fut
 
 
@@ -224,28 +225,37 @@ def default_executor(workers: int | None = None):
             ex.shutdown(wait=True, cancel_futures=True)
 
 
+def executor_context(executor: Executor | None = None, workers: int | None = None):
+    """``executor`` as a context that does not shut it down, or a new ``default_executor(workers)``."""
+    return contextlib.nullcontext(executor) if executor is not None else default_executor(workers)
+
+
 def execute(tasks: list, save, executor: Executor | None = None, workers: int | None = None,
-            desc: str = "runs", progress: bool = True, total: int | None = None) -> None:
+            desc: str = "runs", progress: bool = True, total: int | None = None, window: int = 256) -> None:
     """Submit ``tasks`` [(fn, args, tag)] and call ``save(tag, result)`` in this process as each one finishes.
 
-    A finished task is saved at once, so killing the sweep loses at most the runs in flight.
+    At most ``window`` tasks are submitted ahead of the saved ones (1 for the serial executor, which runs a task as
+    it is submitted), so killing the sweep loses at most the runs in flight: every computed run is saved first.
     """
     from tqdm.auto import tqdm
     total = len(tasks) if total is None else total
     bar = tqdm(total=total, initial=total - len(tasks), desc=desc, unit="run", disable=not progress,
                dynamic_ncols=True)
-    if not tasks:
-        bar.close()
-        return
-    ctx = contextlib.nullcontext(executor) if executor is not None else default_executor(workers)
-    with ctx as ex:
-        futures = {ex.submit(fn, *args): tag for fn, args, tag in tasks}
+    with executor_context(executor, workers) as ex:
+        limit = 1 if isinstance(ex, SerialExecutor) else window
+        todo, pending = iter(tasks), {}
         try:
-            for fut in as_completed(futures):
-                save(futures[fut], fut.result())
-                bar.update(1)
+            while True:
+                for fn, args, tag in itertools.islice(todo, limit - len(pending)):
+                    pending[ex.submit(fn, *args)] = tag
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    save(pending.pop(fut), fut.result())
+                    bar.update(1)
         except BaseException:
-            for fut in futures:
+            for fut in pending:
                 fut.cancel()
             raise
         finally:

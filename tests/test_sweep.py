@@ -96,6 +96,24 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
     assert table_rows(sw, tmp_path / "cut", timing=False) == table_rows(sw, tmp_path / "ref", timing=False)
 
 
+def test_interrupt_inside_a_serial_run_stops_at_once_and_keeps_every_finished_run(tmp_path, monkeypatch):
+    """Ctrl-C in run 5 of a serial sweep: runs 1-4 are on disk, and nothing after run 5 was started."""
+    sw = tiny_sweep()
+    real_run_one, calls = sweep_mod.run_one, []
+
+    def interrupted_run_one(*args):
+        calls.append(args)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_run_one(*args)
+
+    monkeypatch.setattr(sweep_mod, "run_one", interrupted_run_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(sw, tmp_path / "cut", workers=0, progress=False)
+    assert len(calls) == 5
+    assert len(list((tmp_path / "cut" / "runs").glob("*.json"))) == 4
+
+
 def test_sigkill_mid_sweep_then_restart_gives_the_uninterrupted_table(tmp_path):
     # ~40 ms per run (400 steps, no early stop) so that the kill lands mid-sweep
     sw = tiny_sweep(steps=400, loss_threshold=None, mus=(1, 2, 4, 8, 16, 32), repeats=2)
