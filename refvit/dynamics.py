@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import DataConfig, ModelConfig, TrainConfig, dynamics_setting
 from .data import make_dataset, streams
+from .experiment import cell_key
 from .init import init_params
 from .io import load_json, save_json, save_npz
 from .train import train
@@ -94,7 +95,7 @@ def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig
     c_y_rho (steps+1, N) = y_i ρ_i. The trajectory is the same as without it (the tracker never changes a weight).
     """
     t0 = time.perf_counter()
-    key = (data_cfg.N, int(data_cfg.mu_norm), repeat)
+    key = cell_key(data_cfg.N, data_cfg.mu_norm, repeat)
     rng = streams(seed, *key)
     data = make_dataset(data_cfg, rng.data, rng.test)
     params0 = init_params(model_cfg, data_cfg.d, rng.init)

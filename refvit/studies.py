@@ -7,8 +7,8 @@ noisy data; PAPER §8). GD, SignGD and Adam are compared in two settings: the Fi
 
 Learning-rate rule. Each optimizer gets one rate per setting from the *same* log grid, chosen from **pilot runs**
 only: a 2 × 2 grid of cells, one N·SNR² clearly below and one clearly above the boundary for each of two N, × 2
-seeds. Pilot runs draw their data, test set and init from ``streams(seed + PILOT_SEED_OFFSET, N, ‖μ‖, r)``,
-disjoint from every reported run, so a pilot's test set is a *held-out* set for tuning, never a reported number.
+seeds. Pilot runs draw their data, test set and init from ``streams(seed, N, ‖μ‖, r, PILOT_STREAM_TAG)``, a key
+no reported run of any seed uses (``Sweep.stream_tag``), so a pilot's test set is a *held-out* set for tuning, never a reported number.
 A rate is *feasible* when every pilot run reaches training loss < 0.01 within the step budget without diverging.
 The grid is scanned from the largest rate downward:
 
@@ -48,7 +48,7 @@ import numpy as np
 from .config import OPTIMIZERS, DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
 from .io import _atomic_write, load_json, save_json
 
-PILOT_SEED_OFFSET = 1000     # pilot streams: streams(seed + 1000, N, ‖μ‖, r), disjoint from the reported runs
+PILOT_STREAM_TAG = (1,)      # pilot streams: streams(seed, N, ‖μ‖, r, 1), disjoint from every reported run
 BOUNDARY = 2.5               # N·SNR² at the benign/harmful boundary, SNR with σ_p of the noise token (PAPER §1.3)
 LOSS_THRESHOLD = 0.01        # "converged": training loss below it (PAPER §3, §7.1)
 LR_RULES = ("heldout", "largest_stable")
@@ -183,8 +183,8 @@ class Setting:
         train = self.train.replace(optimizer=optimizer, lr=float(lr), backend=_backend(optimizer))
         if kind == "pilot":
             return Sweep(f"{self.name}-pilot-{optimizer}-{lr_tag(lr)}", self.pilot_Ns, self.pilot_mus,
-                         self.pilot_repeats, seed + PILOT_SEED_OFFSET, self.data, self.model, train,
-                         self.snr_axis_sigma)
+                         self.pilot_repeats, seed, self.data, self.model, train, self.snr_axis_sigma,
+                         stream_tag=PILOT_STREAM_TAG)
         return Sweep(f"{self.name}-{optimizer}", self.Ns, self.mu_norms, self.repeats, seed, self.data, self.model,
                      train, self.snr_axis_sigma)
 
@@ -287,7 +287,7 @@ class OptimizerStudy:
     def to_dict(self) -> dict:
         return {"study": "optimizers", "name": self.name, "settings": [s.to_dict() for s in self.settings],
                 "lr_grid": list(self.lr_grid), "optimizers": list(self.optimizers), "lr_rule": self.lr_rule,
-                "seed": self.seed, "pilot_seed_offset": PILOT_SEED_OFFSET, "loss_threshold": LOSS_THRESHOLD,
+                "seed": self.seed, "pilot_stream_tag": list(PILOT_STREAM_TAG), "loss_threshold": LOSS_THRESHOLD,
                 "boundary_N_snr2": BOUNDARY}
 
 
@@ -529,7 +529,7 @@ def optimizer_summary_text(out, command: str = "") -> str:
     out = Path(out)
     meta = load_json(out / "study.json")
     lines = [command or f"refvit study optimizers --preset {meta['name']}",
-             f"rate rule: {meta['lr_rule']} on the grid {meta['lr_grid']} (pilot streams seed+{PILOT_SEED_OFFSET});"
+             f"rate rule: {meta['lr_rule']} on the grid {meta['lr_grid']} (pilot streams tagged {PILOT_STREAM_TAG});"
              f" converged = training loss < {LOSS_THRESHOLD}"]
     summary = read_csv(out / "summary.csv")
     for s in meta["settings"]:

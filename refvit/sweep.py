@@ -84,9 +84,11 @@ class Sweep:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     snr_axis_sigma: float = 0.2
+    stream_tag: tuple = ()
 
     def __post_init__(self):
         object.__setattr__(self, "Ns", tuple(int(n) for n in self.Ns))
+        object.__setattr__(self, "stream_tag", tuple(int(t) for t in self.stream_tag))
         mus = []
         for mu in self.mu_norms:
             if float(mu) != int(mu) or int(mu) <= 0:
@@ -133,8 +135,11 @@ class Sweep:
         data = self.data.to_dict()
         for k in ("N", "mu_norm"):
             data.pop(k)
-        return {"seed": self.seed, "data": data, "model": self.model.to_dict(), "train": self.train.to_dict(),
-                "snr_axis_sigma": self.snr_axis_sigma}
+        out = {"seed": self.seed, "data": data, "model": self.model.to_dict(), "train": self.train.to_dict(),
+               "snr_axis_sigma": self.snr_axis_sigma}
+        if self.stream_tag:            # only when set, so untagged sweep folders keep their manifests
+            out["stream_tag"] = list(self.stream_tag)
+        return out
 
     def to_dict(self) -> dict:
         return {"name": self.name, "Ns": list(self.Ns), "mu_norms": list(self.mu_norms), "repeats": self.repeats,
@@ -143,10 +148,9 @@ class Sweep:
     @classmethod
     def from_dict(cls, d: dict) -> "Sweep":
         data = DataConfig.from_dict({**d["data"], "N": min(d["Ns"]), "mu_norm": float(min(d["mu_norms"]))})
-        train = dict(d["train"])
-        train["adam_betas"] = tuple(train["adam_betas"])
         return cls(d["name"], tuple(d["Ns"]), tuple(d["mu_norms"]), d["repeats"], d["seed"], data,
-                   ModelConfig.from_dict(d["model"]), TrainConfig.from_dict(train), d["snr_axis_sigma"])
+                   ModelConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]), d["snr_axis_sigma"],
+                   tuple(d.get("stream_tag", ())))
 
     def cell_configs(self, N: int, mu: int) -> tuple[DataConfig, ModelConfig, TrainConfig]:
         return self.data.replace(N=N, mu_norm=float(mu)), self.model, self.train
@@ -157,11 +161,13 @@ def run_filename(N: int, mu: int, rep: int) -> str:
 
 
 def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int,
-            snr_axis_sigma: float = 0.2) -> dict:
-    """One sweep run (executes in a worker): streams(seed, N, ‖μ‖, repeat), train, return its table row."""
-    from .experiment import run_cell
+            snr_axis_sigma: float = 0.2, stream_tag: tuple = ()) -> dict:
+    """One sweep run (executes in a worker): streams(seed, *cell_key(N, ‖μ‖, repeat), *stream_tag), train, and
+    return its table row. A non-empty ``stream_tag`` (e.g. the studies' pilot runs) gives streams that no untagged
+    run of any seed can draw."""
+    from .experiment import cell_key, run_cell
     cpu0 = time.process_time()
-    key = (data_cfg.N, int(data_cfg.mu_norm), repeat)
+    key = cell_key(data_cfg.N, data_cfg.mu_norm, repeat) + tuple(stream_tag)
     s = run_cell(data_cfg, model_cfg, train_cfg, seed=seed, key=key).summary
     snr_axis = data_cfg.snr_axis(snr_axis_sigma)
     row = {k: s[k] for k in ("N", "mu_norm", "seed", "snr", "steps", "status", "converged", "train_loss",
@@ -293,7 +299,7 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
     runs.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, sweep)
     specs = sweep.specs()
-    tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.snr_axis_sigma), (N, mu, r))
+    tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.snr_axis_sigma, sweep.stream_tag), (N, mu, r))
              for N, mu, r in specs if not (runs / run_filename(N, mu, r)).exists()]
     execute(tasks, lambda tag, row: save_json(runs / run_filename(*tag), row), executor, workers,
             desc=f"sweep {sweep.name}", progress=progress, total=len(specs))

@@ -14,7 +14,7 @@ from analysis import fig_labelnoise, fig_optimizers
 from refvit.config import DataConfig, ModelConfig, TrainConfig
 from refvit.experiment import run_cell
 from refvit.io import load_json
-from refvit.studies import (PILOT_SEED_OFFSET, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, draw,
+from refvit.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, draw,
                             read_csv, regime_of, run_label_noise, run_optimizers)
 from refvit.sweep import load_table
 
@@ -119,7 +119,7 @@ def test_chosen_rate_follows_from_the_saved_pilots(results):
                         best = (lr, m)
             assert choice[opt]["lr"] == best[0], (setting, opt)
             meta = load_json(d / setting / "pilot" / f"{opt}_lr{choice[opt]['lr']:g}" / "sweep.json")
-            assert meta["seed"] == PILOT_SEED_OFFSET            # pilot streams are not the reported ones
+            assert meta["stream_tag"] == list(PILOT_STREAM_TAG)  # pilot streams are not the reported ones
             cmp = load_json(d / setting / opt / "sweep.json")
             assert cmp["seed"] == 0 and cmp["train"]["optimizer"] == opt and cmp["train"]["lr"] == choice[opt]["lr"]
             assert cmp["train"]["backend"] == ("span" if opt == "gd" else "auto")

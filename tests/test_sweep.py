@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 import refvit.sweep as sweep_mod
 from refvit.config import DataConfig, ModelConfig, TrainConfig
 from refvit.experiment import run_cell
-from refvit.sweep import COLUMNS, Sweep, default_executor, load_table, run_sweep, table_rows
+from refvit.sweep import COLUMNS, Sweep, default_executor, load_table, run_one, run_sweep, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,6 +62,16 @@ def test_table_is_independent_of_executor_and_completion_order(tmp_path):
     t = load_table(tmp_path / "serial" / "table.csv")
     assert list(t) == list(COLUMNS)
     assert t["converged"].dtype == bool and t["N"].dtype.kind == "i"
+
+
+def test_a_stream_tag_gives_other_draws_than_every_untagged_seed():
+    """Tagged runs (the studies' pilots) never share streams with reported runs, whatever the seeds."""
+    sw = tiny_sweep()
+    data_cfg = sw.data.replace(N=4, mu_norm=8.0)
+    tagged = run_one(data_cfg, sw.model, sw.train, 0, 0, 0.2, (1,))
+    untagged = {run_one(data_cfg, sw.model, sw.train, seed, 0)["test_loss"] for seed in range(3)}
+    assert tagged["test_loss"] not in untagged
+    assert Sweep.from_dict(json.loads(json.dumps(replace(sw, stream_tag=(1,)).to_dict()))).stream_tag == (1,)
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path, monkeypatch):
