@@ -8,7 +8,7 @@ Figure-1 boundary N·SNR² ≈ 2.5 (PAPER §1.3) yet close enough that the noise
 
 Run (regime, r) draws from ``streams(seed, N, ‖μ‖, r)``, like a sweep run; each run is one ``.npz`` in the
 folder (``benign_mu030_r003.npz``: ``step``, ``h_<key>`` for every ``train.HISTORY_KEYS`` entry, ``summary`` as
-JSON text, and the decomposed coefficients ``c_<name>`` when ``refvit.decompose`` is present, see ``run_one``),
+JSON text, and for GD the decomposed coefficients ``c_<name>`` of ``refvit.decompose``, see ``run_one``),
 written atomically, so a killed run resumes by skipping the files that exist.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import DataConfig, ModelConfig, TrainConfig, dynamics_setting
 from .data import make_dataset, streams
+from .decompose import track_train
 from .experiment import cell_key
 from .init import init_params
 from .io import load_json, save_json, save_npz
@@ -60,10 +61,8 @@ class Dynamics:
 
     @classmethod
     def _setting(cls, name, runs, seed, backend) -> "Dynamics":
-        from .sweep import default_backend
         data, model, train = dynamics_setting()
-        return cls(name, REGIMES, runs, seed, data, model,
-                   train.replace(backend=backend or default_backend(), eval_every=1))
+        return cls(name, REGIMES, runs, seed, data, model, train.replace(backend=backend or "span", eval_every=1))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "regimes": [list(r) for r in self.regimes], "runs": self.runs,
@@ -78,20 +77,10 @@ def run_filename(regime: str, mu: int, rep: int) -> str:
     return f"{regime}_mu{mu:03d}_r{rep:03d}.npz"
 
 
-def _tracker():
-    """``refvit.decompose.track_train`` (issue 5) if available, else None: the coefficient hook of this module."""
-    try:
-        from .decompose import track_train
-    except ImportError:
-        return None
-    return track_train
-
-
 def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int) -> dict:
     """One dynamics run (executes in a worker). Returns the arrays to save: small, never the d×d_h parameters.
 
-    With ``refvit.decompose`` present (and GD), training runs under its ``CoefficientTracker``, which replays the
-    recursions of PAPER §5.2 from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and
+    With GD, training runs under ``refvit.decompose.CoefficientTracker``, which replays the recursions of PAPER §5.2 from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and
     c_y_rho (steps+1, N) = y_i ρ_i. The trajectory is the same as without it (the tracker never changes a weight).
     """
     t0 = time.perf_counter()
@@ -100,10 +89,9 @@ def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig
     data = make_dataset(data_cfg, rng.data, rng.test)
     params0 = init_params(model_cfg, data_cfg.d, rng.init)
     signals = (data.mu_plus, data.mu_minus)
-    track = _tracker()
     coeffs = {}
-    if track is not None and train_cfg.optimizer == "gd":
-        _, hist, tracker = track(params0, data.X, data.y, config=train_cfg, X_test=data.X_test, y_test=data.y_test,
+    if train_cfg.optimizer == "gd":   # the recursions of PAPER §5.2 hold for GD only
+        _, hist, tracker = track_train(params0, data.X, data.y, config=train_cfg, X_test=data.X_test, y_test=data.y_test,
                                  signals=signals)
         h = tracker.history(signals)
         coeffs = {"gamma_plus": h["gamma_plus"], "gamma_minus": h["gamma_minus"], "y_rho": h["rho"] * data.y}

@@ -1,4 +1,4 @@
-"""Optimizer and label-noise studies (issue 8), built on the Figure-1 sweep machinery (``refvit.sweep``).
+"""Optimizer and label-noise studies, built on the Figure-1 sweep machinery (``refvit.sweep``).
 
 **Optimizers** (Li et al., ICLR 2025: SignGD, and Adam which behaves like it, converge fast but generalize poorly on
 noisy data; PAPER §8). GD, SignGD and Adam are compared in two settings: the Figure-1 setting (PAPER §7.1;
@@ -57,11 +57,8 @@ PRESETS = ("quick", "full")
 
 
 def _backend(optimizer: str) -> str:
-    """GD: the exact span trainer if present (PAPER §5.5); SignGD/Adam: dense ("auto"; span refuses them)."""
-    if optimizer == "gd":
-        from .sweep import default_backend
-        return default_backend()
-    return "auto"
+    """GD: the exact span trainer (PAPER §5.5); SignGD/Adam: dense ("auto"; span refuses them)."""
+    return "span" if optimizer == "gd" else "auto"
 
 
 def lr_tag(lr: float) -> str:
@@ -638,7 +635,7 @@ def cmd_study(args) -> int:
 
 
 def add_subcommand(sub) -> None:
-    p = sub.add_parser("study", help="optimizer (GD/SignGD/Adam) and label-noise studies (issue 8)",
+    p = sub.add_parser("study", help="optimizer (GD/SignGD/Adam) and label-noise studies",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
                                    "finish a killed run), then draw its figures and a text summary into FIGURES.")

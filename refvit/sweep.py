@@ -6,12 +6,12 @@ Layout of a sweep folder (``results/sweep_<preset>/``):
     runs/        one small JSON per finished run, ``N010_mu064_r003.json``, written atomically (``refvit.io``)
     table.csv    the tidy table, one row per run of the grid, sorted by (N, ‖μ‖, repeat); rebuilt from runs/
 
-Reproducibility. Run (N, ‖μ‖, r) draws its data, test set and init from ``streams(seed, N, ‖μ‖, r)``
+Reproducibility. Run (N, ‖μ‖, r) draws its data, test set and init from ``streams(seed, *cell_key(N, ‖μ‖, r))``
 (``refvit.data.streams``), so any cell is reproducible alone and the order in which runs finish does not matter.
 A killed sweep restarted on the same folder skips every run that has a file and computes only the rest; since each
 finished run's row is stored once and never recomputed, the final table equals the uninterrupted one *in every
-column except* ``seconds`` (wall-clock time, recorded per run but not reproducible by nature; it is the last column).
-``table_rows(..., timing=False)`` drops it for comparisons.
+column except* the timing columns ``seconds`` and ``cpu_seconds`` (wall-clock and worker CPU time, recorded per run
+but not reproducible by nature; they are the last two columns). ``table_rows(..., timing=False)`` drops them.
 
 Parallelism. Runs execute on any ``concurrent.futures.Executor``: by default a ``ProcessPoolExecutor`` with the
 "spawn" start method and one BLAS thread per worker (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1 are put in the workers'
@@ -47,20 +47,6 @@ _STR = {"status"}
 _BOOL = {"converged"}
 
 BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
-
-
-def span_available() -> bool:
-    """True once the exact span-coordinate trainer (PAPER §5.5, ``refvit/span.py``) can be imported."""
-    try:
-        import refvit.span  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def default_backend() -> str:
-    """The presets' backend: "span" (exact token coordinates, PAPER §5.5, the fastest), else "auto" (dense)."""
-    return "span" if span_available() else "auto"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -123,7 +109,7 @@ class Sweep:
     def _figure1(cls, name, Ns, mus, repeats, seed, backend) -> "Sweep":
         data, model, train = figure1_setting()
         return cls(name, Ns, mus, repeats, seed, data, model,
-                   train.replace(backend=backend or default_backend()))
+                   train.replace(backend=backend or "span"))
 
     # --- derived ----------------------------------------------------------------------------------------------
     def specs(self) -> list[tuple[int, int, int]]:
@@ -416,12 +402,13 @@ def reproduce(preset: str, results="results", figures="figures", seed: int = 0, 
 
 
 def _summary_text(preset, sweep, rows, fit, timing, workers) -> str:
+    from .fit import describe
     n_conv = sum(r["converged"] for r in rows)
     lines = [
         f"refvit reproduce --preset {preset}",
         f"Figure 1 sweep: {len(sweep.Ns)} N x {len(sweep.mu_norms)} |mu| x {sweep.repeats} seeds = {len(rows)} runs "
         f"(backend {sweep.train.backend}, base seed {sweep.seed}); converged {n_conv}/{len(rows)}",
-        fitmod_line(fit),
+        describe(fit),
         "timing (wall clock, seconds): " + ", ".join(f"{k.replace('_seconds', '')} {v:.1f}"
                                                      for k, v in timing.items() if k.endswith("_seconds")),
         f"  sweep runs: sum of wall-clock seconds {timing['sweep_run_seconds_sum']:.1f}, of worker CPU seconds "
@@ -429,11 +416,6 @@ def _summary_text(preset, sweep, rows, fit, timing, workers) -> str:
         "worker(s)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def fitmod_line(fit: dict) -> str:
-    from .fit import describe
-    return describe(fit)
 
 
 def cmd_reproduce(args) -> int:
