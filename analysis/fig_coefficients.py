@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refvit.io import load_npz
+from refvit.io import load_npz, save_figure
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -85,11 +85,7 @@ def draw(results_file, out) -> Path:
     if agree:
         title += f"; tracked vs recovered max rel diff {max(agree.values()):.1e}"
     fig.suptitle(title)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out)
 
 
 def main(argv=None) -> int:

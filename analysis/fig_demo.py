@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from refvit.io import load_npz  # noqa: E402
+from refvit.io import load_npz, save_figure  # noqa: E402
 
 
 def plot_run(run: dict, axes) -> None:
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
     for row, name in zip(axes, ("benign", "harmful")):
         plot_run(load_npz(Path(a.results) / f"demo_{name}.npz"), row)
     fig.suptitle("Figure-1 setting (M=16, d=1024, σ=4/0.2, η=0.1): benign vs harmful cell, mean over samples")
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(a.out, dpi=110)
-    print(f"wrote {a.out}")
+    print(f"wrote {save_figure(fig, a.out)}")
     return 0
 
 

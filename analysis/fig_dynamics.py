@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.dynamics import run_filename  # noqa: E402
-from refvit.io import load_json, load_npz  # noqa: E402
+from refvit.io import load_json, load_npz, save_figure  # noqa: E402
 
 # (row title, [(key in the npz, label), ...], log scale)
 ROWS = (
@@ -111,11 +111,7 @@ def main(argv=None) -> int:
     fig.suptitle(f"Figure 3 ({meta['name']}): M={d['M']}, d={d['d']}, N={d['N']}, σ_p={d['sigma_p']:g}, "
                  f"σ_w={d['sigma_w']:g}, η={meta['train']['lr']:g}, {s0['steps']} steps; mean ± {a.k:g}·std over "
                  f"{len(runs[names[0]])} runs (the authors' code drew ±1 std)", fontsize=10)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=a.dpi)
-    plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
     return 0
 
 

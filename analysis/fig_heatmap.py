@@ -28,7 +28,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from refvit.io import load_json  # noqa: E402
+from refvit.io import load_json, save_figure  # noqa: E402
 from refvit.sweep import load_table  # noqa: E402
 
 BENIGN_LOSS = 0.2
@@ -156,11 +156,7 @@ def main(argv=None) -> int:
                  f"{n_rep} seed(s) per cell, {len(table['N'])} runs. Red: N·SNR²={const:g} on this axis "
                  f"(= {STRONG_CONSTANT:g} with σ_p), drawn at cell centres (authors' one-column offset fixed)",
                  fontsize=9)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=a.dpi)
-    plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
     return 0
 
 

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
-from refvit.io import load_json  # noqa: E402
+from refvit.io import load_json, save_figure  # noqa: E402
 from refvit.studies import p_folder, read_csv  # noqa: E402
 from refvit.sweep import load_table  # noqa: E402
 
@@ -105,11 +105,7 @@ def main(argv=None) -> int:
     fig.suptitle(f"Label-flip noise ({meta['name']}): Figure-1 setting, GD η = {meta['train']['lr']:g}, stop at "
                  f"training loss < 0.01 (≤ {meta['train']['steps']} steps), {meta['repeats']} seed(s) per cell, "
                  f"{meta['data']['n_test']} clean test samples per run. Red: N·SNR² = 2.5 with σ_p", fontsize=10)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=a.dpi)
-    plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
     return 0
 
 

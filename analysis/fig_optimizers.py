@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from analysis.fig_dynamics import band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.dynamics import run_filename  # noqa: E402
-from refvit.io import load_json, load_npz  # noqa: E402
+from refvit.io import load_json, load_npz, save_figure  # noqa: E402
 from refvit.studies import read_csv  # noqa: E402
 from refvit.sweep import load_table  # noqa: E402
 
@@ -176,10 +176,7 @@ def heatmap_figure(d: Path, out: Path, dpi: int) -> None:
                  f"{', '.join(f'{x:g}' for x in meta['lr_grid'])}; every run stops at training loss < 0.01. "
                  f"Red: N·SNR² = {meta['boundary_N_snr2']:g} with σ_p (the legend gives it on the plotted axis)",
                  fontsize=11)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, out, dpi)}")
 
 
 LOSS_FLOOR = 1e-8    # SignGD drives the training loss to ~1e-90; below this the test loss would be unreadable
@@ -251,10 +248,7 @@ def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
                  f" fixed numbers of updates (no early stop), test loss every {setting['curve_eval_every']} step(s); "
                  f"mean ± {k:g}·std over {setting['curve_runs']} runs; loss axes cut at {LOSS_FLOOR:g} (final values "
                  "printed in each loss panel)", fontsize=10)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    print(f"wrote {out}")
+    print(f"wrote {save_figure(fig, out, dpi)}")
     return True
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from . import __version__
 from .crosscheck import (SMALL_CASES, STEPS, CaseSpec, block_error, build_case, reference_step, select_cases,
                          trajectory_error)
-from .io import _atomic_write, load_json, load_npz, save_json
+from .io import atomic_write, load_json, load_npz, save_json
 from .model import Params, forward, loss_and_grads
 
 FORMAT = 1
@@ -92,7 +92,7 @@ def write_golden(out, cases="small", steps: int = STEPS, traj_steps=DEFAULT_TRAJ
     for spec in select_cases(cases):
         data = npz_bytes(case_arrays(spec, steps, traj_steps))
         name = f"{spec.name}.npz"
-        _atomic_write(out / name, lambda fh, data=data: fh.write(data))
+        atomic_write(out / name, lambda fh, data=data: fh.write(data))
         entries.append({"name": spec.name, "file": name, "sha256": hashlib.sha256(data).hexdigest(),
                         "bytes": len(data), "settings": spec.to_dict()})
     manifest = {"format": FORMAT, "refvit_version": __version__, "numpy_version": np.__version__,

@@ -12,15 +12,32 @@ from pathlib import Path
 import numpy as np
 
 
-def _atomic_write(path, write) -> Path:
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()   # read once at import: os.umask can only be read by setting it, which races with threads
+
+
+def atomic_write(path, write) -> Path:
+    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    Readers see the old file or the new one, never half of one; a crash leaves no partial file behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; give the file the mode a plain open() would
     try:
-        with os.fdopen(fd, "wb") as fh:
+        fh = os.fdopen(fd, "wb")         # owns fd from here on: closing fh closes it
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    try:
+        with fh:
+            os.chmod(tmp, 0o666 & ~_UMASK)   # mkstemp makes 0600; give the file the mode a plain open() would
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
@@ -37,7 +54,7 @@ def save_npz(path, **arrays) -> Path:
     for k, a in arrays.items():
         if np.asarray(a).dtype == object:
             raise ValueError(f"array {k!r} has dtype object; store numbers or strings only")
-    return _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def load_npz(path) -> dict:
@@ -48,9 +65,18 @@ def load_npz(path) -> dict:
 
 def save_json(path, obj) -> Path:
     """Write ``obj`` as indented JSON atomically (NaN is written as NaN, which Python's json reads back)."""
-    return _atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
+    return atomic_write(path, lambda fh: fh.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
 def load_json(path):
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure atomically (format from the file suffix) and close it."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    plt.close(fig)
+    return path

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import OPTIMIZERS, DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
-from .io import _atomic_write, load_json, save_json
+from .io import atomic_write, load_json, save_json
 
 PILOT_STREAM_TAG = (1,)      # pilot streams: streams(seed, N, ‖μ‖, r, 1), disjoint from every reported run
 BOUNDARY = 2.5               # N·SNR² at the benign/harmful boundary, SNR with σ_p of the noise token (PAPER §1.3)
@@ -71,7 +71,7 @@ def _write_csv(path, rows: list[dict], columns: list[str]) -> None:
     w.writerow(columns)
     for r in rows:
         w.writerow([repr(float(r[k])) if isinstance(r[k], float) else str(r[k]) for k in columns])
-    _atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
+    atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def regime_of(n_snr2: float, factor: float = 2.0) -> str:
@@ -619,9 +619,9 @@ def run_study(kind: str, preset: str, results="results", figures="figures", seed
     elif (d / "summary.txt").exists():          # a redraw keeps the timing of the run that made the results
         text += "".join(line for line in (d / "summary.txt").read_text().splitlines(keepends=True)
                         if line.startswith("wall clock"))
-    _atomic_write(d / "summary.txt", lambda fh: fh.write(text.encode()))
+    atomic_write(d / "summary.txt", lambda fh: fh.write(text.encode()))
     Path(figures).mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(figures) / f"{tag}_summary.txt", lambda fh: fh.write(text.encode()))
+    atomic_write(Path(figures) / f"{tag}_summary.txt", lambda fh: fh.write(text.encode()))
     print(text, end="")
     return text
 

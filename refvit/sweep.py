@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DataConfig, ModelConfig, TrainConfig, figure1_setting
-from .io import _atomic_write, load_json, save_json
+from .io import atomic_write, load_json, save_json
 
 # One row per run. Order = column order of table.csv. The timing columns come last and are the only ones that may
 # differ between an interrupted-and-resumed sweep and an uninterrupted one: "seconds" is the run's wall-clock time,
@@ -321,7 +321,7 @@ def write_table(sweep: Sweep, out) -> list[dict]:
     w.writerow(COLUMNS)
     for row in rows:
         w.writerow([_fmt(row[k]) for k in COLUMNS])
-    _atomic_write(Path(out) / "table.csv", lambda fh: fh.write(buf.getvalue().encode()))
+    atomic_write(Path(out) / "table.csv", lambda fh: fh.write(buf.getvalue().encode()))
     return rows
 
 
@@ -396,7 +396,7 @@ def reproduce(preset: str, results="results", figures="figures", seed: int = 0, 
 
     summary = _summary_text(preset, sweep, rows, fit, timing, workers)
     figures.mkdir(parents=True, exist_ok=True)
-    _atomic_write(figures / f"summary_{preset}.txt", lambda fh: fh.write(summary.encode()))
+    atomic_write(figures / f"summary_{preset}.txt", lambda fh: fh.write(summary.encode()))
     print(summary)
     return {"timing": timing, "fit": fit}
 

@@ -6,7 +6,7 @@ summation order over at most a few hundred O(1) terms (observed ~1e-15).
 import numpy as np
 from hypothesis import assume, given, settings, strategies as st
 
-from refvit import Params, forward, loss_and_grads
+from refvit import forward, loss_and_grads
 from refvit.gradcheck import rel_error
 from refvit.model import attention_backward, attention_forward, backward, forward_cache, softmax
 

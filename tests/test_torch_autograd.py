@@ -1,5 +1,4 @@
 """Optional: our hand-derived gradients against PyTorch autograd (float64). Skips cleanly without torch."""
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
