@@ -367,18 +367,9 @@ class CoefficientTracker:
 
 def track_train(params, X, y, *, config: TrainConfig, X_test=None, y_test=None, signals=None, core: str = "numpy"):
     """Train with ``config`` (any backend) under a ``CoefficientTracker``. Returns (Params, History, tracker)."""
-    from .train import DenseObjective, run
-    params, X, y = check_inputs(params, X, y)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
-    if X_test is not None:
-        _, X_test, y_test = check_inputs(params, X_test, y_test)
-    if config.backend == "span":
-        from .span import SpanObjective
-        objective = SpanObjective(params, X, y, X_test, y_test, core=core)
-    else:
-        objective = DenseObjective(params, X, y, X_test, y_test, config.backend)
-    tracker = CoefficientTracker(objective, X, y, config, core=core)
+    from .train import make_objective, run
+    objective = make_objective(config, params, X, y, X_test, y_test, core=core)
+    tracker = CoefficientTracker(objective, objective.X, objective.y, config, core=core)
     params_t, history = run(tracker, config)
     return params_t, history, tracker
 

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse
 
-from .model import Cache, Params, attention_core, check_inputs, logistic_loss_derivative, mean_loss
+from .model import Cache, Params, attention_core, logistic_loss_derivative, mean_loss
 
 BASES = ("auto", "tokens", "orthonormal")
 
@@ -315,15 +315,11 @@ def span_train(params, X, y, *, X_test=None, y_test=None, config, signals=None, 
 
     ``config`` is a ``TrainConfig`` (its ``backend`` is ignored; the optimizer must be "gd").
     """
-    from .train import run
+    from .train import check_train_inputs, run
     if config.optimizer != "gd":
         raise ValueError(f"the span backend supports optimizer='gd' only: {config.optimizer} updates are "
                          "elementwise, so they leave the span of the training tokens (PAPER §5.5)")
-    params, X, y = check_inputs(params, X, y)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
-    if X_test is not None:
-        _, X_test, y_test = check_inputs(params, X_test, y_test)
+    params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
     objective = SpanObjective(params, X, y, X_test, y_test, core=core, basis=basis)
     params_t, history = run(objective, config)
     return params_t, history, objective.decomposition(signals=signals)

@@ -177,6 +177,11 @@ def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None 
         config = TrainConfig.from_dict(options)
     elif options:
         raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    return run(make_objective(config, params, X, y, X_test, y_test), config, progress)
+
+
+def check_train_inputs(params, X, y, X_test=None, y_test=None):
+    """Validate a training set and an optional test set once; returns float64 (params, X, y, X_test, y_test)."""
     params, X, y = check_inputs(params, X, y)
     if (X_test is None) != (y_test is None):
         raise ValueError("give both X_test and y_test, or neither")
@@ -184,9 +189,16 @@ def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None 
         _, X_test, y_test = check_inputs(params, X_test, y_test)
         if X_test.shape[1] != X.shape[1]:
             raise ValueError(f"X_test has M={X_test.shape[1]} tokens but X has M={X.shape[1]}")
+    return params, X, y, X_test, y_test
+
+
+def make_objective(config: TrainConfig, params, X, y, X_test=None, y_test=None, core: str = "numpy"):
+    """Check the inputs and build the backend's objective: ``SpanObjective`` for "span", else ``DenseObjective``.
+
+    ``core`` is the span backend's attention core (the dense backends choose theirs with ``config.backend``).
+    """
+    params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
     if config.backend == "span":
         from .span import SpanObjective
-        objective = SpanObjective(params, X, y, X_test, y_test)
-    else:
-        objective = DenseObjective(params, X, y, X_test, y_test, config.backend)
-    return run(objective, config, progress)
+        return SpanObjective(params, X, y, X_test, y_test, core=core)
+    return DenseObjective(params, X, y, X_test, y_test, config.backend)
