@@ -4,6 +4,8 @@ Results are .npz (loaded with ``allow_pickle=False``) and JSON; never pickle.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -71,6 +73,17 @@ def save_json(path, obj) -> Path:
 def load_json(path):
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+def save_csv(path, rows: list, columns) -> Path:
+    """Write ``rows`` (dicts) as CSV with the given column order, atomically. Floats are written with ``repr`` (the
+    shortest text that reads back to the same float), so a table written twice from equal rows is byte-identical."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([repr(float(row[k])) if isinstance(row[k], float) else str(row[k]) for k in columns])
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def save_figure(fig, path, dpi: int = 110) -> Path:

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import OPTIMIZERS, DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
-from .io import atomic_write, load_json, save_json
+from .io import atomic_write, load_json, save_csv, save_json
 
 PILOT_STREAM_TAG = (1,)      # pilot streams: streams(seed, N, ‖μ‖, r, 1), disjoint from every reported run
 BOUNDARY = 2.5               # N·SNR² at the benign/harmful boundary, SNR with σ_p of the noise token (PAPER §1.3)
@@ -63,15 +62,6 @@ def _backend(optimizer: str) -> str:
 
 def lr_tag(lr: float) -> str:
     return f"{lr:g}"
-
-
-def _write_csv(path, rows: list[dict], columns: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([repr(float(r[k])) if isinstance(r[k], float) else str(r[k]) for k in columns])
-    atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def regime_of(n_snr2: float, factor: float = 2.0) -> str:
@@ -474,9 +464,9 @@ def write_optimizer_tables(study: OptimizerStudy | dict, out) -> dict:
                 if g:
                     summary.append({**head, "group": group, **_stats(g)})
     head = ["setting", "series", "optimizer", "lr", "reference", "group"]
-    _write_csv(out / "pilot.csv", pilot, ["setting", "optimizer", "lr", "chosen", *COLUMNS])
-    _write_csv(out / "table.csv", table, [*head, *COLUMNS])
-    _write_csv(out / "summary.csv", summary, [*head, *SUMMARY_COLUMNS])
+    save_csv(out / "pilot.csv", pilot, ["setting", "optimizer", "lr", "chosen", *COLUMNS])
+    save_csv(out / "table.csv", table, [*head, *COLUMNS])
+    save_csv(out / "summary.csv", summary, [*head, *SUMMARY_COLUMNS])
     return {"pilot": pilot, "table": table, "summary": summary}
 
 
@@ -494,8 +484,8 @@ def write_label_noise_tables(meta: dict, out) -> dict:
             g = [r for r in table if r["flip_rate"] == p and r["group"] == group]
             if g:
                 summary.append({"flip_rate": p, "group": group, **_stats(g)})
-    _write_csv(out / "table.csv", table, ["flip_rate", "n_flipped", "group", *COLUMNS])
-    _write_csv(out / "summary.csv", summary, ["flip_rate", "group", *SUMMARY_COLUMNS])
+    save_csv(out / "table.csv", table, ["flip_rate", "n_flipped", "group", *COLUMNS])
+    save_csv(out / "summary.csv", summary, ["flip_rate", "group", *SUMMARY_COLUMNS])
     return {"table": table, "summary": summary}
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 import itertools
 import json
 import os
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DataConfig, ModelConfig, TrainConfig, figure1_setting
-from .io import atomic_write, load_json, save_json
+from .io import atomic_write, load_json, save_csv, save_json
 
 # One row per run. Order = column order of table.csv. The timing columns come last and are the only ones that may
 # differ between an interrupted-and-resumed sweep and an uninterrupted one: "seconds" is the run's wall-clock time,
@@ -309,19 +308,10 @@ def table_rows(sweep: Sweep, out, timing: bool = True) -> list[dict]:
     return rows
 
 
-def _fmt(v) -> str:
-    return repr(float(v)) if isinstance(v, float) else str(v)   # repr: shortest string that round-trips exactly
-
-
 def write_table(sweep: Sweep, out) -> list[dict]:
     """Assemble out/table.csv from the run files (deterministic: fixed column order, sorted rows)."""
     rows = table_rows(sweep, out)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for row in rows:
-        w.writerow([_fmt(row[k]) for k in COLUMNS])
-    atomic_write(Path(out) / "table.csv", lambda fh: fh.write(buf.getvalue().encode()))
+    save_csv(Path(out) / "table.csv", rows, COLUMNS)
     return rows
 
 
