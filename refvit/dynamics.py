@@ -25,7 +25,7 @@ from .data import make_dataset, streams
 from .decompose import track_train
 from .experiment import cell_key
 from .init import init_params
-from .io import load_json, save_json, save_npz
+from .io import save_npz, write_manifest
 from .train import train
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
@@ -113,14 +113,7 @@ def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None,
     from .sweep import execute
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    manifest = out / "dynamics.json"
-    if manifest.exists():
-        old = load_json(manifest)
-        new = json.loads(json.dumps(spec.to_dict()))
-        keep = ("seed", "data", "model", "train")
-        if any(old.get(k) != new[k] for k in keep):
-            raise ValueError(f"{out} holds dynamics runs with different settings; use another folder or delete it")
-    save_json(manifest, spec.to_dict())
+    write_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
     tasks = [(run_one, (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r),
               run_filename(name, mu, r))
              for name, mu, r in spec.specs() if not (out / run_filename(name, mu, r)).exists()]

@@ -75,6 +75,19 @@ def load_json(path):
         return json.load(fh)
 
 
+def write_manifest(path, spec: dict, ignore=()) -> None:
+    """Write ``spec`` as JSON at ``path``; if a manifest is already there, first refuse a folder whose runs were made
+    with other settings (keys in ``ignore``, such as the grid, may differ: a resumed run may grow the grid)."""
+    new = json.loads(json.dumps(spec))          # the same normalization as the stored file (tuples → lists)
+    if Path(path).exists():
+        old = load_json(path)
+        diff = sorted(k for k in set(old) | set(new) if k not in ignore and old.get(k) != new.get(k))
+        if diff:
+            raise ValueError(f"{Path(path).parent} holds runs made with different settings ({', '.join(diff)}); "
+                             "use another results folder or delete this one")
+    save_json(path, new)
+
+
 def save_csv(path, rows: list, columns) -> Path:
     """Write ``rows`` (dicts) as CSV with the given column order, atomically. Floats are written with ``repr`` (the
     shortest text that reads back to the same float), so a table written twice from equal rows is byte-identical."""

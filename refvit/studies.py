@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import OPTIMIZERS, DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
-from .io import atomic_write, load_json, save_csv, save_json
+from .io import atomic_write, load_json, save_csv, save_json, write_manifest
 
 PILOT_STREAM_TAG = (1,)      # pilot streams: streams(seed, N, ‖μ‖, r, 1), disjoint from every reported run
 BOUNDARY = 2.5               # N·SNR² at the benign/harmful boundary, SNR with σ_p of the noise token (PAPER §1.3)
@@ -334,16 +334,6 @@ def p_folder(p: float) -> str:
 # Running
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_study(out: Path, spec: dict) -> None:
-    """Write study.json, or refuse a folder that holds a different study (resuming needs the same settings)."""
-    import json
-    path = out / "study.json"
-    new = json.loads(json.dumps(spec))
-    if path.exists() and load_json(path) != new:
-        raise ValueError(f"{out} holds a study with different settings; use another results folder or delete it")
-    save_json(path, new)
-
-
 def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | None = None,
                    progress: bool = True) -> dict:
     """Pilots → rate choice → comparison sweep (→ curves) for every setting and optimizer, into folder ``out``.
@@ -359,7 +349,7 @@ def run_optimizers(study: OptimizerStudy, out, executor=None, workers: int | Non
     from .sweep import executor_context, run_sweep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_study(out, study.to_dict())
+    write_manifest(out / "study.json", study.to_dict())
     choices, timing = {}, {}
     ctx = executor_context(executor, workers)
     with ctx as ex:
@@ -397,7 +387,7 @@ def run_label_noise(study: LabelNoiseStudy, out, executor=None, workers: int | N
     from .sweep import executor_context, run_sweep
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_study(out, study.to_dict())
+    write_manifest(out / "study.json", study.to_dict())
     t0 = time.perf_counter()
     ctx = executor_context(executor, workers)
     with ctx as ex:

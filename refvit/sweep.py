@@ -25,7 +25,6 @@ import argparse
 import contextlib
 import csv
 import itertools
-import json
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DataConfig, ModelConfig, TrainConfig, figure1_setting
-from .io import atomic_write, load_json, save_csv, save_json
+from .io import atomic_write, load_json, save_csv, save_json, write_manifest
 
 # One row per run. Order = column order of table.csv. The timing columns come last and are the only ones that may
 # differ between an interrupted-and-resumed sweep and an uninterrupted one: "seconds" is the run's wall-clock time,
@@ -257,21 +256,6 @@ def execute(tasks: list, save, executor: Executor | None = None, workers: int | 
 # Running a sweep and assembling its table
 # ---------------------------------------------------------------------------------------------------------------
 
-def _check_manifest(out: Path, sweep: Sweep) -> None:
-    """Write sweep.json, or check that the folder's runs were made with the same settings (the grid may differ)."""
-    path = out / "sweep.json"
-    if path.exists():
-        old = load_json(path)
-        new = json.loads(json.dumps(sweep.to_dict()))     # same JSON normalization as the stored file
-        old_settings = {k: old.get(k) for k in new if k not in ("name", "Ns", "mu_norms", "repeats")}
-        new_settings = {k: new[k] for k in old_settings}
-        if old_settings != new_settings:
-            diff = sorted(k for k in new_settings if old_settings[k] != new_settings[k])
-            raise ValueError(f"{out} holds runs of a sweep with different settings ({', '.join(diff)}); "
-                             "use another results folder or delete this one")
-    save_json(path, sweep.to_dict())
-
-
 def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int | None = None,
               progress: bool = True) -> list[dict]:
     """Run every missing run of ``sweep`` into folder ``out`` and write out/table.csv. Returns the table rows.
@@ -282,7 +266,7 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
     out = Path(out)
     runs = out / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, sweep)
+    write_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
     specs = sweep.specs()
     tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.snr_axis_sigma, sweep.stream_tag), (N, mu, r))
              for N, mu, r in specs if not (runs / run_filename(N, mu, r)).exists()]
