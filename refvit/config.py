@@ -158,6 +158,10 @@ class TrainConfig(_Config):
     train_w_O : False (authors' code and PAPER §2.2 default) — w_O stays at its init.
     loss_threshold : stop as soon as the training loss is below it, checked *before* the step as the authors do
         (PAPER §3, §7.1; 0.01 in ``figure1_setting``); None (default) trains for exactly ``steps`` updates.
+        The returned parameters are the first iterate whose loss is below the threshold; no update is taken there.
+        (PAPER §7.1 also says the test loss is reported "after that step"; we read the step as the last update
+        taken. If the authors' loop applied one more update before breaking, their reported point is one GD step
+        later; that reading is not implemented.)
     backend : "auto" (numba if usable, else numpy), "numpy", "numba" or "span" (exact token coordinates, GD only).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
     """
