@@ -1,8 +1,10 @@
 """Every gradient block against central finite differences, in three regimes, plus a mutation test.
 
 Tolerance 1e-6 (relative to the block's largest entry): in float64, central differences with h = 1e-5 are accurate
-to ~1e-10 relative on O(1) problems (truncation O(h²), rounding O(ε/h)); 1e-6 leaves four decades for conditioning,
-while a missing 1/M, a transposition or a dropped Jacobian term gives errors of 1e-2 to 1.
+to ~1e-10 relative on O(1) problems (truncation O(h²), rounding O(ε/h)); a missing 1/M, a transposition or a dropped
+Jacobian term gives errors of 1e-2 to 1. Observed: 6e-12 to 1e-9 at O(1) logits and after 50 steps; at the paper's
+tiny init ∇W_Q and ∇W_K are ~1e-4 of the loss scale, so the loss's rounding (ε·L/h ≈ 1e-11 absolute) shows as
+~1e-7 relative there — still a decade below the tolerance and five above the mutation test's errors.
 """
 import numpy as np
 import pytest
