@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                 band(ax, t, Y, a.k, label, f"C{j}", log)
                 drawn += 1
             if drawn == 0:
-                ax.text(0.5, 0.5, "not in these runs: needs refvit.decompose (issue 5)", ha="center",
+                ax.text(0.5, 0.5, "not in these runs: coefficients are tracked for GD only", ha="center",
                         va="center", transform=ax.transAxes, fontsize=8, color="0.4")
             else:
                 ax.legend(fontsize=8)

@@ -1,4 +1,4 @@
-"""Label-flip noise (issue 8) from a saved study (``refvit study label-noise``).
+"""Label-flip noise from a saved study (``refvit study label-noise``).
 
 Usage: python -m analysis.fig_labelnoise STUDY_DIR [--out figures/labelnoise.png]
 

@@ -1,4 +1,4 @@
-"""GD vs SignGD vs Adam (issue 8) from a saved optimizer study (``refvit study optimizers``).
+"""GD vs SignGD vs Adam from a saved optimizer study (``refvit study optimizers``).
 
 Usage: python -m analysis.fig_optimizers STUDY_DIR [--out-heatmaps PNG] [--out-dynamics PNG] [--k 1]
 
