@@ -5,7 +5,6 @@ Usage: python -m analysis.fig_demo RESULTS_DIR [--out figures/demo.png]
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -13,11 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from refvit.io import load_npz, save_figure  # noqa: E402
+from refvit.io import save_figure  # noqa: E402
+from refvit.results import load_history  # noqa: E402
 
 
-def plot_run(run: dict, axes) -> None:
-    s = json.loads(str(run["summary"]))
+def plot_run(s: dict, run: dict, axes) -> None:
+    """One demo run (summary ``s`` and history arrays ``run``): loss and attention over training."""
     t = run["step"]
     ax_loss, ax_attn = axes
     ax_loss.semilogy(t, run["h_train_loss"], label="train loss")
@@ -33,16 +33,21 @@ def plot_run(run: dict, axes) -> None:
     ax_attn.legend(fontsize=8)
 
 
+def demo_figure(results, out) -> Path:
+    """Draw the demo's two runs (``results/demo_benign.npz``, ``demo_harmful.npz``) into ``out``."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    for row, name in zip(axes, ("benign", "harmful")):
+        plot_run(*load_history(Path(results) / f"demo_{name}.npz"), row)
+    fig.suptitle("Figure-1 setting (M=16, d=1024, σ=4/0.2, η=0.1): benign vs harmful cell, mean over samples")
+    return save_figure(fig, out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", help="folder with demo_benign.npz and demo_harmful.npz")
     p.add_argument("--out", default="figures/demo.png")
     a = p.parse_args(argv)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
-    for row, name in zip(axes, ("benign", "harmful")):
-        plot_run(load_npz(Path(a.results) / f"demo_{name}.npz"), row)
-    fig.suptitle("Figure-1 setting (M=16, d=1024, σ=4/0.2, η=0.1): benign vs harmful cell, mean over samples")
-    print(f"wrote {save_figure(fig, a.out)}")
+    print(f"wrote {demo_figure(a.results, a.out)}")
     return 0
 
 

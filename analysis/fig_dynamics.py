@@ -14,7 +14,6 @@ PAPER §7.2); the authors' script drew ±1 std (``errorbar(yerr=np.std(...))``):
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -23,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.dynamics import run_filename  # noqa: E402
-from refvit.io import load_json, load_npz, save_figure  # noqa: E402
+from refvit.io import load_json, save_figure  # noqa: E402
+from refvit.results import dynamics_run_file, load_history  # noqa: E402
 
 # (row title, [(key in the npz, label), ...], log scale)
 ROWS = (
@@ -45,16 +44,17 @@ def load_runs(folder) -> tuple[dict, dict]:
     meta = load_json(folder / "dynamics.json")
     runs = {}
     for name, mu in meta["regimes"]:
-        files = [folder / run_filename(name, mu, r) for r in range(meta["runs"])]
+        files = [folder / dynamics_run_file(name, mu, r) for r in range(meta["runs"])]
         missing = [f.name for f in files if not f.exists()]
         if missing:
             raise ValueError(f"{len(missing)} runs missing in {folder} (e.g. {missing[0]}); run the dynamics first")
-        runs[name] = [_with_derived(load_npz(f)) for f in files]
+        runs[name] = [_with_derived(*load_history(f)) for f in files]
     return meta, runs
 
 
-def _with_derived(run: dict) -> dict:
-    """Add plot-ready coefficient curves from the c_* arrays, whatever their layout (see refvit.dynamics)."""
+def _with_derived(summary: dict, run: dict) -> dict:
+    """The run's arrays and its ``summary``, with plot-ready coefficient curves from the c_* arrays."""
+    run["summary"] = summary
     if "c_gamma_minus" in run:
         run["c_minus_gamma_minus"] = -run["c_gamma_minus"]
     if "c_y_rho" in run and "c_y_rho_mean" not in run:
@@ -72,14 +72,9 @@ def band(ax, t, Y: np.ndarray, k: float, label: str, color, log: bool) -> None:
     ax.fill_between(t, lo, m + k * s, color=color, alpha=0.25, lw=0)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dyn_dir", help="folder written by refvit.dynamics.run_dynamics")
-    p.add_argument("--out", default="figures/figure3.png", help="output PNG")
-    p.add_argument("--k", type=float, default=2.0, help="band half-width in standard deviations (authors: 1)")
-    p.add_argument("--dpi", type=int, default=110)
-    a = p.parse_args(argv)
-    meta, runs = load_runs(a.dyn_dir)
+def figure3(dyn_dir, out, k: float = 2.0, dpi: int = 110) -> Path:
+    """Draw Figure 3 from a saved dynamics folder into ``out``: mean ± k·std over runs (the authors drew k = 1)."""
+    meta, runs = load_runs(dyn_dir)
     names = list(runs)
     fig, axes = plt.subplots(len(ROWS), len(names), figsize=(6.2 * len(names), 2.7 * len(ROWS)),
                              constrained_layout=True, squeeze=False)
@@ -95,7 +90,7 @@ def main(argv=None) -> int:
                 if not all(key in run for run in rs):
                     continue
                 Y = np.stack([run[key] for run in rs])          # (runs, steps+1)
-                band(ax, t, Y, a.k, label, f"C{j}", log)
+                band(ax, t, Y, k, label, f"C{j}", log)
                 drawn += 1
             if drawn == 0:
                 ax.text(0.5, 0.5, "not in these runs: coefficients are tracked for GD only", ha="center",
@@ -107,11 +102,21 @@ def main(argv=None) -> int:
             ax.set_title(f"{name}, ‖μ‖={mu} (N·SNR²={n_snr2:.3g}): {title}" if r == 0 else title, fontsize=9)
             if r == len(ROWS) - 1:
                 ax.set_xlabel("training iterations t")
-    s0 = json.loads(str(runs[names[0]][0]["summary"]))
+    s0 = runs[names[0]][0]["summary"]
     fig.suptitle(f"Figure 3 ({meta['name']}): M={d['M']}, d={d['d']}, N={d['N']}, σ_p={d['sigma_p']:g}, "
-                 f"σ_w={d['sigma_w']:g}, η={meta['train']['lr']:g}, {s0['steps']} steps; mean ± {a.k:g}·std over "
+                 f"σ_w={d['sigma_w']:g}, η={meta['train']['lr']:g}, {s0['steps']} steps; mean ± {k:g}·std over "
                  f"{len(runs[names[0]])} runs (the authors' code drew ±1 std)", fontsize=10)
-    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
+    return save_figure(fig, out, dpi)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dyn_dir", help="folder written by refvit.dynamics.run_dynamics")
+    p.add_argument("--out", default="figures/figure3.png", help="output PNG")
+    p.add_argument("--k", type=float, default=2.0, help="band half-width in standard deviations (authors: 1)")
+    p.add_argument("--dpi", type=int, default=110)
+    a = p.parse_args(argv)
+    print(f"wrote {figure3(a.dyn_dir, a.out, a.k, a.dpi)}")
     return 0
 
 

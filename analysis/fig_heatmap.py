@@ -28,11 +28,8 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from refvit.io import load_json, save_figure  # noqa: E402
-from refvit.sweep import load_table  # noqa: E402
-
-BENIGN_LOSS = 0.2
-STRONG_CONSTANT = 2.5   # N·SNR² with σ_p of the noise token; = 1000 on the authors' axis (PAPER §1.3)
+from refvit.config import BENIGN_LOSS, boundary_n_snr2  # noqa: E402
+from refvit.io import load_json, read_columns, save_figure  # noqa: E402
 
 
 def reference_constant(meta: dict, axis: bool) -> float:
@@ -40,8 +37,9 @@ def reference_constant(meta: dict, axis: bool) -> float:
 
     For Figure 1 (σ_p = 4, σ_axis = 0.2) that is 1000, the authors' red curve (PAPER §1.3, §7.1).
     """
-    ratio = meta["data"]["sigma_p"] / meta["snr_axis_sigma"]        # SNR_axis = ratio · SNR
-    return STRONG_CONSTANT * (ratio ** 2 if axis else 1.0)
+    d = meta["data"]
+    strong = boundary_n_snr2()                                  # 2.5: the curve with σ_p of the noise token
+    return strong * (d["sigma_p"] / d["snr_axis_sigma"]) ** 2 if axis else strong
 
 
 def cell_grid(table: dict, snr_key: str) -> dict:
@@ -111,24 +109,20 @@ def plot_panel(ax, g, Z, title, cmap, vmin, vmax, const, xlabel, fit=None, fit_c
     return im
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("sweep_dir", help="folder with table.csv, sweep.json (and fit.json for panel c's fitted curve)")
-    p.add_argument("--out", default="figures/figure1.png", help="output PNG")
-    p.add_argument("--snr", choices=("axis", "theory"), default="axis",
-                   help="x axis: the authors' SNR (σ = 0.2) or the theory's (σ_p of the noise token)")
-    p.add_argument("--k-curve", type=float, default=None,
-                   help="constant of the reference curve N·SNR² = k on the chosen axis (default 1000 / 2.5)")
-    p.add_argument("--dpi", type=int, default=130)
-    a = p.parse_args(argv)
-    d = Path(a.sweep_dir)
-    table = load_table(d / "table.csv")
+def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi: int = 130) -> Path:
+    """Draw Figure 1 from a saved sweep folder (table.csv, sweep.json, optional fit.json) into ``out``.
+
+    snr : x axis, "axis" (the authors' SNR with σ = 0.2) or "theory" (σ_p of the noise token).
+    k_curve : constant of the reference curve N·SNR² = k on that axis (default: the authors' 1000, i.e. 2.5).
+    """
+    d = Path(sweep_dir)
+    table = read_columns(d / "table.csv")
     meta = load_json(d / "sweep.json")
-    ratio = meta["data"]["sigma_p"] / meta["snr_axis_sigma"]        # SNR_axis = ratio · SNR
-    axis = a.snr == "axis"
+    ratio = meta["data"]["sigma_p"] / meta["data"]["snr_axis_sigma"]        # SNR_axis = ratio · SNR
+    axis = snr == "axis"
     g = cell_grid(table, "snr_axis" if axis else "snr")
-    const = a.k_curve if a.k_curve is not None else reference_constant(meta, axis)
-    sig = meta["snr_axis_sigma"] if axis else meta["data"]["sigma_p"]
+    const = k_curve if k_curve is not None else reference_constant(meta, axis)
+    sig = meta["data"]["snr_axis_sigma"] if axis else meta["data"]["sigma_p"]
     xlabel = f"SNR = ‖μ‖ / ({sig:g}·√d)" + ("  (authors' axis)" if axis else "  (noise-token σ_p)")
     fit = load_json(d / "fit.json") if (d / "fit.json").exists() else None
     fit_const = None
@@ -154,9 +148,22 @@ def main(argv=None) -> int:
     fig.suptitle(f"Figure 1 ({meta['name']}): M={meta['data']['M']}, d={meta['data']['d']}, "
                  f"σ_p={meta['data']['sigma_p']:g}, σ_w={meta['data']['sigma_w']:g}, η={meta['train']['lr']:g}, "
                  f"{n_rep} seed(s) per cell, {len(table['N'])} runs. Red: N·SNR²={const:g} on this axis "
-                 f"(= {STRONG_CONSTANT:g} with σ_p), drawn at cell centres (authors' one-column offset fixed)",
+                 f"(= {boundary_n_snr2():g} with σ_p), drawn at cell centres (authors' one-column offset fixed)",
                  fontsize=9)
-    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
+    return save_figure(fig, out, dpi)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("sweep_dir", help="folder with table.csv, sweep.json (and fit.json for panel c's fitted curve)")
+    p.add_argument("--out", default="figures/figure1.png", help="output PNG")
+    p.add_argument("--snr", choices=("axis", "theory"), default="axis",
+                   help="x axis: the authors' SNR (σ = 0.2) or the theory's (σ_p of the noise token)")
+    p.add_argument("--k-curve", type=float, default=None,
+                   help="constant of the reference curve N·SNR² = k on the chosen axis (default 1000 / 2.5)")
+    p.add_argument("--dpi", type=int, default=130)
+    a = p.parse_args(argv)
+    print(f"wrote {figure1(a.sweep_dir, a.out, a.snr, a.k_curve, a.dpi)}")
     return 0
 
 

@@ -21,9 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
-from refvit.io import load_json, save_figure  # noqa: E402
-from refvit.studies import p_folder, read_csv  # noqa: E402
-from refvit.sweep import load_table  # noqa: E402
+from refvit.io import load_json, read_columns, read_csv, save_figure  # noqa: E402
+from refvit.studies import p_folder  # noqa: E402
 
 ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
 GROUPS = (("benign", "C0", "o"), ("transition", "C1", "D"), ("harmful", "C3", "s"))
@@ -53,13 +52,9 @@ def error_vs_p(rows: list[dict], group: str, key: str = "test_error") -> tuple[n
     return np.array(ps, dtype=float), np.array(m), np.array(s), np.array(n)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="folder written by `refvit study label-noise`")
-    p.add_argument("--out", default="figures/labelnoise.png", help="output PNG")
-    p.add_argument("--dpi", type=int, default=110)
-    a = p.parse_args(argv)
-    d = Path(a.study_dir)
+def labelnoise_figure(study_dir, out, dpi: int = 110) -> Path:
+    """Draw the label-noise study (heatmaps per flip rate; error and loss vs p per group) into ``out``."""
+    d = Path(study_dir)
     meta = load_json(d / "study.json")
     rows = read_csv(d / "table.csv")
     ps = meta["flip_rates"]
@@ -70,13 +65,13 @@ def main(argv=None) -> int:
     for ax, pr in zip(axes, ps):
         folder = d / p_folder(pr)
         smeta = load_json(folder / "sweep.json")
-        table = load_table(folder / "table.csv")
+        table = read_columns(folder / "table.csv")
         g = cell_grid(table, "snr_axis")
         const = reference_constant(smeta, axis=True)
         flipped = ", ".join(f"{int(round(pr * N))}/{N}" for N in g["Ns"])
         im = plot_panel(ax, g, error_grid(table, g), f"p = {pr:g} (flipped: {flipped}): mean test 0-1 error",
                         "viridis", 0.0, ERROR_VMAX, const,
-                        f"SNR = ‖μ‖ / ({smeta['snr_axis_sigma']:g}·√d)  (authors' axis)")
+                        f"SNR = ‖μ‖ / ({smeta['data']['snr_axis_sigma']:g}·√d)  (authors' axis)")
     top.colorbar(im, ax=axes[:len(ps)], label="test 0-1 error, clean test labels (same scale everywhere)",
                  shrink=0.9)
     pmax = max(ps)
@@ -105,7 +100,16 @@ def main(argv=None) -> int:
     fig.suptitle(f"Label-flip noise ({meta['name']}): Figure-1 setting, GD η = {meta['train']['lr']:g}, stop at "
                  f"training loss < 0.01 (≤ {meta['train']['steps']} steps), {meta['repeats']} seed(s) per cell, "
                  f"{meta['data']['n_test']} clean test samples per run. Red: N·SNR² = 2.5 with σ_p", fontsize=10)
-    print(f"wrote {save_figure(fig, a.out, a.dpi)}")
+    return save_figure(fig, out, dpi)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study_dir", help="folder written by `refvit study label-noise`")
+    p.add_argument("--out", default="figures/labelnoise.png", help="output PNG")
+    p.add_argument("--dpi", type=int, default=110)
+    a = p.parse_args(argv)
+    print(f"wrote {labelnoise_figure(a.study_dir, a.out, a.dpi)}")
     return 0
 
 

@@ -31,10 +31,8 @@ import numpy as np  # noqa: E402
 
 from analysis.fig_dynamics import band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
-from refvit.dynamics import run_filename  # noqa: E402
-from refvit.io import load_json, load_npz, save_figure  # noqa: E402
-from refvit.studies import read_csv  # noqa: E402
-from refvit.sweep import load_table  # noqa: E402
+from refvit.io import load_json, read_columns, read_csv, save_figure  # noqa: E402
+from refvit.results import dynamics_run_file, load_history  # noqa: E402
 
 NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C2"}
@@ -66,11 +64,11 @@ def draw_heatmap_row(axes, d: Path, meta: dict, fig) -> None:
     grids, smeta = {}, None
     for s in series:
         smeta = load_json(d / "figure1" / s["folder"] / "sweep.json")
-        grids[s["series"]] = cell_grid(load_table(d / "figure1" / s["folder"] / "table.csv"), "snr_axis")
+        grids[s["series"]] = cell_grid(read_columns(d / "figure1" / s["folder"] / "table.csv"), "snr_axis")
     vmax = max([math.log(2)] + [float(np.nanmax(g["mean_loss"])) for g in grids.values()
                                 if np.isfinite(g["mean_loss"]).any()])
     const = reference_constant(smeta, axis=True)
-    xlabel = f"SNR = ‖μ‖ / ({smeta['snr_axis_sigma']:g}·√d)  (authors' axis)"
+    xlabel = f"SNR = ‖μ‖ / ({smeta['data']['snr_axis_sigma']:g}·√d)  (authors' axis)"
     im = None
     for ax, s in zip(axes, series):
         why = "reference rate, not the rule's" if s["reference"] else f"'{meta['lr_rule']}' rule"
@@ -152,7 +150,8 @@ def draw_pilots(ax, pilot: list[dict], choices: dict, optimizers, key: str, ylab
     ax.legend(fontsize=7, ncol=2)
 
 
-def heatmap_figure(d: Path, out: Path, dpi: int) -> None:
+def heatmap_figure(d: Path, out: Path, dpi: int = 110) -> Path:
+    """Heatmaps per series, summary statistics per group and the pilots of the rate rule, into ``out``."""
     meta = load_json(d / "study.json")
     table = read_csv(d / "table.csv")
     pilot = read_csv(d / "pilot.csv")
@@ -176,7 +175,7 @@ def heatmap_figure(d: Path, out: Path, dpi: int) -> None:
                  f"{', '.join(f'{x:g}' for x in meta['lr_grid'])}; every run stops at training loss < 0.01. "
                  f"Red: N·SNR² = {meta['boundary_N_snr2']:g} with σ_p (the legend gives it on the plotted axis)",
                  fontsize=11)
-    print(f"wrote {save_figure(fig, out, dpi)}")
+    return save_figure(fig, out, dpi)
 
 
 LOSS_FLOOR = 1e-8    # SignGD drives the training loss to ~1e-90; below this the test loss would be unreadable
@@ -207,12 +206,12 @@ CURVE_ROWS = (
 )
 
 
-def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
+def dynamics_figure(d: Path, out: Path, k: float = 1.0, dpi: int = 110) -> Path | None:
+    """Training curves of the dynamics setting into ``out``; None when the study ran no curves."""
     meta = load_json(d / "study.json")
     setting = next((s for s in meta["settings"] if s["name"] == "dynamics" and s["curve_runs"]), None)
     if setting is None:
-        print("no dynamics curves in this study; skipped the dynamics figure")
-        return False
+        return None
     cols = [s for s in ordered_series(d, "dynamics") if s["curves"]]
     regimes = setting["regimes"]
     nrow = len(CURVE_ROWS) * len(regimes)
@@ -223,7 +222,7 @@ def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
         folder = d / "dynamics" / s["curves"]
         dmeta = load_json(folder / "dynamics.json")
         for g, (name, mu) in enumerate(regimes):
-            runs = [load_npz(folder / run_filename(name, mu, r)) for r in range(dmeta["runs"])]
+            runs = [load_history(folder / dynamics_run_file(name, mu, r))[1] for r in range(dmeta["runs"])]
             n_snr2 = dd["N"] * mu ** 2 / (dd["sigma_p"] ** 2 * dd["d"])
             for r, (title, series, log) in enumerate(CURVE_ROWS):
                 ax = axes[g * len(CURVE_ROWS) + r, c]
@@ -248,8 +247,14 @@ def dynamics_figure(d: Path, out: Path, k: float, dpi: int) -> bool:
                  f" fixed numbers of updates (no early stop), test loss every {setting['curve_eval_every']} step(s); "
                  f"mean ± {k:g}·std over {setting['curve_runs']} runs; loss axes cut at {LOSS_FLOOR:g} (final values "
                  "printed in each loss panel)", fontsize=10)
-    print(f"wrote {save_figure(fig, out, dpi)}")
-    return True
+    return save_figure(fig, out, dpi)
+
+
+def optimizer_figures(study_dir, out_heatmaps, out_dynamics, k: float = 1.0, dpi: int = 110) -> list[Path]:
+    """Both figures of a saved optimizer study; returns the paths written (no curves figure without curves)."""
+    d = Path(study_dir)
+    paths = [heatmap_figure(d, Path(out_heatmaps), dpi), dynamics_figure(d, Path(out_dynamics), k, dpi)]
+    return [x for x in paths if x is not None]
 
 
 def main(argv=None) -> int:
@@ -260,9 +265,8 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=float, default=1.0, help="band half-width in standard deviations")
     p.add_argument("--dpi", type=int, default=110)
     a = p.parse_args(argv)
-    d = Path(a.study_dir)
-    heatmap_figure(d, Path(a.out_heatmaps), a.dpi)
-    dynamics_figure(d, Path(a.out_dynamics), a.k, a.dpi)
+    for path in optimizer_figures(a.study_dir, a.out_heatmaps, a.out_dynamics, a.k, a.dpi):
+        print(f"wrote {path}")
     return 0
 
 

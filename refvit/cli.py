@@ -1,66 +1,170 @@
-"""Command line. ``refvit demo`` lives here; other subcommands live beside the code they drive.
+"""Command line: ``refvit demo | reproduce | sweep | study | coefficients | crosscheck | golden``.
 
-Each module named in ``SUBCOMMAND_MODULES`` defines ``add_subcommand(sub)``, which adds its parser to the
-``argparse`` sub-parsers and sets ``func`` (a function of the parsed args returning an exit code).
+Every subcommand computes into RESULTS (default ``results/``, which git ignores) and draws from the saved results
+into FIGURES (default ``results/figures/``); the figures committed in ``figures/`` are made with
+``--figures figures``. Bad settings and unreadable files end with one line ``refvit: error: …`` and exit status 2.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from pathlib import Path
 
-import numpy as np
+from . import golden, pipelines
+from .config import BACKENDS, COORDS
+from .crosscheck import add_subcommand as add_crosscheck
+from .coefficients import SETTINGS
+from .studies import LR_RULES, STUDIES
+from .studies.common import PRESETS as STUDY_PRESETS
+from .sweep import PRESETS
 
-from .config import figure1_setting
-from .experiment import cell_key, run_cell
-from .io import save_json, save_npz
-
-SUBCOMMAND_MODULES: tuple[str, ...] = ("refvit.sweep", "refvit.coefficients", "refvit.crosscheck",
-                                       "refvit.golden", "refvit.studies")   # each adds one subcommand
-
-DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (PAPER §7.1)
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
 
-def save_history(path, run) -> None:
-    """One training run as .npz: per-step history arrays plus its tidy summary row as JSON text."""
-    import json
-    save_npz(path, step=run.history.step, summary=np.array(json.dumps(run.summary)),
-             **{f"h_{k}": v for k, v in run.history.values.items()})
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
 
 
-def cmd_demo(args) -> int:
-    out = Path(args.results)
-    rows = []
-    for name, N, mu in DEMO_CELLS:
-        data_cfg, model_cfg, train_cfg = figure1_setting(N=N, mu_norm=mu)
-        run = run_cell(data_cfg, model_cfg, train_cfg.replace(backend=args.backend), seed=args.seed,
-                       key=cell_key(N, mu))   # the same draw as repeat 0 of this cell in the sweep
-        save_history(out / f"demo_{name}.npz", run)
-        rows.append({"cell": name, **run.summary})
-        s = run.summary
-        print(f"{name:8s} N={N:3d} |mu|={mu:5.1f} N*SNR^2={s['N_snr2']:6.3f} (axis {s['N_snr_axis2']:7.1f})  "
-              f"steps={s['steps']:4d} {s['status']:9s} train={s['train_loss']:.4f} test={s['test_loss']:.4f} "
-              f"err={s['test_error']:.2f}  {s['seconds']:.2f}s")
-    save_json(out / "demo_summary.json", rows)
-    from analysis import fig_demo
-    fig_demo.main([str(out), "--out", str(Path(args.figures) / "demo.png")])
+def _compute_options(p, backend_default, coords_default) -> None:
+    """The options that say how to train: attention core, coordinates, seed, results folder."""
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
+    p.add_argument("--backend", default=backend_default, choices=[*BACKENDS, "span"],
+                   help="attention core (numba if usable for 'auto'); 'span' is short for --coords span")
+    p.add_argument("--coords", default=coords_default, choices=COORDS,
+                   help="train dense weights, or exact token coordinates (GD only)")
+    p.add_argument("--results", default="results", help="folder for saved runs")
+    p.add_argument("--figures", default="results/figures", help="folder for figures and summaries")
+
+
+def _backend_coords(args) -> tuple[str | None, str]:
+    if args.backend == "span":
+        return None, "span"
+    return args.backend, args.coords
+
+
+def _parallel_options(p) -> None:
+    p.add_argument("--workers", type=_non_negative_int, default=None,
+                   help="worker processes (default: one per core; 0: serial)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def cmd_demo(a) -> int:
+    backend, coords = _backend_coords(a)
+    pipelines.demo(a.results, a.figures, seed=a.seed, backend=backend or "auto", coords=coords)
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    backend, coords = _backend_coords(a)
+    pipelines.reproduce(a.preset, a.results, a.figures, seed=a.seed, backend=backend, coords=coords,
+                        workers=a.workers, progress=not a.no_progress, n_boot=a.n_boot, dynamics=not a.no_dynamics)
+    return 0
+
+
+def cmd_sweep(a) -> int:
+    backend, coords = _backend_coords(a)
+    pipelines.sweep(a.out, a.preset, a.spec, seed=a.seed, backend=backend, coords=coords, workers=a.workers,
+                    progress=not a.no_progress)
+    return 0
+
+
+def cmd_study(a) -> int:
+    for kind in (STUDIES if a.study == "all" else (a.study,)):
+        pipelines.run_study(kind, a.preset, a.results, a.figures, seed=a.seed, workers=a.workers,
+                            progress=not a.no_progress, lr_rule=a.lr_rule, figures_only=a.figures_only)
+    return 0
+
+
+def cmd_coefficients(a) -> int:
+    backend, coords = _backend_coords(a) if a.mode == "train" else (None, "span")
+    pipelines.coefficients(a.mode, file=getattr(a, "file", None), results=a.results, figures=a.figures, out=a.out,
+                           draw=not a.no_draw, **({} if a.mode != "train" else dict(
+                               results_file=a.results_file, save_weights=a.save_weights, setting=a.setting, N=a.N,
+                               mu=a.mu, seed=a.seed, steps=a.steps, train_w_O=a.train_w_O, coords=coords,
+                               backend=backend or "numpy")))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refvit", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="refvit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
+
     d = sub.add_parser("demo", help="train one benign and one harmful Figure-1 cell and plot them",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d.add_argument("--seed", type=int, default=0, help="base seed of the data and init streams")
-    d.add_argument("--backend", default="auto", choices=["auto", "numpy", "numba", "span"])
-    d.add_argument("--results", default="results", help="folder for saved runs")
-    d.add_argument("--figures", default="figures", help="folder for figures")
+                       formatter_class=FORMATTER)
+    _compute_options(d, "auto", "dense")
     d.set_defaults(func=cmd_demo)
-    for name in SUBCOMMAND_MODULES:
-        importlib.import_module(name).add_subcommand(sub)
+
+    r = sub.add_parser("reproduce", help="run the Figure-1 sweep and Figure-3 dynamics, fit the boundary, draw",
+                       formatter_class=FORMATTER,
+                       description="Run a preset's experiments into RESULTS (resumable: rerun to finish a killed "
+                                   "run) and draw the figures and a text summary into FIGURES.")
+    r.add_argument("--preset", choices=PRESETS, default="quick",
+                   help="quick: 120-run coarse grid + the 20 dynamics runs; paper: the full 10,000-run grid "
+                        "(PAPER §7.1) + the same dynamics")
+    _compute_options(r, None, "span")
+    _parallel_options(r)
+    r.add_argument("--n-boot", type=_non_negative_int, default=None,
+                   help="bootstrap resamples of the fit (default 200 quick / 1000 paper)")
+    r.add_argument("--no-dynamics", action="store_true", help="skip the Figure-3 dynamics runs")
+    r.set_defaults(func=cmd_reproduce)
+
+    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam) and label-noise studies", formatter_class=FORMATTER,
+                       description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
+                                   "finish a killed run), then draw its figures and a text summary into FIGURES.")
+    s.add_argument("study", choices=(*STUDIES, "all"))
+    s.add_argument("--preset", choices=STUDY_PRESETS, default="quick",
+                   help="quick: coarse grids, a few minutes on 2 cores; full: larger grids, more seeds")
+    s.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
+    s.add_argument("--lr-rule", choices=LR_RULES, default="heldout",
+                   help="optimizer study: how each optimizer's rate is picked from the grid (refvit.studies.lr_rule)")
+    s.add_argument("--results", default="results", help="folder for saved runs")
+    s.add_argument("--figures", default="results/figures", help="folder for figures and summaries")
+    s.add_argument("--figures-only", action="store_true", help="only redraw figures/summaries from saved results")
+    _parallel_options(s)
+    s.set_defaults(func=cmd_study)
+
+    w = sub.add_parser("sweep", help="run one Figure-1 sweep (a preset or a saved sweep.json) into a folder",
+                       formatter_class=FORMATTER, description="Run a sweep into OUT (resumable), no figures.")
+    w.add_argument("out", help="sweep folder")
+    w.add_argument("--preset", choices=PRESETS, default="quick")
+    w.add_argument("--spec", default=None, help="a sweep.json to run instead of a preset")
+    _compute_options(w, None, "span")
+    _parallel_options(w)
+    w.set_defaults(func=cmd_sweep)
+
+    c = sub.add_parser("coefficients", help="signal/noise coefficients of a cell over training (PAPER §5)",
+                       description="Train a cell with the coefficient tracker (train), decompose saved weights "
+                                   "(weights), or draw a saved results file (draw).")
+    modes = c.add_subparsers(dest="mode", required=True)
+    t = modes.add_parser("train", help="train a cell with the coefficient tracker, save, draw", formatter_class=FORMATTER)
+    t.add_argument("--setting", choices=sorted(SETTINGS), default="figure1", help="PAPER §7.1 or §7.2 settings")
+    t.add_argument("--N", type=int, default=None, help="training samples (default: the setting's)")
+    t.add_argument("--mu", type=float, default=80.0, help="signal norm ‖μ‖")
+    t.add_argument("--steps", type=int, default=None, help="maximum steps (default: the setting's)")
+    t.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (PAPER §5.2)")
+    t.add_argument("--save-weights", action="store_true", help="also save W(0), W(t) and the data (for `weights`)")
+    t.add_argument("--results-file", default=None, help="results .npz (default: RESULTS/coefficients_<cell>.npz)")
+    _compute_options(t, "numpy", "span")
+    w = modes.add_parser("weights", help="decompose saved weights (no time series), save, draw",
+                         formatter_class=FORMATTER)
+    w.add_argument("file", help=".npz with W_Q0 … w_O0, W_Q … w_O, X, y, mu_plus, mu_minus")
+    dr = modes.add_parser("draw", help="draw from a saved results file only", formatter_class=FORMATTER)
+    dr.add_argument("file", help="results .npz written by `train` or `weights`")
+    for q in (w, dr):
+        q.add_argument("--results", default="results", help="folder for results files")
+        q.add_argument("--figures", default="results/figures", help="folder for figures")
+    for q in (t, w, dr):
+        q.add_argument("--out", default=None, help="figure path (default: FIGURES/<results name>.png)")
+        q.add_argument("--no-draw", action="store_true", help="save results only")
+    c.set_defaults(func=cmd_coefficients)
+
+    add_crosscheck(sub)
+    golden.add_subcommand(sub)
     return p
 
 

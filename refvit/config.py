@@ -14,7 +14,33 @@ OTHER_TOKENS = ("weak_gaussian", "zero")
 LABELS = ("balanced", "rademacher")
 INITS = ("torch_uniform_scaled", "gaussian")
 OPTIMIZERS = ("gd", "signgd", "adam")
-BACKENDS = ("auto", "numpy", "numba", "span")
+BACKENDS = ("auto", "numpy", "numba")      # the attention core: numba if usable ("auto"), or the numpy reference
+COORDS = ("dense", "span")                 # the training coordinates: dense weights, or exact token coordinates
+
+# The experiments' thresholds, each defined here once (PAPER §7.1).
+LOSS_THRESHOLD = 0.01      # a run has converged when its training loss is below this
+BENIGN_LOSS = 0.2          # a converged run is benign when its test loss is below this (Figure 1, panel b)
+AXIS_SIGMA = 0.2           # σ of the authors' plotted SNR axis: the weak tokens' σ_w in the Figure-1 setting
+AUTHORS_CURVE_AXIS = 1000.0   # the authors' boundary curve N·SNR² = 1000, SNR on that axis (σ = 0.2)
+
+
+def boundary_n_snr2(sigma_p: float = 4.0, sigma_axis: float = AXIS_SIGMA) -> float:
+    """The authors' curve in the theory's convention: N·SNR² = 1000 / (σ_p/σ_axis)², 2.5 for Figure 1 (PAPER §1.3).
+
+    (Written as a division by (4/0.2)² = 400, which is exact in float64, so that the Figure-1 value is 2.5 exactly.)
+    """
+    return AUTHORS_CURVE_AXIS / (sigma_p / sigma_axis) ** 2
+
+
+BOUNDARY_N_SNR2 = boundary_n_snr2()   # 2.5: the Figure-1 boundary with SNR = ‖μ‖/(σ_p √d)
+
+
+def require_gd(optimizer: str, what: str) -> None:
+    """Refuse SignGD and Adam where only plain GD is exact: their elementwise updates leave the token span."""
+    if optimizer != "gd":
+        raise ValueError(f"{what} supports optimizer='gd' only, got {optimizer!r}: sign and Adam updates are "
+                         "elementwise, so they leave the span of the training tokens (PAPER §5.5); use "
+                         "coords='dense'")
 
 
 def _positive_int(name: str, value) -> None:
@@ -74,6 +100,7 @@ class DataConfig(_Config):
     flip_rate : fraction of *training* labels flipped (exactly round(p·N), chosen at random); test labels clean.
         Not in this paper (PAPER §1.2 item 6); the follow-up of PAPER §8.1.
     n_test : fresh test samples (authors: 100, balanced).
+    snr_axis_sigma : σ of the plotted SNR axis (``snr_axis``), metadata only: 0.2 in Figure 1, the weak tokens' σ.
     """
 
     N: int = 20
@@ -87,6 +114,7 @@ class DataConfig(_Config):
     labels: str = "balanced"
     flip_rate: float = 0.0
     n_test: int = 100
+    snr_axis_sigma: float = AXIS_SIGMA
 
     def __post_init__(self):
         for name in ("N", "M", "d", "n_test"):
@@ -98,6 +126,7 @@ class DataConfig(_Config):
         _positive_float("mu_norm", self.mu_norm)
         _positive_float("sigma_p", self.sigma_p)
         _positive_float("sigma_w", self.sigma_w, allow_zero=True)
+        _positive_float("snr_axis_sigma", self.snr_axis_sigma)
         _choice("other_tokens", self.other_tokens, OTHER_TOKENS)
         _choice("labels", self.labels, LABELS)
         if not isinstance(self.project_noise, bool):
@@ -116,9 +145,20 @@ class DataConfig(_Config):
         """SNR = ‖μ‖ / (σ_p √d) with σ_p the std of the memorized noise token (PAPER §1.3)."""
         return snr(self.mu_norm, self.sigma_p, self.d)
 
-    def snr_axis(self, snr_axis_sigma: float = 0.2) -> float:
-        """The authors' plotted SNR, ‖μ‖ / (0.2 √d): σ of the *weak* tokens (PAPER §1.3, §7.1)."""
-        return snr(self.mu_norm, snr_axis_sigma, self.d)
+    @property
+    def snr_axis(self) -> float:
+        """The authors' plotted SNR, ‖μ‖ / (σ_axis √d), σ_axis = ``snr_axis_sigma`` (PAPER §1.3, §7.1)."""
+        return snr(self.mu_norm, self.snr_axis_sigma, self.d)
+
+    @property
+    def n_snr2(self) -> float:
+        """N·SNR², the quantity that decides benign vs harmful overfitting (PAPER §5.4)."""
+        return self.N * self.snr ** 2
+
+    @property
+    def n_snr_axis2(self) -> float:
+        """N·SNR² on the authors' axis: (σ_p/σ_axis)² · ``n_snr2``."""
+        return self.N * self.snr_axis ** 2
 
 
 def snr(mu_norm: float, sigma: float, d: int) -> float:
@@ -162,7 +202,8 @@ class TrainConfig(_Config):
         (PAPER §7.1 also says the test loss is reported "after that step"; we read the step as the last update
         taken. If the authors' loop applied one more update before breaking, their reported point is one GD step
         later; that reading is not implemented.)
-    backend : "auto" (numba if usable, else numpy), "numpy", "numba" or "span" (exact token coordinates, GD only).
+    backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba".
+    coords : "dense" (train the weights) or "span" (exact token coordinates W = W(0) + P·A, GD only; PAPER §5.5).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
     """
 
@@ -172,6 +213,7 @@ class TrainConfig(_Config):
     train_w_O: bool = False
     loss_threshold: float | None = None
     backend: str = "auto"
+    coords: str = "dense"
     adam_betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-8
     eval_every: int = 0
@@ -180,7 +222,11 @@ class TrainConfig(_Config):
         _positive_float("lr", self.lr)
         _positive_int("steps", self.steps)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        if self.backend == "span":
+            raise ValueError("backend names the attention core ('auto', 'numpy' or 'numba'); exact token "
+                             "coordinates are coords='span'")
         _choice("backend", self.backend, BACKENDS)
+        _choice("coords", self.coords, COORDS)
         if not isinstance(self.train_w_O, bool):
             raise ValueError(f"train_w_O must be True or False, got {self.train_w_O!r}")
         if self.loss_threshold is not None:
@@ -192,10 +238,8 @@ class TrainConfig(_Config):
         _positive_float("adam_eps", self.adam_eps)
         if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
             raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
-        if self.backend == "span" and self.optimizer != "gd":
-            raise ValueError(
-                f"backend='span' supports optimizer='gd' only: {self.optimizer} updates are elementwise, so they "
-                "leave the span of the training tokens (PAPER §5.5); use backend='numpy' or 'numba'")
+        if self.coords == "span":
+            require_gd(self.optimizer, "coords='span'")
 
 
 # --- presets: the two settings of the paper's experiments (PAPER §7) -----------------------------------------
@@ -204,12 +248,12 @@ def figure1_setting(N: int = 20, mu_norm: float = 80.0, **data) -> tuple[DataCon
     """The authors' heatmap cell (PAPER §7.1): M=16, d=1024, d_h=d_v=512, σ=4/0.2, ÷16, η=0.1, ≤1000 steps."""
     return (DataConfig(N=N, M=16, d=1024, mu_norm=mu_norm, sigma_p=4.0, sigma_w=0.2, **data),
             ModelConfig(d_h=512, d_v=512, init="torch_uniform_scaled", init_scale=16.0),
-            TrainConfig(lr=0.1, steps=1000, loss_threshold=0.01))
+            TrainConfig(lr=0.1, steps=1000, loss_threshold=LOSS_THRESHOLD))
 
 
 def dynamics_setting(mu_norm: float = 1.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:
     """The authors' dynamics script (PAPER §7.2): M=3, d=2048, N=10, d_h=1024, d_v=512, σ=1/0.05, ÷32, η=0.01,
     exactly 500 steps."""
-    return (DataConfig(N=10, M=3, d=2048, mu_norm=mu_norm, sigma_p=1.0, sigma_w=0.05, **data),
+    return (DataConfig(N=10, M=3, d=2048, mu_norm=mu_norm, sigma_p=1.0, sigma_w=0.05, snr_axis_sigma=0.05, **data),
             ModelConfig(d_h=1024, d_v=512, init="torch_uniform_scaled", init_scale=32.0),
             TrainConfig(lr=0.01, steps=500, loss_threshold=None))

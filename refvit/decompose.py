@@ -3,14 +3,15 @@
     W_V(t) = W_V(0) + [γ₊ μ₊/‖μ‖² + γ₋ μ₋/‖μ‖² + Σ_i ρ_i ξ_i/‖ξ_i‖² + Σ_{i,l≥3} ρ_{i,l} x_{i,l}/‖x_{i,l}‖²] w_Oᵀ/‖w_O‖²
     W_Q(t) = W_Q(0) + Σ_u u α_uᵀ,    W_K(t) = W_K(0) + Σ_u u β_uᵀ          (u over the training tokens; §5.2, §5.3)
 
-(a) ``CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD recursions of PAPER
+(a) ``refvit.tracking.CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD recursions of PAPER
     §5.2 (γ, ρ from ā and ℓ' of each step) and §5.3 (α_u, β_u from the per-token left factors of each step), using
     only that step's forward cache. It never reads the weights.
 (b) ``recover`` — *recovered*: from saved W(0), W(t) and the training tokens alone, by solving the Gram system
     (TᵀT) b = Tᵀ ΔW of PAPER §5.2. We solve it through an SVD of the unit-norm tokens, which gives the same solution
     without squaring the condition number.
 
-Both return a ``Decomposition`` indexed by the *unique non-zero* training tokens (``refvit.span.TokenSet``):
+This module is the pure solver: weights (or coordinates) in, coefficients out. Both return a ``Decomposition``
+indexed by the *unique non-zero* training tokens (``refvit.tokens.TokenSet``):
 coef_u = ‖u‖²·b_u, where b is the token coordinate vector of (W_V(t) − W_V(0))·w_O(t) (PAPER §5.2, §5.5).
 
 What can be recovered, and what cannot (never a silent wrong answer):
@@ -33,9 +34,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .config import TrainConfig
-from .model import attention_core, check_inputs, check_params, logistic_loss_derivative
-from .span import TokenSet, unique_tokens
+from .gradcheck import rel_error
+from .model import check_inputs, check_params
+from .tokens import TokenSet, unique_tokens
 
 # A unit token vector whose squared null-space component exceeds this is not identifiable. Independent tokens give
 # ~1e-15 (rounding); a genuine dependency among k tokens gives components of order 1/k, far above.
@@ -263,115 +264,12 @@ def from_token_coordinates(tokens: TokenSet, A_Q, A_K, A_V, w_O, *, source: str,
 
 def compare(a: Decomposition, b: Decomposition) -> dict:
     """Relative differences max|a − b| / max(|a|, |b|) of coef, alpha, beta, A_V on the coefficients both define."""
-    from .gradcheck import rel_error
     out = {}
     for k in ("coef", "alpha", "beta", "A_V"):
         x, y = getattr(a, k), getattr(b, k)
         ok = np.isfinite(x) & np.isfinite(y)
         out[k] = rel_error(np.where(ok, x, 0.0), np.where(ok, y, 0.0))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# (a) Tracked during training
-# ---------------------------------------------------------------------------------------------------------------
-
-class CoefficientTracker:
-    """Wrap a training objective and replay the coefficient recursions at every step (PAPER §5.2, §5.3).
-
-    Use in place of the objective: ``run(CoefficientTracker(obj, X, y, cfg), cfg)``. At each call it first commits
-    the increments of the previous call (the loop asks again only after taking that step), then computes the next
-    ones from the new forward cache and f:
-        ℓ'_i = ℓ'(y_i f_i),  c_i = ℓ'_i y_i / N,  g_u = Σ_{(i,j): x_{i,j} = u} c_i ā_{i,j}
-        w_O frozen :  coef_u ← coef_u − η ‖w_O‖² ‖u‖² g_u                          (PAPER §5.2, scalar recursion)
-        w_O trained:  A_V[u] ← A_V[u] − η g_u w_O(t),  coef_u = ‖u‖² (A_V w_O(t))_u   (PAPER §5.2, last paragraph)
-        α_u ← α_u − η Σ_{(i,l): x_{i,l} = u} a_{i,l},  with a_{i,l} the rows of dQ_i = (c_i G_i) K_i and likewise
-        β_u with dK_i = (c_i G_i)ᵀ Q_i                                               (PAPER §4, §5.3)
-    The attention backward of ``model.attention_core`` gives dQ, dK from the cache (S, v, Q, K); the weights are
-    never read. Recorded per call t (before update t): coef, ā (N, M), ℓ' (N,) and the logits Z[:, :2, :2].
-    """
-
-    def __init__(self, objective, X, y, config: TrainConfig, core: str = "numpy"):
-        if config.optimizer != "gd":
-            raise ValueError(f"the recursions of PAPER §5.2 hold for optimizer='gd' only, got {config.optimizer!r}: "
-                             "sign and Adam updates are elementwise and leave the token span")
-        self.inner = objective
-        self.state0, self.y = objective.state0, objective.y
-        self.X_test, self.y_test = objective.X_test, objective.y_test
-        self.tokens = unique_tokens(np.asarray(X, dtype=np.float64))
-        self.norm2 = np.sum(self.tokens.U ** 2, axis=1)
-        self.lr, self.train_w_O = config.lr, config.train_w_O
-        self._bwd = attention_core(core)[1]
-        self.N = np.asarray(y).shape[0]
-        self.alpha = self.beta = self.A_V = None
-        self.coef = np.zeros(self.tokens.n_unique)
-        self.w_O = None
-        self._pending = None
-        self.records = {"coef": [], "abar": [], "lprime": [], "Z2": []}
-
-    def value_and_grad(self, state):
-        if self._pending is not None:                  # the loop took the step computed at the previous call
-            dA, dB, dV = self._pending
-            self.alpha += dA
-            self.beta += dB
-            if self.train_w_O:
-                self.A_V += dV
-            else:
-                self.coef += dV
-        loss, grads, f, cache = self.inner.value_and_grad(state)
-        w_O = np.array(state[3], dtype=np.float64)
-        if self.alpha is None:
-            d_h, d_v = cache.Q.shape[2], w_O.shape[0]
-            self.alpha, self.beta = np.zeros((self.tokens.n_unique, d_h)), np.zeros((self.tokens.n_unique, d_h))
-            self.A_V = np.zeros((self.tokens.n_unique, d_v))
-        self.w_O = w_O
-        coef_now = self.norm2 * (self.A_V @ w_O) if self.train_w_O else self.coef.copy()
-        lp = logistic_loss_derivative(self.y * f)       # ℓ'_i ∈ (−1, 0)
-        c = lp * self.y / self.N
-        self.records["coef"].append(coef_now)
-        self.records["abar"].append(cache.abar.copy())
-        self.records["lprime"].append(lp)
-        self.records["Z2"].append(cache.Z[:, :2, :2].copy())
-        g = self.tokens.scatter(c[:, None] * cache.abar)                  # (n_u,)
-        dQ, dK, _ = self._bwd(c, cache.S, cache.v, cache.Q, cache.K)     # per-token left factors a_{i,l}
-        eta = self.lr
-        dV = -eta * np.outer(g, w_O) if self.train_w_O else -eta * (w_O @ w_O) * self.norm2 * g
-        self._pending = (-eta * self.tokens.scatter(dQ), -eta * self.tokens.scatter(dK), dV)
-        return loss, grads, f, cache
-
-    def test_outputs(self, state):
-        return self.inner.test_outputs(state)
-
-    def params(self, state):
-        return self.inner.params(state)
-
-    def history(self, signals=None) -> dict:
-        """Per-call arrays (T = number of calls = steps taken + 1): coef (T, n_u), abar (T, N, M), lprime (T, N),
-        Z2 (T, N, 2, 2) logits among tokens 0, 1, and the named series gamma_plus, gamma_minus (T,), rho (T, N)."""
-        h = {k: np.asarray(v) for k, v in self.records.items()}
-        h["gamma_plus"], h["gamma_minus"], h["rho"], h["rho_other"] = name_coefficients(h["coef"], self.tokens,
-                                                                                         signals)
-        return h
-
-    def decomposition(self, signals=None, params0=None, params=None, identify: bool = True) -> Decomposition:
-        """The tracked ``Decomposition`` at the last committed step; residuals against (params0, params) if given."""
-        if self.alpha is None:
-            raise ValueError("nothing tracked yet: train with this tracker as the objective first")
-        if self.train_w_O:
-            A_V = self.A_V
-        else:   # rank one: A_V[u] = (coef_u / (‖u‖² ‖w_O‖²)) w_Oᵀ  (PAPER §5.5)
-            A_V = np.outer(self.coef / self.norm2, self.w_O) / (self.w_O @ self.w_O)
-        return from_token_coordinates(self.tokens, self.alpha, self.beta, A_V, self.w_O, source="tracked",
-                                      signals=signals, params0=params0, params=params, identify=identify)
-
-
-def track_train(params, X, y, *, config: TrainConfig, X_test=None, y_test=None, signals=None, core: str = "numpy"):
-    """Train with ``config`` (any backend) under a ``CoefficientTracker``. Returns (Params, History, tracker)."""
-    from .train import make_objective, run
-    objective = make_objective(config, params, X, y, X_test, y_test, core=core)
-    tracker = CoefficientTracker(objective, objective.X, objective.y, config, core=core)
-    params_t, history = run(tracker, config)
-    return params_t, history, tracker
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -406,5 +304,5 @@ def summaries(params, X, signals) -> dict:
     }
 
 
-__all__ = ["Decomposition", "TokenSolver", "CoefficientTracker", "recover", "recover_from_deltas",
-           "from_token_coordinates", "residuals", "compare", "name_coefficients", "summaries", "track_train"]
+__all__ = ["Decomposition", "TokenSolver", "recover", "recover_from_deltas", "from_token_coordinates", "residuals",
+           "compare", "name_coefficients", "summaries"]

@@ -1,4 +1,5 @@
-"""One experiment cell: derive the streams, draw data and init, train, and summarize — the unit of every sweep."""
+"""One experiment cell: derive the streams, draw data and init, train, and summarize — the unit of every sweep,
+dynamics run, coefficient run, study and benchmark."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from .config import DataConfig, ModelConfig, TrainConfig
 from .data import Dataset, make_dataset, streams
 from .init import init_params
 from .model import Params
+from .tracking import CoefficientTracker, track_train
 from .train import History, train
 
 
@@ -17,6 +19,7 @@ class CellRun(NamedTuple):
     params0: Params
     params: Params
     data: Dataset
+    tracker: CoefficientTracker | None   # the coefficient tracker when run with track=True
 
 
 def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
@@ -33,23 +36,32 @@ def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
 
 
 def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
-             key: tuple = (), progress: bool = False) -> CellRun:
-    """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers."""
-    t0 = time.perf_counter()
+             key: tuple = (), track: bool = False, progress: bool = False) -> CellRun:
+    """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers.
+
+    track : train under ``refvit.tracking.CoefficientTracker`` (GD only), which records the signal and noise
+        coefficients at every step without changing the trajectory.
+    """
+    t0, cpu0 = time.perf_counter(), time.process_time()
     rng = streams(seed, *key)
     data = make_dataset(data_cfg, rng.data, rng.test)
     params0 = init_params(model_cfg, data_cfg.d, rng.init)
-    params, hist = train(params0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=train_cfg,
-                         progress=progress)
+    tracker = None
+    if track:
+        params, hist, tracker = track_train(params0, data.X, data.y, config=train_cfg, X_test=data.X_test,
+                                            y_test=data.y_test)
+    else:
+        params, hist = train(params0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=train_cfg,
+                             progress=progress)
     summary = {
         "N": data_cfg.N, "mu_norm": float(data_cfg.mu_norm),
-        "snr": data_cfg.snr, "snr_axis": data_cfg.snr_axis(),
-        "N_snr2": data_cfg.N * data_cfg.snr ** 2, "N_snr_axis2": data_cfg.N * data_cfg.snr_axis() ** 2,
+        "snr": data_cfg.snr, "snr_axis": data_cfg.snr_axis, "N_snr2": data_cfg.n_snr2,
+        "N_snr_axis2": data_cfg.n_snr_axis2,
         "seed": int(seed), "key": [int(k) for k in key],
         "steps": hist.steps, "status": hist.status, "converged": hist.status == "converged",
         "train_loss": hist.final_train_loss, "test_loss": hist.final_test_loss,
         "test_error": hist.final_test_error,
         "attn_signal": float(hist["attn_signal"][-1]), "attn_noise": float(hist["attn_noise"][-1]),
-        "seconds": time.perf_counter() - t0,
+        "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
     }
-    return CellRun(summary, hist, params0, params, data)
+    return CellRun(summary, hist, params0, params, data, tracker)

@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
+from .config import BENIGN_LOSS
+from .io import load_json, read_columns, save_json
 from .model import logistic_loss, logistic_loss_derivative
-
-BENIGN_LOSS = 0.2   # the authors' cut (PAPER §7.1 panel b)
 
 
 def _fit_logistic(F: np.ndarray, b: np.ndarray, l2: float) -> np.ndarray:
@@ -136,14 +136,12 @@ def describe(fit: dict) -> str:
 
 def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True) -> dict:
     """Fit the boundary of a saved sweep (table.csv, sweep.json); writes sweep_dir/fit.json and returns the dict."""
-    from .io import load_json, save_json
-    from .sweep import load_table
     sweep_dir = Path(sweep_dir)
-    t = load_table(sweep_dir / "table.csv")
+    t = read_columns(sweep_dir / "table.csv")
     meta = load_json(sweep_dir / "sweep.json")
     ok = t["converged"] & np.isfinite(t["test_loss"])
     benign = t["test_loss"][ok] < BENIGN_LOSS
-    ratio = meta["data"]["sigma_p"] / meta["snr_axis_sigma"]
+    ratio = meta["data"]["sigma_p"] / meta["data"]["snr_axis_sigma"]
     # the bootstrap stream is keyed apart from every run stream (those have 3 keys)
     rng = np.random.default_rng([seed, 0xF17])
     fit = fit_boundary(t["N"][ok], t["snr"][ok], benign, rng, n_boot=n_boot, level=level, sigma_ratio=ratio)

@@ -99,6 +99,32 @@ def save_csv(path, rows: list, columns) -> Path:
     return atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
+def _parse_cell(v: str):
+    """A CSV cell written by ``save_csv``: "True"/"False" → bool, then int, then float (repr text), else str."""
+    if v in ("True", "False"):
+        return v == "True"
+    for parse in (int, float):
+        try:
+            return parse(v)
+        except ValueError:
+            pass
+    return v
+
+
+def read_csv(path) -> list[dict]:
+    """A table written by ``save_csv``, as a list of dicts with typed values (ints stay ints)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: _parse_cell(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def read_columns(path) -> dict:
+    """A table written by ``save_csv``, as columns {name: numpy array} (int, float, bool or str arrays)."""
+    rows = read_csv(path)
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    return {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+
 def save_figure(fig, path, dpi: int = 110) -> Path:
     """Save a matplotlib figure atomically (format from the file suffix) and close it."""
     import matplotlib.pyplot as plt

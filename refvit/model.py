@@ -44,6 +44,14 @@ class Cache(NamedTuple):
     abar: np.ndarray  # (n, M)       column-mean attention ā_j = (1/M) Σ_l S[l, j]
 
 
+class Evaluation(NamedTuple):
+    """One evaluation of the training objective: what the training loop needs at each step."""
+    loss: float          # mean logistic loss L
+    grads: tuple         # gradient of L with respect to the state, the same NamedTuple type as the state
+    f: np.ndarray        # (n,) outputs on the training set
+    cache: Cache         # forward intermediates (for the history and the coefficient tracker)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Input checks: every public entry point runs these once; the training loop does not repeat them per step.
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,11 +217,11 @@ def mean_loss(f: np.ndarray, y: np.ndarray) -> float:
 
 
 def loss_grads_cache(params: Params, X: np.ndarray, y: np.ndarray, backend: str = "numpy"):
-    """(loss, grads, f, cache) for checked inputs; the training loop's single call per step."""
+    """``Evaluation`` (loss, grads, f, cache) for checked inputs; the training loop's single call per step."""
     f, cache = forward_cache(params, X, backend)
     # forward: L = (1/n) Σ_i ℓ(y_i f_i), so dL/df_i = ℓ'(y_i f_i) y_i / n  (c_i of PAPER §4)
     df = logistic_loss_derivative(y * f) * y / X.shape[0]
-    return mean_loss(f, y), backward(df, cache, params, X, backend), f, cache
+    return Evaluation(mean_loss(f, y), backward(df, cache, params, X, backend), f, cache)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -28,94 +28,19 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
 
-from .model import Cache, Params, attention_core, logistic_loss_derivative, mean_loss
+from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, mean_loss
+from .tokens import orthonormal_basis, unique_tokens
 
 BASES = ("auto", "tokens", "orthonormal")
 
 
-class TokenSet(NamedTuple):
-    """The distinct non-zero tokens of a batch X (n, M, d).
-
-    U: (n_u, d) unique non-zero tokens, in order of first occurrence (row-major over (i, l)).
-    index: (n, M) int, X[i, l] = U[index[i, l]]; -1 marks a zero token.
-    counts: (n_u,) occurrences of each unique token.
-    Et: sparse (n_u, n·M) 0/1 matrix Eᵀ: Eᵀ D sums the rows of repeated tokens (zero tokens left out).
-    """
-    U: np.ndarray
-    index: np.ndarray
-    counts: np.ndarray
-    Et: scipy.sparse.csr_matrix
-
-    @property
-    def n_unique(self) -> int:
-        return self.U.shape[0]
-
-    def scatter(self, D: np.ndarray) -> np.ndarray:
-        """Eᵀ D: sum the per-token rows D (n, M, ...) over the occurrences of each unique token -> (n_u, ...)."""
-        flat = D.reshape(self.index.size, -1)
-        return np.asarray(self.Et @ flat).reshape((self.n_unique,) + D.shape[2:])
-
-    def gather(self, V: np.ndarray) -> np.ndarray:
-        """E V: per-unique-token rows V (n_u, ...) back to every token position -> (n, M, ...), zero for zero tokens."""
-        out = V[np.maximum(self.index, 0)]
-        if self.Et.nnz < self.index.size:              # some zero tokens: their projections are exactly 0
-            out[self.index < 0] = 0.0
-        return out
-
-
-# odd 64-bit multipliers for an exact integer row hash (wrapping arithmetic, so the summation order is irrelevant)
-def _row_hash(flat: np.ndarray) -> np.ndarray:
-    d = flat.shape[1]
-    mult = (np.arange(1, d + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-    return np.einsum("ij,j->i", flat.view(np.uint64), mult)
-
-
-def unique_tokens(X: np.ndarray) -> TokenSet:
-    """Deduplicate the tokens of X (n, M, d) exactly (equal rows) and drop the all-zero ones.
-
-    Rows are grouped by an exact integer hash of their bits and every group with more than one member is then
-    compared entry by entry; if a hash collision ever merged different rows, an exact sort of the rows is used
-    instead. Either way two tokens are merged only if they are equal.
-    """
-    n, M, d = X.shape
-    flat = np.ascontiguousarray(X.reshape(n * M, d), dtype=np.float64)
-    nonzero = np.flatnonzero(np.any(flat != 0.0, axis=1))
-    if nonzero.size == 0:
-        raise ValueError("every token of X is zero: there is no token span to train in; check the data")
-    rows = flat[nonzero]
-    _, first, inverse = np.unique(_row_hash(rows), return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    shared = np.flatnonzero(np.bincount(inverse)[inverse] > 1)
-    if shared.size and not np.all(rows[shared] == rows[first[inverse[shared]]]):
-        # a hash collision between different rows (never seen; ~2^-64): fall back to an exact sort of the rows
-        _, first, inverse = np.unique(rows.view(np.dtype((np.void, d * 8))).ravel(), return_index=True,
-                                      return_inverse=True)
-        inverse = inverse.ravel()
-    # renumber the unique tokens by first occurrence so that, e.g., U[0] is the signal token of sample 0
-    rank_of = np.empty(first.size, dtype=np.int64)
-    rank_of[np.argsort(first, kind="stable")] = np.arange(first.size)
-    inverse = rank_of[inverse]
-    U = rows[np.sort(first)]
-    index = np.full(n * M, -1, dtype=np.int64)
-    index[nonzero] = inverse
-    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (inverse, nonzero)), shape=(U.shape[0], n * M))
-    return TokenSet(U, index.reshape(n, M), np.bincount(inverse, minlength=U.shape[0]), Et)
-
-
-def orthonormal_basis(U: np.ndarray) -> np.ndarray:
-    """An orthonormal basis (d, r) of the row space of U (n_u, d), r = numerical rank, by a column-pivoted QR of Uᵀ.
-
-    Rank tolerance as ``numpy.linalg.matrix_rank``: |R_kk| > |R_00|·max(d, n_u)·ε, on unit-norm tokens so that
-    weak tokens (‖x‖ ≈ 6) are not mistaken for rounding noise next to strong ones (‖ξ‖ ≈ 128).
-    """
-    Un = U / np.linalg.norm(U, axis=1, keepdims=True)
-    Qm, R, _ = scipy.linalg.qr(Un.T, mode="economic", pivoting=True)
-    diag = np.abs(np.diag(R))
-    rank = int(np.sum(diag > diag[0] * max(U.shape) * np.finfo(float).eps))
-    return np.ascontiguousarray(Qm[:, :rank])
+class SpanState(NamedTuple):
+    """The span trainer's state: W(t) = W(0) + P·A(t) for W_Q, W_K, W_V; w_O itself (docs/math.md §5)."""
+    A_Q: np.ndarray   # (r, d_h)
+    A_K: np.ndarray   # (r, d_h)
+    A_V: np.ndarray   # (r, d_v)
+    w_O: np.ndarray   # (d_v,)
 
 
 def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -166,7 +91,7 @@ class SpanObjective:
         r, d_h = self.P.shape[1], W_Q0.shape[1]
         self.QW0 = U @ W_Q0                             # (n_u, d_h) U·W_Q(0), once
         self.KW0 = U @ W_K0                             # (n_u, d_h) U·W_K(0), once
-        self.state0 = (np.zeros((r, d_h)), np.zeros((r, d_h)), np.zeros((r, W_V0.shape[1])), w_O0.copy())
+        self.state0 = SpanState(np.zeros((r, d_h)), np.zeros((r, d_h)), np.zeros((r, W_V0.shape[1])), w_O0.copy())
         self.final_state = None
         self._u0 = (w_O0.copy(), W_V0 @ w_O0)           # W_V(0) w_O for the last w_O seen (constant if frozen)
         # U·W_V(0) (n_u, d_v) turns the two d×d_v matrix-vector products of the value path (memory-bound: they read
@@ -210,7 +135,7 @@ class SpanObjective:
         # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)
         dW0 = self.VW0.T @ dvu if self.VW0 is not None else self.params0.W_V.T @ (tok.U.T @ dvu)
         dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)
-        return mean_loss(f, self.y), (Gamma_Q, Gamma_K, Gamma_V, dw_O), f, Cache(Q, K, v, Z, S, abar)
+        return Evaluation(mean_loss(f, self.y), SpanState(Gamma_Q, Gamma_K, Gamma_V, dw_O), f, Cache(Q, K, v, Z, S, abar))
 
     def _dense_qk(self, A_Q, A_K) -> np.ndarray:
         """[W_Q(t) | W_K(t)] = [W_Q(0) | W_K(0)] + P [A_Q | A_K] (d, 2 d_h), memoized on (A_Q, A_K).
@@ -272,54 +197,9 @@ class SpanObjective:
 
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t). The loop calls this once at the end; the coordinates are kept as
-        ``final_state`` so that the decomposition can be read from them (``decomposition``)."""
-        self.final_state = tuple(np.array(a, copy=True) for a in state)
+        ``final_state`` so that the decomposition can be read from them (``refvit.tracking.span_decomposition``)."""
+        self.final_state = SpanState(*(np.array(a, copy=True) for a in state))
         A_Q, A_K, A_V, w_O = state
         W = self._dense_qk(A_Q, A_K)
         d_h = A_Q.shape[1]
         return Params(W[:, :d_h], W[:, d_h:], self._dense_v(A_V, w_O), np.array(w_O, copy=True))
-
-    # --- the decomposition from the trainer's own coordinates (PAPER §5.5, "for free") -----------------------
-
-    def decomposition(self, state=None, signals=None, params=None):
-        """``refvit.decompose.Decomposition`` read from the coordinates (default: the final state of the run).
-
-        In the token basis the rows of A_Q, A_K are α_u, β_u and A_V w_O = b gives coef_u = ‖u‖² b_u (PAPER §5.5).
-        In the orthonormal basis the rows name basis vectors; the per-token coefficients are then recovered from
-        P·A by ``refvit.decompose`` where they are identifiable and reported as NaN where not.
-        signals : (μ₊, μ₋), each (d,), to name γ₊ and γ₋; without it γ± are NaN.
-        params : dense weights W(t) from another run (e.g. the dense trainer) to measure the reconstruction
-            residual ‖W(t) − W(0) − Σ_u u·coef_u‖ / ‖W(t) − W(0)‖ against; without it the residual is NaN (against
-            this trainer's own W(0) + P·A it would be zero by construction).
-        """
-        from . import decompose
-        if state is None:
-            if self.final_state is None:
-                raise ValueError("no final state yet: train first (refvit.train.run calls params() at the end)")
-            state = self.final_state
-        A_Q, A_K, A_V, w_O = state
-        if self.basis == "tokens":
-            return decompose.from_token_coordinates(self.tokens, A_Q, A_K, A_V, w_O, source="span",
-                                                    signals=signals, params0=self.params0, params=params)
-        dec = decompose.recover_from_deltas(self.tokens, self.P @ A_Q, self.P @ A_K, self.P @ A_V, w_O,
-                                            source="span (orthonormal basis: rows of A name basis vectors, "
-                                                   "not tokens)", signals=signals)
-        if params is not None:
-            dec = dec._replace(residual=decompose.residuals(self.tokens, dec, self.params0, params))
-        return dec
-
-
-def span_train(params, X, y, *, X_test=None, y_test=None, config, signals=None, core: str = "numpy",
-               basis: str = "auto"):
-    """Train with the span backend and also return its decomposition: (Params, History, Decomposition).
-
-    ``config`` is a ``TrainConfig`` (its ``backend`` is ignored; the optimizer must be "gd").
-    """
-    from .train import check_train_inputs, run
-    if config.optimizer != "gd":
-        raise ValueError(f"the span backend supports optimizer='gd' only: {config.optimizer} updates are "
-                         "elementwise, so they leave the span of the training tokens (PAPER §5.5)")
-    params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
-    objective = SpanObjective(params, X, y, X_test, y_test, core=core, basis=basis)
-    params_t, history = run(objective, config)
-    return params_t, history, objective.decomposition(signals=signals)

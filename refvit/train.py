@@ -1,19 +1,23 @@
 """Full-batch training (PAPER §3): GD (the paper), SignGD and Adam (Li et al., PAPER §8), with a per-step history.
 
-One loop serves every backend. A backend is an *objective*: it holds the training state as a tuple of arrays
-(the dense backends hold ``Params``; the span backend holds token coordinates, PAPER §5.5), and returns the loss,
-the gradient with respect to that state, the outputs f and the forward ``Cache`` for the history. The optimizer
-updates the state tuple; index 3 is always w_O, which is only updated when ``train_w_O`` is True.
+One loop serves every way of training. What it trains is an ``Objective``: it holds the training state as a
+NamedTuple of arrays (``Params`` for dense weights; ``refvit.span.SpanState`` for token coordinates, PAPER §5.5)
+and returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the
+forward ``Cache`` for the history. The optimizer updates every field of the state except the one named ``w_O``,
+which is only updated when ``train_w_O`` is True.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .model import Params, check_inputs, loss_grads_cache, mean_loss, forward_cache, resolve_backend
+from .model import Evaluation, Params, check_inputs, forward_cache, loss_grads_cache, mean_loss, resolve_backend
+from .span import SpanObjective
 
 # Quantities recorded at every step t, evaluated at the parameters *before* update t (PAPER §7.2). Token 0 is the
 # signal token, token 1 the noise token, token 2 the first "other" token (NaN when M = 2). "s0" = training sample 0,
@@ -53,6 +57,23 @@ class History:
         return self.values[key]
 
 
+class Objective(Protocol):
+    """What ``run`` trains. ``state0`` is a NamedTuple of float64 arrays with a field named ``w_O``."""
+    state0: tuple
+    y: np.ndarray                    # (N,) training labels
+    X_test: np.ndarray | None        # (n_test, M, d) or None
+    y_test: np.ndarray | None        # (n_test,) or None
+
+    def value_and_grad(self, state) -> Evaluation:
+        """Loss, gradient (same type as ``state``), f (N,) and Cache at ``state``."""
+
+    def test_outputs(self, state) -> np.ndarray:
+        """f on the test set, (n_test,)."""
+
+    def params(self, state) -> Params:
+        """The dense ``Params`` that ``state`` stands for."""
+
+
 class DenseObjective:
     """Training state = ``Params``; gradients from the reference model with the chosen attention core."""
 
@@ -61,12 +82,10 @@ class DenseObjective:
         self.backend = resolve_backend(backend)
         self.state0 = params
 
-    def value_and_grad(self, state):
-        """(loss, grads as a tuple like ``state``, f (N,), Cache)."""
+    def value_and_grad(self, state) -> Evaluation:
         return loss_grads_cache(Params(*state), self.X, self.y, self.backend)
 
     def test_outputs(self, state) -> np.ndarray:
-        """f on the test set, (n_test,)."""
         return forward_cache(Params(*state), self.X_test, self.backend)[0]
 
     def params(self, state) -> Params:
@@ -95,10 +114,11 @@ def _all_finite(arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, History]:
-    """The training loop shared by every backend. Returns the final ``Params`` and the ``History``."""
+def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, History]:
+    """The training loop shared by every objective. Returns the final ``Params`` and the ``History``."""
+    state_type = type(objective.state0)
     state = [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
-    trainable = [True, True, True, cfg.train_w_O]
+    trainable = [name != "w_O" or cfg.train_w_O for name in state_type._fields]
     has_test = objective.X_test is not None
     b1, b2 = cfg.adam_betas
     m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
@@ -107,13 +127,10 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
 
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.steps, desc="train", unit="step")
+    bar = tqdm(total=cfg.steps, desc="train", unit="step") if progress else None
     for t in range(cfg.steps + 1):
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported
-            loss, grads, f, cache = objective.value_and_grad(state)
+            loss, grads, f, cache = objective.value_and_grad(state_type(*state))
         if not (np.isfinite(loss) and _all_finite(grads)):
             status = "diverged"          # never continue on NaN/inf: the caller sees where it broke
             message = (f"loss or gradient became non-finite at step {t} (lr={cfg.lr:g}, optimizer={cfg.optimizer});"
@@ -121,13 +138,14 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
             break
         _record(rec, loss, f, cache, objective.y)
         evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
-        rec["test_loss"].append(mean_loss(objective.test_outputs(state), objective.y_test) if evaluate else np.nan)
+        rec["test_loss"].append(mean_loss(objective.test_outputs(state_type(*state)), objective.y_test)
+                                if evaluate else np.nan)
         if cfg.loss_threshold is not None and loss < cfg.loss_threshold:
             status = "converged"         # checked before the step, as the authors do (PAPER §3)
             break
         if t == cfg.steps:
             break
-        for k in range(4):
+        for k in range(len(state)):
             if not trainable[k]:
                 continue
             g = grads[k]
@@ -150,7 +168,7 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
 
     final_test = final_error = np.nan
     if has_test and status != "diverged":
-        f_test = objective.test_outputs(state)
+        f_test = objective.test_outputs(state_type(*state))
         final_test = mean_loss(f_test, objective.y_test)
         final_error = float(np.mean(np.sign(f_test) != objective.y_test))
         if rec["test_loss"]:
@@ -158,7 +176,7 @@ def run(objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, Hi
     history = History(step=np.arange(len(rec["train_loss"])), values={k: np.asarray(v) for k, v in rec.items()},
                       status=status, steps=steps_taken, final_train_loss=float(loss), final_test_loss=float(final_test),
                       final_test_error=final_error, message=message, config=dataclasses.asdict(cfg))
-    return objective.params(state), history
+    return objective.params(state_type(*state)), history
 
 
 def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None = None, progress: bool = False,
@@ -192,13 +210,10 @@ def check_train_inputs(params, X, y, X_test=None, y_test=None):
     return params, X, y, X_test, y_test
 
 
-def make_objective(config: TrainConfig, params, X, y, X_test=None, y_test=None, core: str = "numpy"):
-    """Check the inputs and build the backend's objective: ``SpanObjective`` for "span", else ``DenseObjective``.
-
-    ``core`` is the span backend's attention core (the dense backends choose theirs with ``config.backend``).
-    """
+def make_objective(config: TrainConfig, params, X, y, X_test=None, y_test=None, basis: str = "auto") -> Objective:
+    """Check the inputs and build the objective of ``config.coords`` with the attention core ``config.backend``:
+    ``SpanObjective`` (token basis ``basis``) for "span", else ``DenseObjective``."""
     params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
-    if config.backend == "span":
-        from .span import SpanObjective
-        return SpanObjective(params, X, y, X_test, y_test, core=core)
+    if config.coords == "span":
+        return SpanObjective(params, X, y, X_test, y_test, core=config.backend, basis=basis)
     return DenseObjective(params, X, y, X_test, y_test, config.backend)

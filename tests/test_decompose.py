@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from refvit.config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
 from refvit.data import make_dataset, streams
-from refvit.decompose import CoefficientTracker, compare, recover, summaries, track_train
+from refvit.decompose import compare, recover, summaries
+from refvit.tracking import CoefficientTracker, track_train
 from refvit.gradcheck import rel_error
 from refvit.init import init_params
 from refvit.io import load_npz, save_npz
@@ -34,7 +35,7 @@ def problem(data_cfg: DataConfig, model_cfg: ModelConfig, seed: int = 0):
 
 def tracked_and_recovered(data, p0, signals, cfg: TrainConfig, X=None):
     X = data.X if X is None else X
-    params, hist, tracker = track_train(p0, X, data.y, config=cfg.replace(backend="numpy"), signals=signals)
+    params, hist, tracker = track_train(p0, X, data.y, config=cfg.replace(backend="numpy"))
     return params, hist, tracker, tracker.decomposition(signals, p0, params), recover(p0, params, X, signals)
 
 
@@ -134,7 +135,7 @@ def test_tracked_series_is_monotone_and_starts_at_zero():
     data_cfg, model_cfg, train_cfg = figure1_setting(N=4, mu_norm=30.0)
     data_cfg, model_cfg = data_cfg.replace(d=128, M=5), model_cfg.replace(d_h=16, d_v=8)
     data, p0, signals = problem(data_cfg, model_cfg)
-    _, hist, tracker = track_train(p0, data.X, data.y, config=train_cfg.replace(backend="span"), signals=signals)
+    _, hist, tracker = track_train(p0, data.X, data.y, config=train_cfg.replace(coords="span", backend="numpy"))
     h = tracker.history(signals)
     assert h["coef"].shape[0] == hist.steps + 1 and not np.any(h["coef"][0])
     assert np.all(np.diff(h["gamma_plus"]) > 0) and np.all(np.diff(h["gamma_minus"]) < 0)

@@ -33,7 +33,7 @@ def saved_dynamics(tmp_path_factory):
     spec = Dynamics("tiny", (("harmful", 1), ("benign", 8)), 3, 0,
                     DataConfig(N=4, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20),
                     ModelConfig(d_h=8, d_v=8, init_scale=1.0),
-                    TrainConfig(lr=0.5, steps=40, eval_every=1, backend="span"))
+                    TrainConfig(lr=0.5, steps=40, eval_every=1, coords="span"))
     run_dynamics(spec, out, workers=0, progress=False)
     return out
 
@@ -50,7 +50,7 @@ def test_heatmap_script_runs_on_a_saved_sweep(saved_sweep, tmp_path, snr):
 
 
 def test_cell_means_equal_a_direct_average_of_the_run_files(saved_sweep):
-    from refvit.sweep import load_table
+    from refvit.io import read_columns as load_table
     g = fig_heatmap.cell_grid(load_table(saved_sweep / "table.csv"), "snr_axis")
     runs = [load_json(p) for p in sorted((saved_sweep / "runs").glob("*.json"))]
     for i, N in enumerate(g["Ns"]):
@@ -76,7 +76,7 @@ def test_reference_curve_is_the_authors_curve_on_their_axis():
 def test_non_converged_cells_are_counted_and_drawn(tmp_path):
     out = tmp_path / "sweep"
     run_sweep(tiny(steps=3), out, workers=0, progress=False)     # 3 steps: most runs stop before loss < 0.01
-    from refvit.sweep import load_table
+    from refvit.io import read_columns as load_table
     t = load_table(out / "table.csv")
     g = fig_heatmap.cell_grid(t, "snr_axis")
     assert g["n_conv"].sum() == t["converged"].sum() < g["n_runs"].sum() == len(t["N"])
@@ -93,7 +93,7 @@ def test_dynamics_script_runs_on_saved_runs(saved_dynamics, tmp_path):
     assert [len(runs[n]) for n, _ in meta["regimes"]] == [3, 3]
     r = runs["benign"][0]
     assert r["h_test_loss"].shape == r["h_train_loss"].shape == (41,) and np.all(np.isfinite(r["h_test_loss"]))
-    assert json.loads(str(r["summary"]))["repeat"] == 0
+    assert r["summary"]["repeat"] == 0
 
 
 def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):

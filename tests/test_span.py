@@ -11,11 +11,12 @@ import pytest
 
 from refvit.config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
 from refvit.data import make_dataset, streams
-from refvit.decompose import CoefficientTracker
+from refvit.tokens import unique_tokens
+from refvit.tracking import CoefficientTracker, span_decomposition, span_train
 from refvit.gradcheck import rel_error
 from refvit.init import init_params
 from refvit.model import Params, forward, loss_and_grads, mean_loss
-from refvit.span import SpanObjective, span_train, unique_tokens
+from refvit.span import SpanObjective
 from refvit.train import DenseObjective, run, train
 
 TOL = 1e-10   # see module docstring
@@ -33,7 +34,7 @@ def dense_and_span(data, p0, cfg: TrainConfig):
                                data.X, data.y, cfg)
     pd, hd = run(dense, cfg)
     span = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
-    ps, hs = run(span, cfg.replace(backend="span"))
+    ps, hs = run(span, cfg.replace(coords="span"))
     return (pd, hd, dense), (ps, hs, span)
 
 
@@ -72,7 +73,7 @@ def test_span_coordinates_equal_tracked_coefficients(figure1_frozen):
     data, p0, (dense, span) = figure1_frozen
     signals = (data.mu_plus, data.mu_minus)
     tracked = dense[2].decomposition(signals, identify=False)
-    own = span[2].decomposition(signals=signals, params=dense[0])
+    own = span_decomposition(span[2], signals=signals, params=dense[0])
     for k in ("coef", "alpha", "beta", "A_V"):
         err = rel_error(getattr(tracked, k), getattr(own, k))
         assert err <= TOL, f"{k}: rel error {err:.3g}"
@@ -145,12 +146,12 @@ def test_test_outputs_exact_on_first_and_cached_calls():
     data, p0 = problem(data_cfg, ModelConfig(d_h=8, d_v=6, init="gaussian", sigma0=0.2))
     cfg = TrainConfig(lr=0.2, steps=15, eval_every=1, train_w_O=True)
     _, hd = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(backend="numpy"))
-    ps, hs = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(backend="span"))
+    ps, hs = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(coords="span"))
     assert rel_error(hd["test_loss"], hs["test_loss"]) <= TOL
     assert abs(hs.final_test_loss - mean_loss(forward(ps, data.X_test), data.y_test)) <= 1e-13
     # eval_every=0: the one evaluation at the end goes through W(t); a later call through the cached products
     obj = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
-    ps, hs = run(obj, cfg.replace(backend="span", eval_every=0))
+    ps, hs = run(obj, cfg.replace(coords="span", eval_every=0))
     f_ref = forward(ps, data.X_test)
     assert hs.final_test_loss == pytest.approx(mean_loss(f_ref, data.y_test), rel=1e-13)
     assert rel_error(obj.test_outputs(obj.final_state), f_ref) <= 1e-12 and obj._test_calls == 2
@@ -187,13 +188,13 @@ def test_more_tokens_than_d_uses_orthonormal_basis_and_stays_exact():
     cfg = TrainConfig(lr=0.3, steps=60)
     pd, hd = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(backend="numpy"))
     obj = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
-    ps, hs = run(obj, cfg.replace(backend="span"))
+    ps, hs = run(obj, cfg.replace(coords="span"))
     assert obj.basis == "orthonormal" and obj.P.shape == (8, 8)
     assert np.allclose(obj.P.T @ obj.P, np.eye(8), rtol=0, atol=1e-14)   # QR's Q is orthonormal to rounding
     assert rel_error(hd["train_loss"], hs["train_loss"]) <= TOL
     for a, b in zip(pd, ps):
         assert rel_error(a, b) <= TOL
-    dec = obj.decomposition(signals=(data.mu_plus, data.mu_minus), params=pd)
+    dec = span_decomposition(obj, signals=(data.mu_plus, data.mu_minus), params=pd)
     assert "not tokens" in dec.source and "rank deficient" in dec.message
     assert not dec.identifiable.all() and np.isnan(dec.coef[~dec.identifiable]).all()
 
@@ -202,10 +203,10 @@ def test_span_refuses_sign_and_adam_updates():
     data, p0 = problem(DataConfig(N=2, M=2, d=4, n_test=2), ModelConfig(d_h=2, d_v=2))
     for opt in ("signgd", "adam"):
         with pytest.raises(ValueError, match="span.*gd.*leave the span"):
-            TrainConfig(lr=0.1, steps=2, optimizer=opt, backend="span")
+            TrainConfig(lr=0.1, steps=2, optimizer=opt, coords="span")
         with pytest.raises(ValueError, match="leave the span"):
             span_train(p0, data.X, data.y, config=TrainConfig(lr=0.1, steps=2, optimizer=opt))
-        with pytest.raises(ValueError, match="leave the token span"):
+        with pytest.raises(ValueError, match="leave the span of the training tokens"):
             CoefficientTracker(DenseObjective(p0, data.X, data.y), data.X, data.y,
                                TrainConfig(lr=0.1, steps=2, optimizer=opt))
 

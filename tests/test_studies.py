@@ -13,10 +13,10 @@ import pytest
 from analysis import fig_labelnoise, fig_optimizers
 from refvit.config import DataConfig, ModelConfig, TrainConfig
 from refvit.experiment import run_cell
-from refvit.io import load_json
-from refvit.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, draw,
-                            read_csv, regime_of, run_label_noise, run_optimizers)
-from refvit.sweep import load_table
+from refvit.io import load_json, read_columns as load_table, read_csv
+from refvit.pipelines import draw_study as draw
+from refvit.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, regime_of,
+                            run_label_noise, run_optimizers)
 
 
 # --- the rule on stubs ---------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_chosen_rate_follows_from_the_saved_pilots(results):
             assert meta["stream_tag"] == list(PILOT_STREAM_TAG)  # pilot streams are not the reported ones
             cmp = load_json(d / setting / opt / "sweep.json")
             assert cmp["seed"] == 0 and cmp["train"]["optimizer"] == opt and cmp["train"]["lr"] == choice[opt]["lr"]
-            assert cmp["train"]["backend"] == ("span" if opt == "gd" else "auto")
+            assert cmp["train"]["coords"] == ("span" if opt == "gd" else "dense")
 
 
 def test_a_comparison_row_is_the_cell_run_alone_with_that_optimizer(results):
@@ -163,7 +163,7 @@ def test_label_noise_runs_trained_on_flipped_labels(results):
     assert {r["n_flipped"] for r in rows if r["flip_rate"] == 0.25} == {1, 2}      # round(0.25·4), round(0.25·8)
     row = next(r for r in rows if r["flip_rate"] == 0.25 and r["N"] == 8 and r["mu_norm"] == 4 and r["repeat"] == 1)
     cfg = DATA.replace(N=8, mu_norm=4.0, flip_rate=0.25)
-    run = run_cell(cfg, MODEL, TRAIN.replace(backend="span"), seed=0, key=(8, 4, 1))
+    run = run_cell(cfg, MODEL, TRAIN.replace(coords="span"), seed=0, key=(8, 4, 1))
     assert np.sum(run.data.y != run.data.y_clean) == 2
     assert row["test_error"] == run.summary["test_error"] and row["test_loss"] == run.summary["test_loss"]
     # the clean run of the same cell differs (same streams, labels unflipped), so the flips reached the trainer

@@ -14,7 +14,10 @@ import pytest
 import refvit.sweep as sweep_mod
 from refvit.config import DataConfig, ModelConfig, TrainConfig
 from refvit.experiment import run_cell
-from refvit.sweep import COLUMNS, Sweep, default_executor, load_table, run_one, run_sweep, table_rows
+from refvit.executors import BLAS_ENV, default_executor
+from refvit.io import read_columns as load_table
+from refvit.results import TIMING_COLUMNS, sweep_run_file
+from refvit.sweep import COLUMNS, Sweep, run_one, run_sweep, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,7 +33,7 @@ def tiny_sweep(seed=0, steps=200, loss_threshold=0.01, Ns=(2, 4, 8), mus=(1, 2, 
 def csv_without_seconds(path) -> list[list[str]]:
     """The table's text cells without the timing columns (the only ones allowed to differ)."""
     lines = [line.split(",") for line in Path(path).read_text().splitlines()]
-    keep = [j for j, name in enumerate(lines[0]) if name not in sweep_mod.TIMING_COLUMNS]
+    keep = [j for j, name in enumerate(lines[0]) if name not in TIMING_COLUMNS]
     assert len(keep) == len(lines[0]) - 2
     return [[row[j] for j in keep] for row in lines]
 
@@ -68,7 +71,7 @@ def test_a_stream_tag_gives_other_draws_than_every_untagged_seed():
     """Tagged runs (the studies' pilots) never share streams with reported runs, whatever the seeds."""
     sw = tiny_sweep()
     data_cfg = sw.data.replace(N=4, mu_norm=8.0)
-    tagged = run_one(data_cfg, sw.model, sw.train, 0, 0, 0.2, (1,))
+    tagged = run_one(data_cfg, sw.model, sw.train, 0, 0, (1,))
     untagged = {run_one(data_cfg, sw.model, sw.train, seed, 0)["test_loss"] for seed in range(3)}
     assert tagged["test_loss"] not in untagged
     assert Sweep.from_dict(json.loads(json.dumps(replace(sw, stream_tag=(1,)).to_dict()))).stream_tag == (1,)
@@ -131,7 +134,7 @@ def test_sigkill_mid_sweep_then_restart_gives_the_uninterrupted_table(tmp_path):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(sw.to_dict()))
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "refvit.sweep", str(out), "--spec", str(spec), "--workers", "1", "--no-progress"]
+    cmd = [sys.executable, "-m", "refvit.cli", "sweep", str(out), "--spec", str(spec), "--workers", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     runs, total = out / "runs", len(sw.specs())
@@ -152,29 +155,29 @@ def test_sigkill_mid_sweep_then_restart_gives_the_uninterrupted_table(tmp_path):
     subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
     for name, text in done.items():
         assert (runs / name).read_text() == text                   # not recomputed
-    assert sorted(p.name for p in runs.iterdir()) == sorted(sweep_mod.run_filename(*s) for s in sw.specs())
+    assert sorted(p.name for p in runs.iterdir()) == sorted(sweep_run_file(*s) for s in sw.specs())
 
     run_sweep(sw, tmp_path / "reference", workers=0, progress=False)    # uninterrupted, in this process
     assert csv_without_seconds(out / "table.csv") == csv_without_seconds(tmp_path / "reference" / "table.csv")
 
 
 def test_default_pool_workers_use_one_blas_thread_and_parent_env_is_restored():
-    before = {k: os.environ.get(k) for k in sweep_mod.BLAS_ENV}
+    before = {k: os.environ.get(k) for k in BLAS_ENV}
     with default_executor(1) as ex:
         seen = ex.submit(os.getenv, "OPENBLAS_NUM_THREADS").result()
         seen_omp = ex.submit(os.getenv, "OMP_NUM_THREADS").result()
     assert (seen, seen_omp) == ("1", "1")
-    assert {k: os.environ.get(k) for k in sweep_mod.BLAS_ENV} == before
+    assert {k: os.environ.get(k) for k in BLAS_ENV} == before
 
 
 def test_folder_with_other_settings_is_refused_but_a_bigger_grid_reuses_runs(tmp_path):
     run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
     with pytest.raises(ValueError, match="different settings"):
         run_sweep(tiny_sweep(seed=1, Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
-    first = (tmp_path / "runs" / sweep_mod.run_filename(2, 1, 0)).read_text()
+    first = (tmp_path / "runs" / sweep_run_file(2, 1, 0)).read_text()
     rows = run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8, 16), repeats=1), tmp_path, workers=0, progress=False)
     assert len(rows) == 6
-    assert (tmp_path / "runs" / sweep_mod.run_filename(2, 1, 0)).read_text() == first
+    assert (tmp_path / "runs" / sweep_run_file(2, 1, 0)).read_text() == first
 
 
 @pytest.mark.parametrize("bad, match", [

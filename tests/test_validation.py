@@ -37,7 +37,7 @@ BAD_CALLS = {
     "missing lr": (lambda p, X, y: train(p, X, y, steps=3), "needs lr"),
     "unknown option": (lambda p, X, y: train(p, X, y, lr=0.1, steps=3, momentum=0.9), r"unknown TrainConfig option"),
     "unknown optimizer": (lambda p, X, y: train(p, X, y, lr=0.1, steps=3, optimizer="sgd"), "unknown optimizer"),
-    "span with adam": (lambda p, X, y: train(p, X, y, lr=0.1, steps=3, optimizer="adam", backend="span"),
+    "span with adam": (lambda p, X, y: train(p, X, y, lr=0.1, steps=3, optimizer="adam", coords="span"),
                        "leave the span"),
     "half test set": (lambda p, X, y: train(p, X, y, lr=0.1, steps=3, X_test=X), "both X_test and y_test"),
     "bad backend": (lambda p, X, y: forward(p, X, backend="gpu"), "unknown backend"),
@@ -88,5 +88,7 @@ def test_other_config_validation():
 
 def test_cli_reports_bad_settings_without_traceback(capsys):
     from refvit.cli import main
-    assert main(["demo", "--backend", "numpy", "--seed", "-1", "--results", "/tmp/refvit_bad"]) == 2
-    assert "non-negative" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:       # refused while parsing, before any work starts
+        main(["demo", "--backend", "numpy", "--seed", "-1", "--results", "/tmp/refvit_bad"])
+    assert stop.value.code == 2
+    assert "--seed: expected a number >= 0" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Text summaries of saved results: the reproduction's and each study's. They read saved files only."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from refvit.fit import describe
+from refvit.io import load_json, read_csv
+from refvit.studies import lr_tag
+
+
+def reproduce_summary(sweep_dir) -> str:
+    """The reproduction's summary: what the saved sweep folder (sweep.json, table.csv, fit.json) determines.
+
+    No timings: those belong to one run on one machine (``results/timing_<preset>.json``), not to the results.
+    """
+    d = Path(sweep_dir)
+    meta = load_json(d / "sweep.json")
+    rows = read_csv(d / "table.csv")
+    n_conv = sum(r["converged"] for r in rows)
+    train = meta["train"]
+    lines = [
+        f"refvit reproduce --preset {meta['name']}",
+        f"Figure 1 sweep: {len(meta['Ns'])} N x {len(meta['mu_norms'])} |mu| x {meta['repeats']} seeds = "
+        f"{len(rows)} runs (coords {train['coords']}, backend {train['backend']}, base seed {meta['seed']}); "
+        f"converged {n_conv}/{len(rows)}",
+        describe(load_json(d / "fit.json")),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def timing_line(timing: dict) -> str:
+    """One line of wall-clock timings (seconds) of a reproduction run."""
+    parts = ", ".join(f"{k.replace('_seconds', '')} {v:.1f}" for k, v in timing.items() if k.endswith("_seconds"))
+    return f"timing (wall clock, seconds, {timing.get('workers', '?')} worker(s)): {parts}"
+
+
+def _fmt(x, spec=".3g"):
+    return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def optimizer_summary(out, command: str = "") -> str:
+    """The text summary of a saved optimizer study folder."""
+    out = Path(out)
+    meta = load_json(out / "study.json")
+    lines = [command or f"refvit study optimizers --preset {meta['name']}",
+             f"rate rule: {meta['lr_rule']} on the grid {meta['lr_grid']} (pilot streams tagged {tuple(meta['pilot_stream_tag'])});"
+             f" converged = training loss < {meta['loss_threshold']}"]
+    summary = read_csv(out / "summary.csv")
+    for s in meta["settings"]:
+        choice = load_json(out / s["name"] / "lr_choice.json")
+        lines.append(f"[{s['name']}] budget {s['train']['steps']} steps; comparison grid {len(s['Ns'])} N x "
+                     f"{len(s['mu_norms'])} |mu| x {s['repeats']} seeds")
+        for opt in meta["optimizers"]:
+            c = choice[opt]
+            scan = ", ".join(f"{lr_tag(x['lr'])}:{'ok' if x['feasible'] else 'fail'}"
+                             + (f"/{x['heldout_loss']:.3g}" if x["feasible"] else "") for x in c["scanned"])
+            lines.append(f"  {opt:6s} lr={lr_tag(c['lr'])} (largest stable {lr_tag(c['largest_stable'])}, "
+                         f"heldout {lr_tag(c['heldout']) if c['heldout'] is not None else '-'}); scan "
+                         f"lr:feasible/heldout loss = {scan}")
+        for ser in load_json(out / s["name"] / "series.json"):
+            ref = ", a reference: not chosen by the rule" if ser["reference"] else ""
+            lines.append(f"  {ser['series']} (lr = {ser['lr']:g}{ref}):")
+            for r in summary:
+                if r["setting"] == s["name"] and r["series"] == ser["series"]:
+                    lines.append(f"      {r['group']:10s} runs {r['n_converged']}/{r['n_runs']} converged; steps "
+                                 f"median {_fmt(r['steps_median'], 'g')} [{_fmt(r['steps_min'], 'g')}, "
+                                 f"{_fmt(r['steps_max'], 'g')}]; test loss {_fmt(r['test_loss_mean'])} ± "
+                                 f"{_fmt(r['test_loss_std'])}; test error {_fmt(r['test_error_mean'])}")
+    return "\n".join(lines) + "\n"
+
+
+def label_noise_summary(out, command: str = "") -> str:
+    """The text summary of a saved label-noise study folder."""
+    out = Path(out)
+    meta = load_json(out / "study.json")
+    lines = [command or f"refvit study label-noise --preset {meta['name']}",
+             f"GD lr={meta['train']['lr']:g}, budget {meta['train']['steps']} steps, {len(meta['Ns'])} N x "
+             f"{len(meta['mu_norms'])} |mu| x {meta['repeats']} seeds per flip rate; benign cells: N*SNR^2 >= "
+             f"{meta['benign_factor']:g} x {meta['boundary_N_snr2']:g} (sigma_p), harmful: <= {meta['boundary_N_snr2']:g}/{meta['benign_factor']:g}"]
+    for r in read_csv(out / "summary.csv"):
+        lines.append(f"  p={r['flip_rate']:<4g} {r['group']:10s} runs {r['n_converged']}/{r['n_runs']} converged; "
+                     f"test 0-1 error {_fmt(r['test_error_mean'])} ± {_fmt(r['test_error_std'])}; test loss "
+                     f"{_fmt(r['test_loss_mean'])}; steps median {_fmt(r['steps_median'], 'g')}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,103 @@
+"""Where runs execute: any ``concurrent.futures.Executor``, and ``execute`` to feed it and save each result.
+
+By default a ``ProcessPoolExecutor`` with the "spawn" start method and one BLAS thread per worker
+(OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1 are put in the workers' environment before they start, i.e. before they
+import numpy), one worker per core; ``workers=0`` runs serially in this process. A dask.distributed cluster works
+through ``client.get_executor()``. The parent process saves the results, so workers need no shared file system.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+
+from tqdm.auto import tqdm
+
+BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+
+class SerialExecutor(Executor):
+    """Runs each task at submit time in this process (``workers=0``; tests and debugging)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut = Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - handed to the caller through the future, like a real executor
+            fut.set_exception(e)   # KeyboardInterrupt and SystemExit are not caught: they stop the sweep at once
+        return fut
+
+
+@contextlib.contextmanager
+def single_thread_env():
+    """Put ``X_NUM_THREADS=1`` in os.environ while workers are spawned (they inherit it before importing numpy)."""
+    old = {k: os.environ.get(k) for k in BLAS_ENV}
+    os.environ.update({k: "1" for k in BLAS_ENV})
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def default_executor(workers: int | None = None):
+    """A spawn-context process pool with single-threaded BLAS workers (``workers=0``: run serially here)."""
+    workers = available_cores() if workers is None else workers
+    if workers == 0:
+        yield SerialExecutor()
+        return
+    with single_thread_env():
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield ex
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+
+def executor_context(executor: Executor | None = None, workers: int | None = None):
+    """``executor`` as a context that does not shut it down, or a new ``default_executor(workers)``."""
+    return contextlib.nullcontext(executor) if executor is not None else default_executor(workers)
+
+
+def execute(tasks: list, save, executor: Executor | None = None, workers: int | None = None,
+            desc: str = "runs", progress: bool = True, total: int | None = None, window: int = 256) -> None:
+    """Submit ``tasks`` [(fn, args, tag)] and call ``save(tag, result)`` in this process as each one finishes.
+
+    At most ``window`` tasks are submitted ahead of the saved ones (1 for the serial executor, which runs a task as
+    it is submitted), so killing the sweep loses at most the runs in flight: every computed run is saved first.
+    """
+    total = len(tasks) if total is None else total
+    bar = tqdm(total=total, initial=total - len(tasks), desc=desc, unit="run", disable=not progress,
+               dynamic_ncols=True)
+    with executor_context(executor, workers) as ex:
+        limit = 1 if isinstance(ex, SerialExecutor) else window
+        todo, pending = iter(tasks), {}
+        try:
+            while True:
+                for fn, args, tag in itertools.islice(todo, limit - len(pending)):
+                    pending[ex.submit(fn, *args)] = tag
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    save(pending.pop(fut), fut.result())
+                    bar.update(1)
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+        finally:
+            bar.close()

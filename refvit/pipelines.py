@@ -1,0 +1,187 @@
+"""The pipelines the command line runs: compute into ``results/``, then draw from the saved results only.
+
+This is the top layer of the package: the only place that imports ``analysis/`` (figures and text summaries).
+Nothing in ``refvit`` imports this module but ``refvit.cli``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import Executor
+from pathlib import Path
+
+from analysis import summaries
+from analysis.fig_coefficients import draw as draw_coefficients
+from analysis.fig_demo import demo_figure
+from analysis.fig_dynamics import figure3
+from analysis.fig_heatmap import figure1
+from analysis.fig_labelnoise import labelnoise_figure
+from analysis.fig_optimizers import optimizer_figures
+
+from . import dynamics as dyn
+from .coefficients import train_and_save, weights_and_save
+from .config import figure1_setting
+from .executors import available_cores
+from .experiment import cell_key, run_cell
+from .fit import fit_sweep
+from .io import atomic_write, load_json, save_json
+from .results import save_history
+from .studies import STUDIES, LabelNoiseStudy, OptimizerStudy, run_label_noise, run_optimizers
+from .studies.common import PRESETS as STUDY_PRESETS
+from .sweep import PRESETS, Sweep, run_sweep
+
+DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (PAPER §7.1)
+
+
+def _write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def demo(results="results", figures="results/figures", seed: int = 0, backend: str = "auto",
+         coords: str = "dense") -> list[dict]:
+    """Train one benign and one harmful Figure-1 cell, save their histories and draw ``figures/demo.png``."""
+    out = Path(results)
+    rows = []
+    for name, N, mu in DEMO_CELLS:
+        data_cfg, model_cfg, train_cfg = figure1_setting(N=N, mu_norm=mu)
+        run = run_cell(data_cfg, model_cfg, train_cfg.replace(backend=backend, coords=coords), seed=seed,
+                       key=cell_key(N, mu))   # the same draw as repeat 0 of this cell in the sweep
+        save_history(out / f"demo_{name}.npz", run.history, run.summary)
+        rows.append({"cell": name, **run.summary})
+        s = run.summary
+        print(f"{name:8s} N={N:3d} |mu|={mu:5.1f} N*SNR^2={s['N_snr2']:6.3f} (axis {s['N_snr_axis2']:7.1f})  "
+              f"steps={s['steps']:4d} {s['status']:9s} train={s['train_loss']:.4f} test={s['test_loss']:.4f} "
+              f"err={s['test_error']:.2f}  {s['seconds']:.2f}s")
+    save_json(out / "demo_summary.json", rows)
+    print(f"wrote {demo_figure(out, Path(figures) / 'demo.png')}")
+    return rows
+
+
+def reproduce(preset: str, results="results", figures="results/figures", seed: int = 0, backend: str | None = None,
+              coords: str = "span", workers: int | None = None, executor: Executor | None = None, progress: bool = True,
+              n_boot: int | None = None, dynamics: bool = True) -> dict:
+    """Run the preset's Figure-1 sweep and Figure-3 dynamics, fit the boundary, draw the figures, write a summary.
+
+    The summary (``figures/summary_<preset>.txt``) holds only what the saved results determine; the wall-clock
+    timings of this run go to ``results/timing_<preset>.json``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    results, figures = Path(results), Path(figures)
+    t_start = time.perf_counter()
+    timing = {}
+    sweep = getattr(Sweep, preset)(seed=seed, backend=backend, coords=coords)
+    sweep_dir = results / f"sweep_{preset}"
+    t0 = time.perf_counter()
+    rows = run_sweep(sweep, sweep_dir, executor=executor, workers=workers, progress=progress)
+    timing["sweep_seconds"] = time.perf_counter() - t0
+    timing["sweep_run_seconds_sum"] = sum(r["seconds"] for r in rows)
+    timing["sweep_run_cpu_seconds_sum"] = sum(r["cpu_seconds"] for r in rows)
+
+    t0 = time.perf_counter()
+    boot = n_boot if n_boot is not None else (200 if preset == "quick" else 1000)
+    fit = fit_sweep(sweep_dir, n_boot=boot, seed=seed)
+    timing["fit_seconds"] = time.perf_counter() - t0
+
+    dyn_dir = results / f"dynamics_{preset}"
+    if dynamics:
+        t0 = time.perf_counter()
+        dyn.run_dynamics(getattr(dyn.Dynamics, preset)(seed=seed, backend=backend, coords=coords), dyn_dir, executor=executor,
+                         workers=workers, progress=progress)
+        timing["dynamics_seconds"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    drawn = [figure1(sweep_dir, figures / f"figure1_{preset}.png")]
+    if dynamics:
+        drawn.append(figure3(dyn_dir, figures / f"figure3_{preset}.png"))
+    timing["figures_seconds"] = time.perf_counter() - t0
+    timing["total_seconds"] = time.perf_counter() - t_start
+    timing["workers"] = workers if workers is not None else available_cores()
+
+    text = summaries.reproduce_summary(sweep_dir)
+    drawn.append(_write_text(figures / f"summary_{preset}.txt", text))
+    save_json(results / f"timing_{preset}.json", timing)
+    print(text, end="")
+    print(summaries.timing_line(timing))
+    for path in drawn:
+        print(f"wrote {path}")
+    return {"timing": timing, "fit": fit}
+
+
+def sweep(out, preset: str = "quick", spec=None, seed: int = 0, backend: str | None = None, coords: str = "span",
+          workers: int | None = None, progress: bool = True) -> list[dict]:
+    """Run one sweep into ``out``: a preset, or the sweep a saved ``sweep.json`` (``spec``) describes."""
+    sw = Sweep.from_dict(load_json(spec)) if spec else getattr(Sweep, preset)(seed=seed, backend=backend,
+                                                                              coords=coords)
+    return run_sweep(sw, out, workers=workers, progress=progress)
+
+
+def study_tag(kind: str, preset: str, lr_rule: str = "heldout") -> str:
+    """Name of a study run: "optimizers_quick", "labelnoise_full", "optimizers_quick_largest_stable", …"""
+    rule = f"_{lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else ""
+    return f"{kind.replace('-', '')}_{preset}{rule}"
+
+
+def draw_study(kind: str, tag: str, results="results", figures="results/figures") -> list[Path]:
+    """Draw a study's figures from its saved results (results/study_<tag>/) into figures/; returns the PNGs."""
+    d = Path(results) / f"study_{tag}"
+    figures = Path(figures)
+    if kind == "optimizers":
+        return optimizer_figures(d, figures / f"{tag}_heatmaps.png", figures / f"{tag}_dynamics.png")
+    return [labelnoise_figure(d, figures / f"{tag}.png")]
+
+
+def run_study(kind: str, preset: str, results="results", figures="results/figures", seed: int = 0, workers=None,
+              executor=None, progress: bool = True, lr_rule: str = "heldout", figures_only: bool = False) -> str:
+    """Run (or resume) one study preset, write its tables, figures and a text summary; return the summary."""
+    if kind not in STUDIES:
+        raise ValueError(f"unknown study {kind!r}; choose one of {', '.join(STUDIES)} or 'all'")
+    if preset not in STUDY_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
+    tag = study_tag(kind, preset, lr_rule)
+    d = Path(results) / f"study_{tag}"
+    t0 = time.perf_counter()
+    if not figures_only:
+        if kind == "optimizers":
+            run_optimizers(getattr(OptimizerStudy, preset)(seed=seed, lr_rule=lr_rule), d, executor, workers,
+                           progress)
+        else:
+            run_label_noise(getattr(LabelNoiseStudy, preset)(seed=seed), d, executor, workers, progress)
+        save_json(d / "timing.json", {"runs_seconds": time.perf_counter() - t0})
+    elif not (d / "study.json").exists():
+        raise ValueError(f"no saved study in {d}; run `refvit study {kind} --preset {preset}` first")
+    drawn = draw_study(kind, tag, results, figures)
+    cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
+        (f" --lr-rule {lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else "")
+    text = (summaries.optimizer_summary if kind == "optimizers" else summaries.label_noise_summary)(d, cmd)
+    _write_text(d / "summary.txt", text)
+    drawn.append(_write_text(Path(figures) / f"{tag}_summary.txt", text))
+    print(text, end="")
+    if (d / "timing.json").exists():
+        print(f"wall clock of the runs that made these results: "
+              f"{json.loads((d / 'timing.json').read_text())['runs_seconds']:.1f} s")
+    for path in drawn:
+        print(f"wrote {path}")
+    return text
+
+
+def coefficients(mode: str, *, file=None, results="results", figures="results/figures", out=None,
+                 draw: bool = True, results_file=None, save_weights: bool = False, setting: str = "figure1",
+                 N: int | None = None, mu: float = 80.0, seed: int = 0, steps: int | None = None,
+                 train_w_O: bool = False, coords: str = "span", backend: str = "numpy") -> Path:
+    """``refvit coefficients train|weights|draw``: compute and save (``refvit.coefficients``), then draw."""
+    if mode == "train":
+        name = f"coefficients_{setting}{f'_N{N}' if N is not None else ''}_mu{mu:g}{'_wO' if train_w_O else ''}"
+        saved = Path(results) / f"{name}.npz" if results_file is None else Path(results_file)
+        weights = Path(results) / f"{name}_weights.npz" if save_weights else None
+        train_and_save(saved, setting, N, mu, seed, steps, train_w_O, coords, backend, weights)
+        print(f"wrote {saved}" + (f" and {weights}" if weights else ""))
+    elif mode == "weights":
+        saved = Path(results) / f"decomposed_{Path(file).stem}.npz"
+        weights_and_save(file, saved)
+        print(f"wrote {saved}")
+    else:
+        saved = Path(file)
+    if mode == "draw" or draw:
+        print(f"wrote {draw_coefficients(saved, out or Path(figures) / f'{saved.stem}.png')}")
+    return saved

@@ -1,0 +1,95 @@
+"""The distinct non-zero tokens of a batch, and a basis of their span (docs/math.md §5).
+
+Every GD update of W_Q, W_K and W_V lies in the span of the training tokens, so the span trainer
+(``refvit.span``), the decomposition (``refvit.decompose``) and the coefficient tracker (``refvit.tracking``) all
+index their coefficients by the *unique non-zero* tokens found here.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse
+
+
+class TokenSet(NamedTuple):
+    """The distinct non-zero tokens of a batch X (n, M, d).
+
+    U: (n_u, d) unique non-zero tokens, in order of first occurrence (row-major over (i, l)).
+    index: (n, M) int, X[i, l] = U[index[i, l]]; -1 marks a zero token.
+    counts: (n_u,) occurrences of each unique token.
+    Et: sparse (n_u, n·M) 0/1 matrix Eᵀ: Eᵀ D sums the rows of repeated tokens (zero tokens left out).
+    """
+    U: np.ndarray
+    index: np.ndarray
+    counts: np.ndarray
+    Et: scipy.sparse.csr_matrix
+
+    @property
+    def n_unique(self) -> int:
+        return self.U.shape[0]
+
+    def scatter(self, D: np.ndarray) -> np.ndarray:
+        """Eᵀ D: sum the per-token rows D (n, M, ...) over the occurrences of each unique token -> (n_u, ...)."""
+        flat = D.reshape(self.index.size, -1)
+        return np.asarray(self.Et @ flat).reshape((self.n_unique,) + D.shape[2:])
+
+    def gather(self, V: np.ndarray) -> np.ndarray:
+        """E V: per-unique-token rows V (n_u, ...) back to every token position -> (n, M, ...), zero for zero tokens."""
+        out = V[np.maximum(self.index, 0)]
+        if self.Et.nnz < self.index.size:              # some zero tokens: their projections are exactly 0
+            out[self.index < 0] = 0.0
+        return out
+
+
+# odd 64-bit multipliers for an exact integer row hash (wrapping arithmetic, so the summation order is irrelevant)
+def _row_hash(flat: np.ndarray) -> np.ndarray:
+    d = flat.shape[1]
+    mult = (np.arange(1, d + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+    return np.einsum("ij,j->i", flat.view(np.uint64), mult)
+
+
+def unique_tokens(X: np.ndarray) -> TokenSet:
+    """Deduplicate the tokens of X (n, M, d) exactly (equal rows) and drop the all-zero ones.
+
+    Rows are grouped by an exact integer hash of their bits and every group with more than one member is then
+    compared entry by entry; if a hash collision ever merged different rows, an exact sort of the rows is used
+    instead. Either way two tokens are merged only if they are equal.
+    """
+    n, M, d = X.shape
+    flat = np.ascontiguousarray(X.reshape(n * M, d), dtype=np.float64)
+    nonzero = np.flatnonzero(np.any(flat != 0.0, axis=1))
+    if nonzero.size == 0:
+        raise ValueError("every token of X is zero: there is no token span to train in; check the data")
+    rows = flat[nonzero]
+    _, first, inverse = np.unique(_row_hash(rows), return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    shared = np.flatnonzero(np.bincount(inverse)[inverse] > 1)
+    if shared.size and not np.all(rows[shared] == rows[first[inverse[shared]]]):
+        # a hash collision between different rows (never seen; ~2^-64): fall back to an exact sort of the rows
+        _, first, inverse = np.unique(rows.view(np.dtype((np.void, d * 8))).ravel(), return_index=True,
+                                      return_inverse=True)
+        inverse = inverse.ravel()
+    # renumber the unique tokens by first occurrence so that, e.g., U[0] is the signal token of sample 0
+    rank_of = np.empty(first.size, dtype=np.int64)
+    rank_of[np.argsort(first, kind="stable")] = np.arange(first.size)
+    inverse = rank_of[inverse]
+    U = rows[np.sort(first)]
+    index = np.full(n * M, -1, dtype=np.int64)
+    index[nonzero] = inverse
+    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (inverse, nonzero)), shape=(U.shape[0], n * M))
+    return TokenSet(U, index.reshape(n, M), np.bincount(inverse, minlength=U.shape[0]), Et)
+
+
+def orthonormal_basis(U: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (d, r) of the row space of U (n_u, d), r = numerical rank, by a column-pivoted QR of Uᵀ.
+
+    Rank tolerance as ``numpy.linalg.matrix_rank``: |R_kk| > |R_00|·max(d, n_u)·ε, on unit-norm tokens so that
+    weak tokens (‖x‖ ≈ 6) are not mistaken for rounding noise next to strong ones (‖ξ‖ ≈ 128).
+    """
+    Un = U / np.linalg.norm(U, axis=1, keepdims=True)
+    Qm, R, _ = scipy.linalg.qr(Un.T, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(R))
+    rank = int(np.sum(diag > diag[0] * max(U.shape) * np.finfo(float).eps))
+    return np.ascontiguousarray(Qm[:, :rank])
