@@ -11,9 +11,13 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
+import matplotlib
 
-from refvit.io import load_npz, save_figure
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from refvit.io import load_npz, save_figure  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -22,10 +26,6 @@ from refvit.io import load_npz, save_figure
 
 def draw(results_file, out) -> Path:
     """Draw the coefficient figure from a results file written by ``train_and_save`` or ``weights_and_save``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     r = load_npz(results_file)
     meta = json.loads(str(r["summary"]))
     y = r["y"]

@@ -17,12 +17,17 @@ import time
 
 import numpy as np
 
-from refvit import dynamics_setting, figure1_setting, init_params, make_dataset, streams
+from refvit import dynamics_setting, figure1_setting
+from refvit.experiment import cell_key, draw_cell
 from refvit.gradcheck import rel_error
 from refvit.io import save_json
 from refvit.model import loss_grads_cache
 from refvit.span import SpanObjective
-from refvit.train import DenseObjective, run
+from refvit.train import make_objective, run
+
+# the three ways a cell is timed: TrainConfig changes of each
+WAYS = {"numpy": {"coords": "dense", "backend": "numpy"}, "numba": {"coords": "dense", "backend": "numba"},
+        "span": {"coords": "span", "backend": "numpy"}}
 
 CLOCK = time.perf_counter        # --clock process: CPU time of this process (less sensitive to other jobs)
 
@@ -77,19 +82,14 @@ def whole_cell(backend, data_cfg, model_cfg, train_cfg, seed=0):
     """One cell from scratch; returns (seconds by phase, History)."""
     clock = {}
     t0 = CLOCK()
-    rng = streams(seed, data_cfg.N, int(data_cfg.mu_norm))
-    data = make_dataset(data_cfg, rng.data, rng.test)
-    t1 = CLOCK()
-    p0 = init_params(model_cfg, data_cfg.d, rng.init)
-    t2 = CLOCK()
-    if backend == "span":
-        obj = SpanObjective(p0, data.X, data.y, data.X_test, data.y_test)
-    else:
-        obj = DenseObjective(p0, data.X, data.y, data.X_test, data.y_test, backend)
+    data, p0 = draw_cell(data_cfg, model_cfg, seed, cell_key(data_cfg.N, data_cfg.mu_norm))   # as run_cell draws
+    t1 = t2 = CLOCK()
+    train_cfg = train_cfg.replace(**WAYS[backend])
+    obj = make_objective(train_cfg, p0, data.X, data.y, data.X_test, data.y_test)
     t3 = CLOCK()
-    _, hist = run(Timed(obj, clock), train_cfg.replace(backend=backend))
+    _, hist = run(Timed(obj, clock), train_cfg)
     t4 = CLOCK()
-    phases = {"data": t1 - t0, "init": t2 - t1, "setup": t3 - t2,
+    phases = {"data and init": t1 - t0, "setup": t3 - t2,
               "train steps": clock["value_and_grad"] + 0.0, "test loss": clock.get("test_outputs", 0.0),
               "final W(t)": clock.get("params", 0.0)}
     phases["loop overhead"] = (t4 - t3) - phases["train steps"] - phases["test loss"] - phases["final W(t)"]
@@ -105,9 +105,7 @@ def whole_cell(backend, data_cfg, model_cfg, train_cfg, seed=0):
 
 
 def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_repeat):
-    rng = streams(0)
-    data = make_dataset(data_cfg, rng.data, rng.test)
-    p0 = init_params(model_cfg, data_cfg.d, rng.init)
+    data, p0 = draw_cell(data_cfg, model_cfg, 0)
     N, M, d = data.X.shape
     d_h, d_v = model_cfg.d_h, model_cfg.d_v
     print(f"\n{name}: N={N}, M={M}, d={d}, d_h={d_h}, d_v={d_v}, ‖μ‖={data_cfg.mu_norm:g}")
@@ -115,7 +113,7 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
 
     # --- per step, at the state after 3 GD steps (at A = 0 the span step skips its two Gram products) --------
     obj = SpanObjective(p0, data.X, data.y)
-    p3, _ = run(obj, train_cfg.replace(steps=3, loss_threshold=None, backend="span"))
+    p3, _ = run(obj, train_cfg.replace(steps=3, loss_threshold=None, coords="span"))
     state = obj.final_state
     ref_loss, ref, _, _ = loss_grads_cache(p3, data.X, data.y, "numpy")
     loss, grads, _, _ = obj.value_and_grad(state)

@@ -35,6 +35,12 @@ def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
     return (int(N), int(round(mu * 1e6)), int(repeat), 1)
 
 
+def draw_cell(data_cfg: DataConfig, model_cfg: ModelConfig, seed: int, key: tuple = ()) -> tuple[Dataset, Params]:
+    """The data and the initial weights of a cell, from the streams of (seed, *key) (``refvit.data.streams``)."""
+    rng = streams(seed, *key)
+    return make_dataset(data_cfg, rng.data, rng.test), init_params(model_cfg, data_cfg.d, rng.init)
+
+
 def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,
              key: tuple = (), track: bool = False, progress: bool = False) -> CellRun:
     """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers.
@@ -43,9 +49,7 @@ def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
         coefficients at every step without changing the trajectory.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()
-    rng = streams(seed, *key)
-    data = make_dataset(data_cfg, rng.data, rng.test)
-    params0 = init_params(model_cfg, data_cfg.d, rng.init)
+    data, params0 = draw_cell(data_cfg, model_cfg, seed, key)
     tracker = None
     if track:
         params, hist, tracker = track_train(params0, data.X, data.y, config=train_cfg, X_test=data.X_test,

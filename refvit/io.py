@@ -127,7 +127,7 @@ def read_columns(path) -> dict:
 
 def save_figure(fig, path, dpi: int = 110) -> Path:
     """Save a matplotlib figure atomically (format from the file suffix) and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt   # here, not at the top: sweep workers import refvit.io but never draw
     path = Path(path)
     atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
     plt.close(fig)
