@@ -31,7 +31,7 @@ def test_numba_matches_numpy_loss_and_grads(problem):
 
 @pytest.mark.parametrize("regime", ["paper_tiny_init", "O1_logits", "after_50_steps"])
 def test_numba_matches_numpy_in_each_regime(regime):
-    from .test_gradcheck import REGIMES
+    from .problems import REGIMES
     params, X, y = REGIMES[regime]()
     loss_np, g_np = loss_and_grads(params, X, y, backend="numpy")
     loss_nb, g_nb = loss_and_grads(params, X, y, backend="numba")

@@ -4,13 +4,15 @@ Tolerance 1e-12 relative: the two are the same real numbers summed in different 
 sums over a few hundred O(1) terms stays below ~1e-14 relative, and any algebraic slip is O(1e-2) or larger.
 """
 import numpy as np
+import pytest
 from hypothesis import given
 
+import refvit.model as model
 from refvit import Params, formulas, loss_and_grads
 from refvit.gradcheck import rel_error
 
 from .strategies import problems, summand_scale
-from .test_gradcheck import REGIMES
+from .problems import REGIMES
 
 TOL = 1e-12
 
@@ -38,10 +40,15 @@ def test_paper_form_equals_chain_rule_on_random_problems(problem):
         assert np.abs(a - b).max() <= 1e-13 * sc, f"{name}: {np.abs(a - b).max():.2e} vs scale {sc:.2e}"
 
 
-def test_paper_form_detects_a_missing_average():
-    """The comparison can fail: the chain rule with a dropped 1/M on the QK path differs from the paper form."""
-    params, X, y = REGIMES["O1_logits"]()
-    _, chain = loss_and_grads(params, X, y)
-    paper = formulas.gradients(params, X, y)
-    M = X.shape[1]
-    assert rel_error(chain.W_Q * M, paper.W_Q) > 0.5
+def test_the_comparison_catches_a_wrong_gradient_scale(monkeypatch):
+    """The comparison can fail: a backward that drops the 1/M of ∂f/∂S (so ∇W_Q, ∇W_K come out M times too
+    large) is rejected by the same ``_compare`` the tests above rely on."""
+    def backward_without_mean(df, S, v, Q, K):
+        dv = df[:, None] * S.sum(axis=1) / Q.shape[1]
+        dS = np.broadcast_to((df[:, None] * v)[:, None, :], S.shape)          # mistake: no / M
+        dZ = S * (dS - (S * dS).sum(axis=-1, keepdims=True))
+        return dZ @ K, dZ.transpose(0, 2, 1) @ Q, dv
+
+    monkeypatch.setattr(model, "attention_backward", backward_without_mean)
+    with pytest.raises(AssertionError, match="W_Q: chain rule vs paper form"):
+        _compare(*REGIMES["O1_logits"]())

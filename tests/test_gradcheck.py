@@ -10,34 +10,12 @@ import numpy as np
 import pytest
 
 import refvit.model as model
-from refvit import DataConfig, ModelConfig, Params, gradcheck, init_params, loss_and_grads, make_dataset, streams
+from refvit import Params, figure1_setting, gradcheck, init_params, loss_and_grads, make_dataset, streams
 from refvit.model import backward, forward_cache, mean_loss
 
+from .problems import REGIMES
+
 TOL = 1e-6
-
-
-def small_problem(init: str, sigma0: float = 1e-3, seed: int = 0):
-    data_cfg = DataConfig(N=4, M=4, d=8, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3, n_test=2)
-    rng = streams(seed)
-    data = make_dataset(data_cfg, rng.data, rng.test)
-    params = init_params(ModelConfig(d_h=4, d_v=3, init=init, init_scale=16.0, sigma0=sigma0), 8, rng.init)
-    return params, data.X, data.y
-
-
-def trained_problem():
-    """A characteristic point after 50 GD steps from an O(1)-logit init (CS231n's 'after a short burn-in')."""
-    from refvit import train
-    params, X, y = small_problem("gaussian", sigma0=0.5)
-    params, hist = train(params, X, y, lr=0.1, steps=50, backend="numpy")
-    assert hist.steps == 50 and hist.status == "max_steps"
-    return params, X, y
-
-
-REGIMES = {
-    "paper_tiny_init": lambda: small_problem("torch_uniform_scaled"),
-    "O1_logits": lambda: small_problem("gaussian", sigma0=0.5),
-    "after_50_steps": trained_problem,
-}
 
 
 def test_regimes_are_what_they_claim():
@@ -93,7 +71,6 @@ def test_loss_gradient_matches_finite_differences(regime, backend):
 
 def test_directional_check_on_paper_sized_block():
     """One random direction at the Figure-1 sizes (d=1024, d_h=512), where entry-wise FD would be too slow."""
-    from refvit import figure1_setting
     data_cfg, model_cfg, _ = figure1_setting(N=4, mu_norm=60.0, n_test=2)
     rng = streams(3)
     data = make_dataset(data_cfg, rng.data, rng.test)

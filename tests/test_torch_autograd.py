@@ -6,7 +6,7 @@ torch = pytest.importorskip("torch")
 from refvit import Params, loss_and_grads  # noqa: E402
 from refvit.gradcheck import rel_error  # noqa: E402
 
-from .test_gradcheck import REGIMES  # noqa: E402
+from .problems import REGIMES  # noqa: E402
 
 
 def torch_loss(W_Q, W_K, W_V, w_O, X, y):
