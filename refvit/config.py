@@ -16,6 +16,7 @@ INITS = ("torch_uniform_scaled", "gaussian")
 OPTIMIZERS = ("gd", "signgd", "adam")
 BACKENDS = ("auto", "numpy", "numba")      # the attention core: numba if usable ("auto"), or the numpy reference
 COORDS = ("dense", "span")                 # the training coordinates: dense weights, or exact token coordinates
+STOP_RULES = ("authors", "first_below")    # the order of loss check, update and test evaluation (TrainConfig)
 
 # The experiments' thresholds, each defined here once (PAPER §7.1).
 LOSS_THRESHOLD = 0.01      # a run has converged when its training loss is below this
@@ -196,12 +197,13 @@ class TrainConfig(_Config):
     lr : step size η.   steps : maximum number of updates.
     optimizer : "gd" (the paper), "signgd" or "adam" (Li et al., PAPER §8).
     train_w_O : False (authors' code and PAPER §2.2 default) — w_O stays at its init.
-    loss_threshold : stop as soon as the training loss is below it, checked *before* the step as the authors do
-        (PAPER §3, §7.1; 0.01 in ``figure1_setting``); None (default) trains for exactly ``steps`` updates.
-        The returned parameters are the first iterate whose loss is below the threshold; no update is taken there.
-        (PAPER §7.1 also says the test loss is reported "after that step"; we read the step as the last update
-        taken. If the authors' loop applied one more update before breaking, their reported point is one GD step
-        later; that reading is not implemented.)
+    loss_threshold : stop when the training loss is below it (0.01 in ``figure1_setting``); None (default) trains
+        for exactly ``steps`` updates. ``stop_rule`` says in which order the check and the update come:
+    stop_rule : "authors" (default; the authors' Figure-1 loop, PAPER §7.1): at each step compute the training loss,
+        take the update, and stop after that update if the loss computed *before* it was below the threshold; the
+        returned parameters (and the reported test loss) are those after that last update.
+        "first_below": stop at the first iterate whose training loss is below the threshold, without updating it.
+        ``History.steps`` counts the updates taken under both rules; the authors' rule takes one more.
     backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba".
     coords : "dense" (train the weights) or "span" (exact token coordinates W = W(0) + P·A, GD only; PAPER §5.5).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
@@ -212,6 +214,7 @@ class TrainConfig(_Config):
     optimizer: str = "gd"
     train_w_O: bool = False
     loss_threshold: float | None = None
+    stop_rule: str = "authors"
     backend: str = "auto"
     coords: str = "dense"
     adam_betas: tuple = (0.9, 0.999)
@@ -231,6 +234,10 @@ class TrainConfig(_Config):
             raise ValueError(f"train_w_O must be True or False, got {self.train_w_O!r}")
         if self.loss_threshold is not None:
             _positive_float("loss_threshold", self.loss_threshold)
+        _choice("stop_rule", self.stop_rule, STOP_RULES)
+        if self.stop_rule != "authors" and self.loss_threshold is None:
+            raise ValueError(f"stop_rule={self.stop_rule!r} orders the loss check and the update, but "
+                             "loss_threshold is None (no check): set loss_threshold or leave stop_rule='authors'")
         b1, b2 = self.adam_betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
             raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas!r}")
@@ -248,7 +255,7 @@ def figure1_setting(N: int = 20, mu_norm: float = 80.0, **data) -> tuple[DataCon
     """The authors' heatmap cell (PAPER §7.1): M=16, d=1024, d_h=d_v=512, σ=4/0.2, ÷16, η=0.1, ≤1000 steps."""
     return (DataConfig(N=N, M=16, d=1024, mu_norm=mu_norm, sigma_p=4.0, sigma_w=0.2, **data),
             ModelConfig(d_h=512, d_v=512, init="torch_uniform_scaled", init_scale=16.0),
-            TrainConfig(lr=0.1, steps=1000, loss_threshold=LOSS_THRESHOLD))
+            TrainConfig(lr=0.1, steps=1000, loss_threshold=LOSS_THRESHOLD, stop_rule="authors"))
 
 
 def dynamics_setting(mu_norm: float = 1.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:

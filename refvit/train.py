@@ -38,10 +38,10 @@ HISTORY_KEYS = (
 class History:
     """Per-step record of a training run. ``values[key]`` is an array of length ``len(step)``.
 
-    status: "converged" (training loss fell below the threshold; no update was taken at that step),
+    status: "converged" (the stopping rule's loss check fell below the threshold, ``TrainConfig.stop_rule``),
             "max_steps" (ran all steps), or "diverged" (a non-finite loss or gradient; training stopped there).
-    steps: number of updates taken. final_*: train loss, test loss and test 0-1 error at the returned parameters
-    (NaN without a test set).
+    steps: number of updates taken; the history has steps + 1 rows, the last one at the returned parameters.
+    final_*: train loss, test loss and test 0-1 error at the returned parameters (NaN without a test set).
     """
     step: np.ndarray
     values: dict
@@ -125,6 +125,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     s = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
     rec = {k: [] for k in HISTORY_KEYS}
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
+    stop_after_update = False    # the authors' rule: the check passed before the update just taken
 
 
     bar = tqdm(total=cfg.steps, desc="train", unit="step") if progress else None
@@ -140,11 +141,16 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
         rec["test_loss"].append(mean_loss(objective.test_outputs(state_type(*state)), objective.y_test)
                                 if evaluate else np.nan)
-        if cfg.loss_threshold is not None and loss < cfg.loss_threshold:
-            status = "converged"         # checked before the step, as the authors do (PAPER §3)
+        if stop_after_update:
+            status = "converged"         # the authors' loop returns the model after the update that followed the check
+            break
+        below = cfg.loss_threshold is not None and loss < cfg.loss_threshold
+        if below and cfg.stop_rule == "first_below":
+            status = "converged"         # the first iterate below the threshold, not updated
             break
         if t == cfg.steps:
             break
+        stop_after_update = below        # "authors": update first, then stop (PAPER §7.1)
         for k in range(len(state)):
             if not trainable[k]:
                 continue

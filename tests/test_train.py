@@ -71,17 +71,20 @@ def test_adam_matches_hand_written_recursion():
 
 
 def test_threshold_is_checked_before_the_step():
+    """Both stop rules: first_below returns iterate 41 (the first below), the authors' loop one update later."""
     params, data = small()
     _, full = train(params, data.X, data.y, lr=0.5, steps=300, backend="numpy")
     losses = full["train_loss"]
     thr = float(losses[40] + losses[41]) / 2     # crossed between steps 40 and 41 (losses decrease under GD here)
     assert losses[40] > thr > losses[41]
-    p, hist = train(params, data.X, data.y, lr=0.5, steps=300, loss_threshold=thr, backend="numpy")
-    assert hist.status == "converged" and hist.steps == 41 and len(hist.step) == 42
-    assert hist.final_train_loss == losses[41] < thr
-    p41, _ = train(params, data.X, data.y, lr=0.5, steps=41, backend="numpy")
-    for a, b in zip(p, p41):
-        np.testing.assert_array_equal(a, b)
+    for rule, k in (("first_below", 41), ("authors", 42)):
+        p, hist = train(params, data.X, data.y, lr=0.5, steps=300, loss_threshold=thr, stop_rule=rule,
+                        backend="numpy")
+        assert hist.status == "converged" and hist.steps == k and len(hist.step) == k + 1, rule
+        assert hist.final_train_loss == losses[k] < thr
+        pk, _ = train(params, data.X, data.y, lr=0.5, steps=k, backend="numpy")
+        for a, b in zip(p, pk):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_divergence_is_recorded_not_silent():
