@@ -10,8 +10,8 @@
 * the manifest records the refvit and numpy versions, every case's settings (``CaseSpec``), the trajectory steps,
   and the sha256 and size of each file. It has no timestamp.
 
-Files are byte-for-byte reproducible: the .npz members carry a fixed zip date (``np.savez`` stamps the current
-time), so regenerating from a manifest's settings with the same software gives the same sha256 (the test suite
+Files are byte-for-byte reproducible: the .npz members carry a fixed zip date and mode, not the time of writing,
+so regenerating from a manifest's settings with the same software gives the same sha256 (the test suite
 checks this). Across machines the numbers may differ in the last bits (BLAS summation order), so compare them with
 a tolerance (``check``), not by hash.
 """

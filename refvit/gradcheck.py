@@ -5,6 +5,7 @@ O(ε/h), both near 1e-10 relative on O(1) problems; the optimum h is about ε^{1
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -51,3 +52,19 @@ def directional_check(fun: Callable[[np.ndarray], float], grad: np.ndarray, x: n
     v = rng.standard_normal(x.shape)
     v /= np.linalg.norm(v)
     return float(np.sum(grad * v)), (fun(x + h * v) - fun(x - h * v)) / (2 * h)
+
+
+def compare_error(a, b, zero: float = 0.0) -> float:
+    """``rel_error`` for comparing two implementations' outputs, which must not raise on bad output.
+
+    max|a − b| / max(max|a|, max|b|) as ``rel_error``, but inf (instead of an exception or NaN) when the shapes
+    differ or either array holds NaN or inf, and 0 when both arrays are zero up to ``zero`` (every entry
+    |·| ≤ zero, e.g. a gradient block that is 0 mathematically and comes out as rounding noise).
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        return math.inf
+    if max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(b), initial=0.0))) <= zero:
+        return 0.0
+    return rel_error(a, b, floor=zero)   # the scale exceeds ``zero``, so the floor does not bind

@@ -1,5 +1,6 @@
-"""The PyTorch adapter of the README through refvit.crosscheck: an autograd implementation passes, and realistic
-PyTorch mistakes are named. Skipped cleanly when torch is not installed (torch is not a refvit dependency)."""
+"""The PyTorch adapter examples/torch_adapter.py through refvit.crosscheck: an autograd implementation passes,
+and realistic PyTorch mistakes are named. Skipped cleanly when torch is not installed (torch is not a refvit
+dependency)."""
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -8,8 +9,11 @@ import math  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from . import torch_adapter as ta  # noqa: E402
 from refvit import crosscheck as cc  # noqa: E402
+
+from .test_examples import load_example  # noqa: E402
+
+ta = load_example("torch_adapter")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,10 +1,24 @@
-"""A PyTorch implementation of the model and its adapter to ``refvit.crosscheck`` (imported only by
-test_torch_optional.py; torch is not a dependency of refvit). The same code is in the README section as the
-copy-paste adapter.
+# examples/torch_adapter.py
+r"""A PyTorch implementation of the model, wrapped for ``refvit.crosscheck``. Copy this file and put your module in
+place of ``ViT``; torch is not a dependency of refvit, so install it yourself.
 
 The module mirrors the authors' script (PAPER §2.1-2.2): ``nn.Linear(d, ·, bias=False)`` layers, so W = weightᵀ,
 softmax over keys without 1/√d_h, the mean over the M queries, ``SoftMarginLoss`` (mean log(1 + e^{−y f})) and
-``torch.optim.SGD`` with the head frozen by ``requires_grad_(False)``.
+``torch.optim.SGD`` with the head frozen by ``requires_grad_(False)``. The parameters keep the dtype they arrive in,
+so the same code is checked in float64 and in float32.
+
+From the shell (exit code 0 = pass, 1 = fail):
+
+    refvit crosscheck examples/torch_adapter.py:forward --grad examples/torch_adapter.py:grad \
+        --step examples/torch_adapter.py:gd_step [--dtype float32] [--json report.json]
+
+From Python:
+
+    from refvit.crosscheck import crosscheck
+    report = crosscheck(forward, grad, gd_step)                    # or dtype="float32"
+    report = crosscheck(forward, grad, lambda *a: gd_step(*a, train_w_O=True), train_w_O=True)   # head trained
+
+These problems are tiny: ``torch.set_num_threads(1)`` avoids thread hand-offs that can make one step 100× slower.
 """
 import torch
 from torch import nn

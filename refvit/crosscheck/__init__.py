@@ -1,0 +1,53 @@
+"""Check another implementation of the model (PyTorch, JAX, another numpy) against this reference, and name the
+known mistake a mismatch matches.
+
+Your functions are plain callables on numpy arrays; wrap a framework model in a few lines (see the adapters in
+examples/ and the guide docs/crosscheck.md). The contracts, with the dimension letters of ``refvit.model`` (n samples, M tokens, d token dimension,
+d_h query/key width, d_v value width):
+
+``forward_fn(W_Q, W_K, W_V, w_O, X) -> f``
+    W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,), X (n, M, d). Returns the model output f (n,) of PAPER §2.1,
+    f_i = (1/M) Σ_l Σ_j softmax_j(x_lᵀ W_Q W_Kᵀ x_j) x_jᵀ W_V w_O (softmax over keys j, no 1/√d_h).
+
+``grad_fn(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O)``
+    y (n,) in {±1}. loss is the *mean* logistic loss L = (1/n) Σ_i log(1 + exp(-y_i f_i)) (PAPER §3), a scalar;
+    the four gradients of L have the shapes of the parameters. dw_O is always returned, even when training
+    freezes w_O.
+
+``gd_step_fn(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O)``
+    One full-batch gradient-descent step θ ← θ − lr ∇L(θ), lr a Python float. w_O is frozen by default (the
+    authors' code and the PAPER §2.2 default), so the returned w_O must equal the one passed in; call
+    ``crosscheck(..., train_w_O=True)`` if your implementation trains w_O, and the checker then expects
+    w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory).
+
+Every array you receive is a fresh C-contiguous copy in the checked dtype ("float64" or "float32"; y too), so
+in-place updates cannot disturb the checker. Return anything ``np.asarray`` accepts (convert framework tensors
+with ``.detach().cpu().numpy()``). An exception or a wrong shape is reported for that case, not raised.
+
+How the comparison works: in each case the reference evaluates *the same* inputs your functions receive (in
+float32 mode, the float32-rounded inputs) in float64 with ``refvit.model``. Each block gets one relative error,
+max|yours − ref| / max(max|yours|, max|ref|) (see ``block_error``), compared with a tolerance for the dtype
+(``TOLERANCES``). When something fails, every known mistake of ``CATALOGUE`` is run as a variant of the model
+(a "mutant") on the same inputs; a mistake is named when your outputs match the mutant within tolerance on every
+block of every case while the reference does not match.
+
+The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
+the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``runner`` (``crosscheck`` and the diagnosis),
+``report`` (the results) and ``cli`` (``refvit crosscheck``). Everything public is importable from here.
+"""
+from .cases import (AUTHOR_CASES, BLOCKS, CASES, DTYPES, GRAD_BLOCKS, SMALL_CASES, STEPS, TOLERANCES, TRAJ_BLOCKS,
+                    TRAJ_FLOOR, Case, CaseSpec, build_case, reference_step, select_cases, tolerance)
+from .cli import add_subcommand, cmd_crosscheck, load_callable
+from .metrics import block_error, grad_zero_level, trajectory_error
+from .mutants import CATALOGUE, MISTAKES, Mistake, Variant
+from .report import BlockResult, CaseResult, Report
+from .runner import crosscheck
+
+__all__ = [
+    "crosscheck", "Report", "CaseResult", "BlockResult",
+    "CaseSpec", "Case", "CASES", "SMALL_CASES", "AUTHOR_CASES", "build_case", "select_cases", "reference_step",
+    "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS", "tolerance",
+    "block_error", "trajectory_error", "grad_zero_level",
+    "Variant", "Mistake", "CATALOGUE", "MISTAKES",
+    "load_callable", "cmd_crosscheck", "add_subcommand",
+]

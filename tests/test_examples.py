@@ -1,0 +1,80 @@
+"""The adapters in examples/ are the files users copy: each passes refvit.crosscheck (float64 and float32), its
+documented command line works, and docs/crosscheck.md shows each one verbatim. The framework tests skip cleanly
+when torch / jax is not installed (neither is a refvit dependency); the documentation test always runs."""
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from refvit import cli
+from refvit.crosscheck import crosscheck
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = {"torch": ROOT / "examples" / "torch_adapter.py", "jax": ROOT / "examples" / "jax_adapter.py"}
+DOC = ROOT / "docs" / "crosscheck.md"
+
+
+def load_example(name: str):
+    """The module of examples/<name>.py, loaded from its file (examples/ is not a package)."""
+    path = ROOT / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fenced_blocks(text: str) -> list[str]:
+    """The contents of the ``` fenced blocks of a Markdown text, each up to and including its last newline."""
+    return re.findall(r"^```[^\n]*\n(.*?)^```[ \t]*$", text, flags=re.S | re.M)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Single-threaded torch for these tiny problems (thread hand-offs on a busy machine cost 100× per step)."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def adapter(framework: str, request):
+    """Skip without the framework; else the adapter module (torch single-threaded)."""
+    pytest.importorskip(framework)
+    if framework == "torch":
+        request.getfixturevalue("one_torch_thread")
+    return load_example(EXAMPLES[framework].stem)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("framework", sorted(EXAMPLES))
+def test_adapter_passes_the_crosscheck(framework, dtype, request):
+    ad = adapter(framework, request)
+    report = crosscheck(ad.forward, ad.grad, ad.gd_step, dtype=dtype, cases="small", verbose=False)
+    assert report.passed, report.format()
+    assert len(report.rows()) == 5 * 10          # every block of every small case was checked, none left out
+
+
+@pytest.mark.parametrize("framework", sorted(EXAMPLES))
+def test_adapter_docstring_command_works(framework, request, monkeypatch, capsys):
+    ad = adapter(framework, request)
+    rel = EXAMPLES[framework].relative_to(ROOT).as_posix()
+    doc = " ".join(ad.__doc__.replace("\\\n", " ").split())
+    command = f"refvit crosscheck {rel}:forward --grad {rel}:grad --step {rel}:gd_step"
+    assert command in doc, "the docstring must show how to run this file"
+    monkeypatch.chdir(ROOT)
+    assert cli.main(command.split()[1:] + ["--cases", "small"]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+
+def test_doc_shows_each_adapter_verbatim():
+    blocks = fenced_blocks(DOC.read_text(encoding="utf-8"))
+    for framework, path in EXAMPLES.items():
+        header = f"# examples/{path.name}\n"
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith(header), f"{path.name} must start with the line {header!r}"
+        shown = [b for b in blocks if b.startswith(header)]
+        assert shown, f"docs/crosscheck.md has no fenced block starting with {header!r}"
+        for b in shown:
+            assert b == text, f"a block of docs/crosscheck.md differs from {path.name}: copy the file into it again"
