@@ -98,7 +98,7 @@ def plot_panel(ax, g, Z, title, cmap, vmin, vmax, const, xlabel, fit=None, fit_c
     if fit is not None:
         _curve(ax, g, fit_const, fit["a"], color="white", lw=2, ls="--",
                path_effects=[patheffects.withStroke(linewidth=3.5, foreground="black")],
-               label=f"fit: N·SNR^{fit['a']:.2f} = {fit_const:.3g}")
+               label=f"fit ({fit['method']}): N·SNR^{fit['a']:.2f} = {fit_const:.3g}")
     ax.set_xlim(xe[0], xe[-1])
     ax.set_ylim(ye[0], ye[-1])
     ax.set_yticks(g["Ns"])
@@ -125,6 +125,8 @@ def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi
     sig = meta["data"]["snr_axis_sigma"] if axis else meta["data"]["sigma_p"]
     xlabel = f"SNR = ‖μ‖ / ({sig:g}·√d)" + ("  (authors' axis)" if axis else "  (noise-token σ_p)")
     fit = load_json(d / "fit.json") if (d / "fit.json").exists() else None
+    if fit is not None and fit["a"] is None:     # separable labels: no finite MLE; draw the Firth fit if saved
+        fit = fit.get("firth")
     fit_const = None
     if fit is not None:
         fit_const = fit["C"] * (ratio ** fit["a"] if axis else 1.0)

@@ -4,13 +4,20 @@
 
 The 50 % contour β₀ + β₁ log N + β₂ log SNR = 0 is the curve **N·SNR^a = C** with a = β₂/β₁ and C = exp(−β₀/β₁).
 The theory predicts a = 2 (N·SNR² ≍ 1, PAPER §5.4, §6.1); the authors draw N·SNR_axis² = 1000 (PAPER §7.1), i.e.
-C ≈ 2.5 with the SNR of the noise token (PAPER §1.3). SNR here is the theory's ‖μ‖/(σ_p √d); the same fit in the
+C = 2.5 with the SNR of the noise token (PAPER §1.3). SNR here is the theory's ‖μ‖/(σ_p √d); the same fit in the
 axis convention SNR_axis = SNR·σ_p/σ_axis has the same a and C_axis = C·(σ_p/σ_axis)^a.
 
+Estimator: exact maximum likelihood (Newton's method), with no penalty. On (quasi-)separable labels — a line in
+(log N, log SNR) that puts every benign run on one side — the likelihood has no maximum: the coefficients grow
+without bound and any finite answer would be one a penalty invented. That case is detected exactly (a linear
+program) and reported as ``separable``; ``method="firth"`` (Firth's bias-reduced penalized likelihood, finite on
+separable data) is then available as a stated alternative. The width of the transition: at fixed N the benign
+probability goes from 10 % to 90 % over Δ log SNR = 2·ln 9 / β₂, i.e. ‖μ‖₉₀/‖μ‖₁₀ = 9^(2/β₂) at every N, and
+Δ log(N·SNR²) = 4·ln 9 / β₂.
+
 Confidence intervals: percentile bootstrap over runs (resampled with replacement; an explicit Generator).
-Non-converged runs are left out (the authors stored them as NaN, PAPER §7.1). A tiny ridge on the two slopes
-(``l2``, on standardized features) keeps the fit finite when a coarse grid separates the classes perfectly;
-it then returns the maximum-margin-like direction, which still gives a and C.
+Resamples without both classes, or (for MLE) separable ones, have no estimate; they are counted, not hidden.
+Non-converged runs are left out (the authors stored them as NaN, PAPER §7.1).
 
 ``python -m refvit.fit SWEEP_DIR`` fits a saved sweep (table.csv + sweep.json), prints and writes fit.json.
 """
@@ -21,57 +28,99 @@ import math
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import linprog
+from scipy.special import expit
 
 from .config import BENIGN_LOSS
 from .io import load_json, read_columns, save_json
-from .model import logistic_loss, logistic_loss_derivative
+from .model import logistic_loss
+
+METHODS = ("mle", "firth")
+WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
 
 
-def _fit_logistic(F: np.ndarray, b: np.ndarray, l2: float) -> np.ndarray:
-    """Minimize mean logistic loss of labels b ∈ {0,1} on features F (n, k) plus intercept; returns β (k+1,).
+def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
+    """True when some non-zero w puts every label on its side: sgn_i·(w₀ + F_i·w) ≥ 0 for all i (quasi-complete
+    separation included). Then the logistic likelihood has no finite maximum (Albert & Anderson 1984).
 
-    Features are standardized inside (for conditioning); the ridge acts on the standardized slopes only.
+    Linear program: maximize Σ_i sgn_i·g_iᵀw subject to sgn_i·g_iᵀw ≥ 0 and |w| ≤ 1 (standardized features); the
+    optimum is > 0 exactly when such a w exists.
     """
+    G = _design(F)
+    A = (2.0 * b - 1.0)[:, None] * G                          # rows sgn_i·g_i
+    res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * G.shape[1], method="highs")
+    # 1e-7 on a sum of n terms of size ≤ |g|·|w| ~ 1: far above the LP's 1e-9 feasibility tolerance, far below
+    # the smallest margin a real separating direction leaves on a finite grid
+    return bool(res.status == 0 and -res.fun > 1e-7)
+
+
+def _design(F: np.ndarray) -> np.ndarray:
     m, s = F.mean(axis=0), F.std(axis=0)
-    G = np.column_stack([np.ones(len(F)), (F - m) / s])       # (n, k+1)
-    sgn = 2.0 * b - 1.0                                       # labels ±1
+    return np.column_stack([np.ones(len(F)), (F - m) / s])   # standardized, for conditioning
 
-    def obj(w):
-        z = sgn * (G @ w)
-        loss = np.mean(logistic_loss(z)) + 0.5 * l2 * w[1:] @ w[1:]
-        grad = G.T @ (sgn * logistic_loss_derivative(z)) / len(z)     # d/dw mean ℓ(z) = mean(ℓ'(z) sgn G)
-        grad[1:] += l2 * w[1:]
-        return loss, grad
 
-    res = minimize(obj, np.zeros(G.shape[1]), jac=True, method="BFGS", options={"gtol": 1e-10, "maxiter": 1000})
-    # BFGS often stops with "precision loss" at the optimum of this smooth convex problem; judge by the gradient.
-    if np.linalg.norm(res.jac) > 1e-6:
-        raise ValueError(f"the logistic fit did not converge ({res.message}; |gradient| = "
-                         f"{np.linalg.norm(res.jac):.2g}); the benign labels may be separable by the grid")
-    w = res.x
+def _fit_logistic(F: np.ndarray, b: np.ndarray, method: str = "mle") -> np.ndarray:
+    """β (k+1,) maximizing the log-likelihood of labels b ∈ {0,1} on features F (n, k) plus an intercept, or for
+    method="firth" the Jeffreys-penalized log-likelihood ℓ(β) + ½ log det I(β). Newton's method with step halving
+    on standardized features, to |score| < 1e-10·n."""
+    G = _design(F)
+    m, s = F.mean(axis=0), F.std(axis=0)
+    sgn = 2.0 * b - 1.0
+
+    def objective(w):
+        z = G @ w
+        val = -np.sum(logistic_loss(sgn * z))                # Σ log σ(sgn·z), the log-likelihood
+        p = expit(z)
+        info = G.T @ (G * (p * (1 - p))[:, None])            # Fisher information GᵀWG
+        if method == "firth":
+            val += 0.5 * np.linalg.slogdet(info)[1]
+        return val, p, info
+
+    w = np.zeros(G.shape[1])
+    val, p, info = objective(w)
+    for _ in range(200):
+        score = G.T @ (b - p)
+        if method == "firth":                                 # modified score Gᵀ(b − p + h(½ − p)), h = hat values
+            h = np.einsum("ij,jk,ik->i", G, np.linalg.inv(info), G) * p * (1 - p)
+            score = score + G.T @ (h * (0.5 - p))
+        if np.max(np.abs(score)) < 1e-10 * len(b):
+            break
+        step = np.linalg.solve(info, score)
+        for _ in range(60):                                   # step halving keeps every step an ascent step
+            new = objective(w + step)
+            if new[0] >= val - 1e-12 * abs(val):
+                break
+            step = step / 2
+        w = w + step
+        val, p, info = new
+    else:
+        raise ValueError("the logistic fit did not converge in 200 Newton steps; check the benign labels")
     slopes = w[1:] / s                                        # back to the original features
     return np.concatenate([[w[0] - slopes @ m], slopes])
 
 
-def _relation(beta: np.ndarray) -> tuple[float, float]:
-    """(a, log C) of the contour N·SNR^a = C from β = (β₀, β₁, β₂)."""
+def _relation(beta: np.ndarray) -> tuple[float, float, float]:
+    """(a, log C, width in log SNR) of the contour N·SNR^a = C and its 10 %–90 % band, from β = (β₀, β₁, β₂)."""
     b0, b1, b2 = beta
-    return float(b2 / b1), float(-b0 / b1)
+    return float(b2 / b1), float(-b0 / b1), float(WIDTH_LOG / b2)
 
 
 def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95,
-                 l2: float = 1e-4, sigma_ratio: float | None = None) -> dict:
+                 method: str = "mle", sigma_ratio: float | None = None) -> dict:
     """Fit N·SNR^a = C to benign indicators.
 
     Parameters
     ----------
     N, snr, benign : (n,) arrays — training-set size, SNR (theory convention), 0/1 (or bool) benign indicator.
     rng : Generator for the bootstrap.   n_boot : resamples (0: no intervals).   level : CI coverage.
+    method : "mle" (exact maximum likelihood) or "firth" (bias-reduced, finite on separable labels).
     sigma_ratio : σ_p/σ_axis; if given, C_axis = C·ratio^a is reported as well (20 for Figure 1).
 
-    Returns a JSON-able dict: a, C, log_C, beta (β₀, β₁, β₂), ci_a, ci_C (percentile, ``level``), n, n_benign,
-    and C_axis / ci_C_axis when ``sigma_ratio`` is given.
+    Returns a JSON-able dict: method, separable, a, C, log_C, beta (β₀, β₁, β₂), width_log_snr (Δ log SNR from
+    10 % to 90 % benign at fixed N), width_log_n_snr2 (the same in log N·SNR²), mu_ratio_10_90 (‖μ‖₉₀/‖μ‖₁₀),
+    n, n_benign; with n_boot the intervals ci_a, ci_C, ci_width_log_snr (percentile, ``level``) and
+    n_boot_used / n_boot_no_estimate; C_axis / ci_C_axis when ``sigma_ratio`` is given. For separable labels
+    under "mle" the estimates are None and ``message`` says why.
     """
     N, snr = np.asarray(N, dtype=np.float64), np.asarray(snr, dtype=np.float64)
     b = np.asarray(benign, dtype=np.float64)
@@ -88,26 +137,43 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
                          "fit; widen the grid")
     if not (0 < level < 1):
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if method not in METHODS:
+        raise ValueError(f"unknown fit method {method!r}; choose one of {', '.join(map(repr, METHODS))}")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 0:
+        raise ValueError(f"n_boot must be a whole number >= 0 (0: no intervals), got {n_boot!r}")
     F = np.column_stack([np.log(N), np.log(snr)])
-    beta = _fit_logistic(F, b, l2)
-    a, log_C = _relation(beta)
-    out = {"a": a, "C": math.exp(log_C), "log_C": log_C, "beta": [float(x) for x in beta], "n": int(len(b)),
-           "n_benign": int(b.sum()), "l2": l2, "level": level, "n_boot": int(n_boot)}
+    separable = is_separable(F, b)
+    out = {"method": method, "separable": separable, "n": int(len(b)), "n_benign": int(b.sum()), "level": level,
+           "n_boot": int(n_boot)}
+    if separable and method == "mle":
+        out.update(a=None, C=None, log_C=None, beta=None, width_log_snr=None, width_log_n_snr2=None,
+                   mu_ratio_10_90=None, message="the benign labels are separable by a line in (log N, log SNR): "
+                   "the maximum-likelihood boundary is not finite (its transition width is zero); "
+                   "method='firth' gives a finite bias-reduced estimate")
+        return out
+    beta = _fit_logistic(F, b, method)
+    a, log_C, width = _relation(beta)
+    out.update(a=a, C=math.exp(log_C), log_C=log_C, beta=[float(x) for x in beta], width_log_snr=width,
+               width_log_n_snr2=2 * width, mu_ratio_10_90=math.exp(width))
     if n_boot:
-        boots = []
+        boots, none = [], 0
         for _ in range(n_boot):
             idx = rng.integers(0, len(b), size=len(b))
-            if b[idx].min() == b[idx].max() or np.any(F[idx].min(axis=0) == F[idx].max(axis=0)):
-                continue                      # one class, or a constant N or SNR: no boundary in it; skip it
-            boots.append(_relation(_fit_logistic(F[idx], b[idx], l2)))
+            Fi, bi = F[idx], b[idx]
+            if bi.min() == bi.max() or np.any(Fi.min(axis=0) == Fi.max(axis=0)) or \
+                    (method == "mle" and is_separable(Fi, bi)):
+                none += 1                     # no boundary in this resample (one class, a constant, separable)
+                continue
+            boots.append(_relation(_fit_logistic(Fi, bi, method)))
         if not boots:
-            raise ValueError(f"none of the {n_boot} bootstrap resamples had both classes and two values of N and "
-                             "SNR; use more runs or n_boot=0")
-        A = np.array(boots)                    # (n_ok, 2): a, log C
+            raise ValueError(f"none of the {n_boot} bootstrap resamples has a finite estimate (one class, a "
+                             "constant N or SNR, or separable labels); use more runs, method='firth' or n_boot=0")
+        A = np.array(boots)                    # (n_ok, 3): a, log C, width
         q = [(1 - level) / 2, (1 + level) / 2]
         out["ci_a"] = [float(x) for x in np.quantile(A[:, 0], q)]
         out["ci_C"] = [float(math.exp(x)) for x in np.quantile(A[:, 1], q)]
-        out["n_boot_used"] = int(len(A))
+        out["ci_width_log_snr"] = [float(x) for x in np.quantile(A[:, 2], q)]
+        out["n_boot_used"], out["n_boot_no_estimate"] = int(len(A)), int(none)
     if sigma_ratio is not None:
         out["sigma_ratio"] = float(sigma_ratio)
         out["C_axis"] = out["C"] * sigma_ratio ** a
@@ -117,9 +183,8 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
     return out
 
 
-def describe(fit: dict) -> str:
-    """One line: the fitted relation with its intervals in both SNR conventions."""
-    s = f"fitted boundary N*SNR^a = C: a = {fit['a']:.3f}"
+def _describe_one(fit: dict) -> str:
+    s = f"N*SNR^a = C: a = {fit['a']:.3f}"
     if "ci_a" in fit:
         s += f" [{fit['ci_a'][0]:.3f}, {fit['ci_a'][1]:.3f}]"
     s += f", C = {fit['C']:.3g}"
@@ -130,21 +195,51 @@ def describe(fit: dict) -> str:
         s += f"; axis convention C_axis = {fit['C_axis']:.4g}"
         if "ci_C_axis" in fit:
             s += f" [{fit['ci_C_axis'][0]:.4g}, {fit['ci_C_axis'][1]:.4g}]"
-    s += f"; {int(100 * fit['level'])}% bootstrap CIs, {fit['n']} runs, {fit['n_benign']} benign"
+    s += f"; transition 10%-90% benign: |mu|_90/|mu|_10 = {fit['mu_ratio_10_90']:.3g}"
+    if "ci_width_log_snr" in fit:
+        lo, hi = (math.exp(x) for x in fit["ci_width_log_snr"])
+        s += f" [{lo:.3g}, {hi:.3g}]"
     return s
 
 
-def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True) -> dict:
-    """Fit the boundary of a saved sweep (table.csv, sweep.json); writes sweep_dir/fit.json and returns the dict."""
+def describe(fit: dict) -> str:
+    """One line: the fitted relation with its intervals in both SNR conventions, and the transition width."""
+    tail = f"; {int(100 * fit['level'])}% bootstrap CIs, {fit['n']} runs, {fit['n_benign']} benign"
+    if fit.get("n_boot_no_estimate"):
+        tail += f"; {fit['n_boot_no_estimate']} of {fit['n_boot']} resamples had no estimate"
+    if fit["a"] is None:
+        s = "fitted boundary: the benign labels are separable, so the maximum-likelihood boundary is not finite"
+        if "firth" in fit:
+            s += "; Firth's bias-reduced fit: " + _describe_one(fit["firth"])
+        return s + tail
+    return f"fitted boundary ({fit['method']}) " + _describe_one(fit) + tail
+
+
+def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
+              method: str = "mle") -> dict:
+    """Fit the boundary of a saved sweep (table.csv, sweep.json); writes sweep_dir/fit.json and returns the dict.
+
+    With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
+    ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
+    """
     sweep_dir = Path(sweep_dir)
     t = read_columns(sweep_dir / "table.csv")
     meta = load_json(sweep_dir / "sweep.json")
     ok = t["converged"] & np.isfinite(t["test_loss"])
     benign = t["test_loss"][ok] < BENIGN_LOSS
-    ratio = meta["data"]["sigma_p"] / meta["data"]["snr_axis_sigma"]
+    d = meta["data"]
+    ratio = d["sigma_p"] / d["snr_axis_sigma"]
     # the bootstrap stream is keyed apart from every run stream (those have 3 keys)
     rng = np.random.default_rng([seed, 0xF17])
-    fit = fit_boundary(t["N"][ok], t["snr"][ok], benign, rng, n_boot=n_boot, level=level, sigma_ratio=ratio)
+    fit = fit_boundary(t["N"][ok], t["snr"][ok], benign, rng, n_boot=n_boot, level=level, method=method,
+                       sigma_ratio=ratio)
+    if fit["a"] is None:
+        fit["firth"] = fit_boundary(t["N"][ok], t["snr"][ok], benign, np.random.default_rng([seed, 0xF17]),
+                                    n_boot=n_boot, level=level, method="firth", sigma_ratio=ratio)
+    best = fit if fit["a"] is not None else fit["firth"]
+    mu_per_snr = d["sigma_p"] * math.sqrt(d["d"])
+    fit["mu_10_90"] = {str(int(n)): [mu_per_snr * (best["C"] / n) ** (1 / best["a"]) * math.exp(-best["width_log_snr"] * f)
+                                     for f in (0.5, -0.5)] for n in np.unique(t["N"])}
     fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), seed=seed)
     if save:
         save_json(sweep_dir / "fit.json", fit)
@@ -158,8 +253,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap Generator")
     p.add_argument("--level", type=float, default=0.95, help="confidence level")
+    p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
     a = p.parse_args(argv)
-    print(describe(fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level)))
+    print(describe(fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level, method=a.method)))
     return 0
 
 

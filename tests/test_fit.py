@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from refvit.fit import fit_boundary
+from refvit.fit import fit_boundary, is_separable
 
 
 def synthetic(a=2.0, C=2.5, slope=4.0, reps=4, seed=0):
@@ -30,8 +30,13 @@ def newton_logistic(F, b, iters=50):
 def test_recovers_a_known_boundary_from_synthetic_labels():
     N, snr, b = synthetic()
     fit = fit_boundary(N, snr, b, np.random.default_rng(1), n_boot=100)
+    assert not fit["separable"] and fit["method"] == "mle"
     assert fit["ci_a"][0] < 2.0 < fit["ci_a"][1]
     assert fit["ci_C"][0] < 2.5 < fit["ci_C"][1]
+    # the transition width: β₂ = slope·a = 8, so Δ log SNR from 10 % to 90 % is 2·ln 9 / 8
+    true_width = 2 * math.log(9) / 8.0
+    assert fit["ci_width_log_snr"][0] < true_width < fit["ci_width_log_snr"][1]
+    assert fit["width_log_n_snr2"] == 2 * fit["width_log_snr"]
     # 4000 labels with slope 4 pin a to about ±0.05 (one bootstrap s.e. here); 0.15 is three of them
     assert abs(fit["a"] - 2.0) < 0.15
     assert abs(math.log(fit["C"]) - math.log(2.5)) < 0.15
@@ -47,11 +52,28 @@ def test_other_exponent_is_not_reported_as_two():
 
 def test_coefficients_match_an_independent_newton_fit():
     N, snr, b = synthetic(slope=2.0)
-    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0, l2=0.0)
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0)
     ref = newton_logistic(np.column_stack([np.log(N), np.log(snr)]), b.astype(float))
-    # BFGS stops at gtol 1e-10 on a well-conditioned (standardized) problem: ~1e-7 relative agreement at worst
-    np.testing.assert_allclose(fit["beta"], ref, rtol=1e-5)
-    assert fit["a"] == pytest.approx(ref[2] / ref[1], rel=1e-5)
+    # both are converged Newton iterations on the same likelihood (ours on standardized features, the reference on
+    # raw ones): they agree to rounding times the condition number of the raw design, ~1e-10; 1e-8 leaves margin
+    np.testing.assert_allclose(fit["beta"], ref, rtol=1e-8)
+    assert fit["a"] == pytest.approx(ref[2] / ref[1], rel=1e-8)
+
+
+def test_saturated_design_has_the_closed_form_maximum():
+    """Three design points, three coefficients: the MLE fits each point's observed proportion exactly, so
+    β = G⁻¹ logit(p̂) in closed form (G the 3×3 design with intercept)."""
+    pts = [(2.0, 0.1, 3), (8.0, 0.1, 6), (2.0, 0.4, 8)]            # (N, SNR, benign out of 10)
+    N = np.repeat([p[0] for p in pts], 10)
+    snr = np.repeat([p[1] for p in pts], 10)
+    b = np.concatenate([np.arange(10) < k for _, _, k in pts])
+    G = np.array([[1.0, math.log(n), math.log(x)] for n, x, _ in pts])
+    phat = np.array([k / 10 for _, _, k in pts])
+    beta = np.linalg.solve(G, np.log(phat / (1 - phat)))
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0)
+    # Newton converges quadratically to |score| < 1e-10·n: the coefficients then agree to ~1e-12 relative
+    np.testing.assert_allclose(fit["beta"], beta, rtol=1e-9)
+    assert fit["a"] == pytest.approx(beta[2] / beta[1], rel=1e-9)
 
 
 def test_axis_convention_is_a_shift_of_log_snr():
@@ -62,11 +84,14 @@ def test_axis_convention_is_a_shift_of_log_snr():
     assert axis["C"] == pytest.approx(fit["C_axis"], rel=1e-4)                   # C·20^a amplifies a's error
 
 
-def test_separable_grid_gives_a_finite_separating_boundary():
+def test_separable_labels_are_reported_as_separable_and_firth_stays_finite():
     N, snr, _ = synthetic()
-    b = N * snr ** 2 > 2.5                               # a perfectly sharp boundary: the MLE alone would diverge
-    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=20)
-    assert all(np.isfinite([fit["a"], fit["C"], *fit["ci_a"], *fit["ci_C"]]))
+    b = N * snr ** 2 > 2.5                               # a perfectly sharp boundary: no finite MLE exists
+    assert is_separable(np.column_stack([np.log(N), np.log(snr)]), b.astype(float))
+    mle = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=20)
+    assert mle["separable"] and mle["a"] is None and "separable" in mle["message"]
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=20, method="firth")
+    assert fit["separable"] and all(np.isfinite([fit["a"], fit["C"], *fit["ci_a"], *fit["ci_C"]]))
     predicted = N * snr ** fit["a"] > fit["C"]
     assert np.mean(predicted == b) > 0.99               # it separates the grid (a few cells lie on the curve)
     assert 1.7 < fit["a"] < 2.3
@@ -91,3 +116,16 @@ def test_bad_input_says_what_to_change(change, match):
     N, snr, b = synthetic(reps=1)
     with pytest.raises(ValueError, match=match):
         fit_boundary(*change(N, snr, b.astype(float)), np.random.default_rng(0), n_boot=0)
+
+
+def test_overlapping_labels_are_not_called_separable():
+    N, snr, b = synthetic(reps=1)
+    assert not is_separable(np.column_stack([np.log(N), np.log(snr)]), b.astype(float))
+
+
+def test_unknown_method_and_bad_n_boot_are_refused():
+    N, snr, b = synthetic(reps=1)
+    with pytest.raises(ValueError, match="unknown fit method 'ridge'.*'mle', 'firth'"):
+        fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0, method="ridge")
+    with pytest.raises(ValueError, match="n_boot must be a whole number"):
+        fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=-1)
