@@ -1,4 +1,5 @@
-"""Draw the coefficient figure (PAPER §5.2): γ₊, γ₋, the distribution of y_iρ_i, attention, from a saved file.
+"""Draw the coefficient figure (docs/math.md (7.6), (7.7)): γ₊, γ₋, the distribution of y_iρ_i, attention, from a
+saved file.
 
     python -m analysis.fig_coefficients results/coefficients_figure1_N20_mu80.npz --out figures/c.png
 
@@ -62,7 +63,7 @@ def draw(results_file, out) -> Path:
             a.text(0.5, 0.5, "no time series:\ndecomposed from two weight snapshots", ha="center", va="center",
                    transform=a.transAxes)
         ax[0].bar(["γ₊", "−γ₋"], [r["recovered_gamma_plus"], -r["recovered_gamma_minus"]])
-    ax[0].set_title("signal coefficients γ₊, −γ₋ (PAPER §5.2)")
+    ax[0].set_title("signal coefficients γ₊, −γ₋ (docs/math.md (7.6))")
     finite = final_rho[np.isfinite(final_rho)]
     ax[2].hist(finite, bins=max(5, y.size // 2), color="C2", alpha=0.7, label="y_i ρ_i")
     hi = 3 * max(np.abs(finite).max(initial=0.0), 1e-300)

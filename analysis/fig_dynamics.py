@@ -1,4 +1,5 @@
-"""Figure 3 from saved dynamics runs (PAPER §7.2): per-step curves, mean ± k·std over runs, one column per regime.
+"""Figure 3 from saved dynamics runs (docs/math.md §10.2): per-step curves, mean ± k·std over runs, one column per
+regime.
 
 Usage: python -m analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
 
@@ -6,10 +7,10 @@ Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.
 test loss; attention on the signal and noise token of training sample 0 (the authors' plot); its value scores
 μ₊ᵀW_V w_O and ξ₀ᵀW_V w_O; the QK bilinear forms μᵀW_QW_Kᵀμ and μᵀW_QW_Kᵀξ (signal query), x₃ᵀW_QW_Kᵀμ and
 x₃ᵀW_QW_Kᵀξ (the third token as query, as the authors plot); and the decomposed coefficients γ₊, −γ₋ and the mean
-of y_iρ_i (PAPER §5.2) when the runs carry them. These are raw quantities, initialization included.
+of y_iρ_i (docs/math.md (7.6)) when the runs carry them. These are raw quantities, initialization included.
 
-Bands are mean ± k·std over runs (numpy std, ddof=0). k = 2 follows the paper's "2-sigma" caption (AI summary,
-PAPER §7.2); the authors' script drew ±1 std (``errorbar(yerr=np.std(...))``): pass --k 1 for that.
+Bands are mean ± k·std over runs (numpy std, ddof=0). k = 2 follows the paper's "2-sigma" caption (docs/math.md §10.2
+and the §9.2 table); the authors' script drew ±1 std (``errorbar(yerr=np.std(...))``): pass --k 1 for that.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ ROWS = (
     ("value scores of sample 0", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
     ("QK, signal query", [("h_qk_sig_sig_s0", "μ₊ᵀW_QW_Kᵀμ₊"), ("h_qk_sig_noise_s0", "μ₊ᵀW_QW_Kᵀξ₀")], False),
     ("QK, token-3 query", [("h_qk_other_sig_s0", "x₃ᵀW_QW_Kᵀμ₊"), ("h_qk_other_noise_s0", "x₃ᵀW_QW_Kᵀξ₀")], False),
-    ("decomposed coefficients (PAPER §5.2)", [("c_gamma_plus", "γ₊"), ("c_minus_gamma_minus", "−γ₋"),
+    ("decomposed coefficients (docs/math.md (7.6))", [("c_gamma_plus", "γ₊"), ("c_minus_gamma_minus", "−γ₋"),
                                               ("c_y_rho_mean", "mean_i y_iρ_i")], False),
 )
 

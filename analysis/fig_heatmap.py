@@ -1,4 +1,4 @@
-"""Figure 1 from a saved sweep (PAPER §7.1): test loss over (SNR, N), its cut at 0.2, and the fraction benign.
+"""Figure 1 from a saved sweep (docs/math.md §10.1): test loss over (SNR, N), its cut at 0.2, and the fraction benign.
 
 Usage: python -m analysis.fig_heatmap SWEEP_DIR [--out figures/figure1.png] [--snr axis|theory] [--k-curve C]
 
@@ -8,9 +8,9 @@ Reads only SWEEP_DIR/table.csv, sweep.json and (for the fitted curve) fit.json.
 (c) what the paper lacks: the fraction of seeds that are benign, with the fitted boundary N·SNR^a = C (refvit.fit).
 Every panel draws the reference curve N·SNR² = const **in the SNR convention of its x axis**: the authors' axis
 ("axis", σ = 0.2 of the weak tokens) with N·SNR_axis² = 1000, or the theory's ("theory", σ_p of the noise token)
-with N·SNR² = 2.5 — the same curve (PAPER §1.3). Cells are centred on their own (‖μ‖, N), so the curve passes
+with N·SNR² = 2.5 — the same curve (docs/math.md (1.9)). Cells are centred on their own (‖μ‖, N), so the curve passes
 through the right cells: the authors' script drew it one column to the right (x = col+1 where column c holds
-‖μ‖ = c+1, PAPER §7.1); that offset is fixed here. Cells where some runs did not reach training loss < 0.01 are
+‖μ‖ = c+1, docs/math.md (10.1)); that offset is fixed here. Cells where some runs did not reach training loss < 0.01 are
 hatched; cells where none did are grey (the authors stored such cells as NaN, which showed as blank).
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from refvit.io import load_json, read_columns, save_figure  # noqa: E402
 def reference_constant(meta: dict, axis: bool) -> float:
     """k of the reference curve N·SNR² = k on the chosen axis: 2.5 with σ_p, 2.5·(σ_p/σ_axis)² on the authors' axis.
 
-    For Figure 1 (σ_p = 4, σ_axis = 0.2) that is 1000, the authors' red curve (PAPER §1.3, §7.1).
+    For Figure 1 (σ_p = 4, σ_axis = 0.2) that is 1000, the authors' red curve (docs/math.md (1.9), (10.1)).
     """
     d = meta["data"]
     strong = boundary_n_snr2()                                  # 2.5: the curve with σ_p of the noise token

@@ -5,7 +5,7 @@
 
 Every backend is validated against the numpy reference before it is timed (refused if it differs by > 1e-12),
 and all ratios are measured in this one run. "naive" is the textbook step that forms X·W_V (n M × d_v) for the
-value path; refvit's step needs only u = W_V w_O (PAPER §2.3).
+value path; refvit's step needs only u = W_V w_O (docs/math.md (2.2), (5.2)).
 """
 from __future__ import annotations
 

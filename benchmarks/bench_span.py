@@ -1,4 +1,4 @@
-"""Dense (numpy, numba) vs span-coordinate training (PAPER §5.5): per step and per whole cell, in one run.
+"""Dense (numpy, numba) vs span-coordinate training (docs/math.md §8): per step and per whole cell, in one run.
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_span.py          # one core (the targets are one-core targets)
     python benchmarks/bench_span.py --json results/bench_span.json  # also save the numbers

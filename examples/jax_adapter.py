@@ -51,4 +51,4 @@ def grad(W_Q, W_K, W_V, w_O, X, y):
 def gd_step(W_Q, W_K, W_V, w_O, X, y, lr):
     _, (dW_Q, dW_K, dW_V, _) = _vg((W_Q, W_K, W_V, w_O), X, y)
     return (np.asarray(W_Q - lr * dW_Q), np.asarray(W_K - lr * dW_K), np.asarray(W_V - lr * dW_V),
-            w_O)                                       # w_O frozen (PAPER §2.2)
+            w_O)                                       # w_O frozen (math §3)

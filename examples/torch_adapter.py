@@ -2,7 +2,7 @@
 r"""A PyTorch implementation of the model, wrapped for ``refvit.crosscheck``. Copy this file and put your module in
 place of ``ViT``; torch is not a dependency of refvit, so install it yourself.
 
-The module mirrors the authors' script (PAPER §2.1-2.2): ``nn.Linear(d, ·, bias=False)`` layers, so W = weightᵀ,
+The module mirrors the authors' script (docs/math.md §2, §3): ``nn.Linear(d, ·, bias=False)`` layers, so W = weightᵀ,
 softmax over keys without 1/√d_h, the mean over the M queries, ``SoftMarginLoss`` (mean log(1 + e^{−y f})) and
 ``torch.optim.SGD`` with the head frozen by ``requires_grad_(False)``. The parameters keep the dtype they arrive in,
 so the same code is checked in float64 and in float32.

@@ -34,7 +34,7 @@ def _attention_forward(Q, K, v):
     abar = np.zeros((n, M))
     f = np.zeros(n)
     for i in range(n):
-        Z[i] = np.dot(Q[i], K[i].T)               # (M, M) logits: one BLAS call per sample
+        Z[i] = np.dot(Q[i], K[i].T)               # (M, M) logits: one BLAS call per sample (math 2.3)
         for l in range(M):
             zmax = -math.inf
             for j in range(M):
@@ -42,15 +42,15 @@ def _attention_forward(Q, K, v):
                     zmax = Z[i, l, j]
             total = 0.0
             for j in range(M):
-                e = math.exp(Z[i, l, j] - zmax)   # row max subtracted: no overflow
+                e = math.exp(Z[i, l, j] - zmax)   # row max subtracted: no overflow (math 2.4, 3.5)
                 S[i, l, j] = e
                 total += e
             for j in range(M):
-                S[i, l, j] /= total
-                abar[i, j] += S[i, l, j]
+                S[i, l, j] /= total                # s_{lj} (math 2.4)
+                abar[i, j] += S[i, l, j]           # Σ_l s_{lj} (math 2.5)
         for j in range(M):
-            abar[i, j] /= M
-            f[i] += abar[i, j] * v[i, j]
+            abar[i, j] /= M                        # ā_j (math 2.5)
+            f[i] += abar[i, j] * v[i, j]           # f = Σ_j ā_j v_j (math 2.6)
     return Z, S, abar, f
 
 
@@ -65,20 +65,20 @@ def _attention_backward(df, S, v, Q, K):
     dS = np.empty(M)
     for i in range(n):
         for j in range(M):
-            dS[j] = df[i] * v[i, j] / M           # ∂(df·f)/∂S[l, j], the same for every query l
+            dS[j] = df[i] * v[i, j] / M           # ∂(df·f)/∂S[l, j], the same for every query l (math 4.5)
         for l in range(M):
-            inner = 0.0                           # Σ_k S[l, k] dS[k]
+            inner = 0.0                           # Σ_k S[l, k] dS[k] (math 4.7)
             for k in range(M):
                 inner += S[i, l, k] * dS[k]
             for j in range(M):
-                g = S[i, l, j] * (dS[j] - inner)  # df · G[l, j] (PAPER §4), same operations as model.py
+                g = S[i, l, j] * (dS[j] - inner)  # df · G[l, j] (math 4.7, 4.8), same ops as model.py
                 dZ[l, j] = g
                 dZt[j, l] = g
-                dv[i, j] += S[i, l, j]
+                dv[i, j] += S[i, l, j]            # Σ_l S[l, j] (math 4.2)
         for j in range(M):
-            dv[i, j] = df[i] * dv[i, j] / M
-        dQ[i] = np.dot(dZ, K[i])                  # dQ = dZ K
-        dK[i] = np.dot(dZt, Q[i])                 # dK = dZᵀ Q
+            dv[i, j] = df[i] * dv[i, j] / M       # dv_j = df ā_j (math 4.2)
+        dQ[i] = np.dot(dZ, K[i])                  # dQ = dZ K (math 4.10)
+        dK[i] = np.dot(dZt, Q[i])                 # dK = dZᵀ Q (math 4.10)
     return dQ, dK, dv
 
 

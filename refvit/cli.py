@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run) and draw the figures and a text summary into FIGURES.")
     r.add_argument("--preset", choices=PRESETS, default="quick",
                    help="quick: 120-run coarse grid + the 20 dynamics runs; paper: the full 10,000-run grid "
-                        "(PAPER §7.1) + the same dynamics")
+                        "(docs/math.md §10.1) + the same dynamics")
     _compute_options(r, None, "span")
     _parallel_options(r)
     r.add_argument("--n-boot", type=_non_negative_int, default=None,
@@ -137,16 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     _parallel_options(w)
     w.set_defaults(func=cmd_sweep)
 
-    c = sub.add_parser("coefficients", help="signal/noise coefficients of a cell over training (PAPER §5)",
+    c = sub.add_parser("coefficients", help="signal/noise coefficients of a cell over training (docs/math.md §7)",
                        description="Train a cell with the coefficient tracker (train), decompose saved weights "
                                    "(weights), or draw a saved results file (draw).")
     modes = c.add_subparsers(dest="mode", required=True)
     t = modes.add_parser("train", help="train a cell with the coefficient tracker, save, draw", formatter_class=FORMATTER)
-    t.add_argument("--setting", choices=sorted(SETTINGS), default="figure1", help="PAPER §7.1 or §7.2 settings")
+    t.add_argument("--setting", choices=sorted(SETTINGS), default="figure1",
+                   help="the settings of docs/math.md §10.1 or §10.2")
     t.add_argument("--N", type=int, default=None, help="training samples (default: the setting's)")
     t.add_argument("--mu", type=float, default=80.0, help="signal norm ‖μ‖")
     t.add_argument("--steps", type=int, default=None, help="maximum steps (default: the setting's)")
-    t.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (PAPER §5.2)")
+    t.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (docs/math.md §7.3)")
     t.add_argument("--save-weights", action="store_true", help="also save W(0), W(t) and the data (for `weights`)")
     t.add_argument("--results-file", default=None, help="results .npz (default: RESULTS/coefficients_<cell>.npz)")
     _compute_options(t, "numpy", "span")

@@ -1,4 +1,5 @@
-"""Signal and noise coefficients of one cell over training (PAPER §5.2): compute and save; ``refvit coefficients``.
+"""Signal and noise coefficients of one cell over training (docs/math.md (7.3)–(7.7)): compute and save;
+``refvit coefficients``.
 
     refvit coefficients train --N 20 --mu 80                          # train a Figure-1 cell, save, draw
     refvit coefficients train --setting dynamics --mu 30 --steps 500

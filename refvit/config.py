@@ -1,8 +1,8 @@
 """Frozen, self-validating configuration for data, model and training.
 
-Every switch where PAPER.md is uncertain has the default named in its checklist (PAPER §9, the authors'-code
-column); the docstring of each field cites the section. Configs are plain values: they are written next to every
-result (``dataclasses.asdict``) and rebuilt from JSON with ``from_dict``.
+Every switch where the paper is uncertain has the default named in the switch table of docs/math.md §9.2 (the
+authors'-code column); the docstring of each field cites its section or equation of docs/math.md. Configs are
+plain values: they are written next to every result (``dataclasses.asdict``) and rebuilt from JSON with ``from_dict``.
 """
 from __future__ import annotations
 
@@ -18,29 +18,31 @@ BACKENDS = ("auto", "numpy", "numba")      # the attention core: numba if usable
 COORDS = ("dense", "span")                 # the training coordinates: dense weights, or exact token coordinates
 STOP_RULES = ("authors", "first_below")    # the order of loss check, update and test evaluation (TrainConfig)
 
-# The experiments' thresholds, each defined here once (PAPER §7.1).
-LOSS_THRESHOLD = 0.01      # a run has converged when its training loss is below this
-BENIGN_LOSS = 0.2          # a converged run is benign when its test loss is below this (Figure 1, panel b)
-AXIS_SIGMA = 0.2           # σ of the authors' plotted SNR axis: the weak tokens' σ_w in the Figure-1 setting
-AUTHORS_CURVE_AXIS = 1000.0   # the authors' boundary curve N·SNR² = 1000, SNR on that axis (σ = 0.2)
+# The experiments' thresholds, each defined here once (math §10.1).
+LOSS_THRESHOLD = 0.01      # a run has converged when its training loss is below this (math 6.4)
+BENIGN_LOSS = 0.2          # a converged run is benign when its test loss is below this (Figure 1, panel b) (math §10.1)
+AXIS_SIGMA = 0.2           # σ of the authors' plotted SNR axis: the weak tokens' σ_w in the Figure-1 setting (math 1.7)
+AUTHORS_CURVE_AXIS = 1000.0   # the authors' boundary curve N·SNR² = 1000, SNR on that axis (σ = 0.2) (math 1.9)
 
 
 def boundary_n_snr2(sigma_p: float = 4.0, sigma_axis: float = AXIS_SIGMA) -> float:
-    """The authors' curve in the theory's convention: N·SNR² = 1000 / (σ_p/σ_axis)², 2.5 for Figure 1 (PAPER §1.3).
+    """The authors' curve in the theory's convention: N·SNR² = 1000 / (σ_p/σ_axis)², 2.5 for Figure 1.
+
+    docs/math.md (1.8), (1.9).
 
     (Written as a division by (4/0.2)² = 400, which is exact in float64, so that the Figure-1 value is 2.5 exactly.)
     """
     return AUTHORS_CURVE_AXIS / (sigma_p / sigma_axis) ** 2
 
 
-BOUNDARY_N_SNR2 = boundary_n_snr2()   # 2.5: the Figure-1 boundary with SNR = ‖μ‖/(σ_p √d)
+BOUNDARY_N_SNR2 = boundary_n_snr2()   # 2.5: the Figure-1 boundary with SNR = ‖μ‖/(σ_p √d) (math 1.9)
 
 
 def require_gd(optimizer: str, what: str) -> None:
-    """Refuse SignGD and Adam where only plain GD is exact: their elementwise updates leave the token span."""
+    """Refuse SignGD/Adam where only GD is exact: elementwise updates leave the token span (docs/math.md (7.2))."""
     if optimizer != "gd":
         raise ValueError(f"{what} supports optimizer='gd' only, got {optimizer!r}: sign and Adam updates are "
-                         "elementwise, so they leave the span of the training tokens (PAPER §5.5); use "
+                         "elementwise, so they leave the span of the training tokens (docs/math.md (7.2)); use "
                          "coords='dense'")
 
 
@@ -84,7 +86,7 @@ class _Config:
 
 @dataclass(frozen=True)
 class DataConfig(_Config):
-    """The data distribution of PAPER §1.2 (defaults: the authors' Figure-1 script, PAPER §7.1).
+    """The data distribution of docs/math.md §1.1 (defaults: the authors' Figure-1 script, docs/math.md §1.3 table).
 
     Token 0 is the signal μ_y, token 1 the noise token ξ ~ N(0, σ_p²·I) and tokens 2..M-1 the "other" tokens.
 
@@ -92,14 +94,15 @@ class DataConfig(_Config):
     ----------
     N : training samples.        M : tokens per image.        d : token dimension.
     mu_norm : ‖μ‖; μ₊ = ‖μ‖e₁, μ₋ = ‖μ‖e₂ unless explicit signals are passed to ``data.sample``.
-    sigma_p : std of the noise token x₂ (PAPER §1.2 item 3; 4 in Figure 1, 1 in the dynamics figure).
+    sigma_p : std of the noise token x₂ (docs/math.md (1.3); 4 in Figure 1, 1 in the dynamics figure).
     sigma_w : std of the other tokens when ``other_tokens="weak_gaussian"`` (authors: σ_p/20).
-    other_tokens : "weak_gaussian" (authors' code) or "zero" (one reading of the theory) — PAPER §1.2 item 4.
-    project_noise : False (authors' code, isotropic) or True (theory: noise projected off μ₊, μ₋) — PAPER §1.2.
-        When True the other tokens are projected too, so that μ±ᵀ·noise = 0 holds for every token (PAPER §5.2).
-    labels : "balanced" (authors: alternating +1, -1, needs even N) or "rademacher" (theory) — PAPER §1.2 item 1.
+    other_tokens : "weak_gaussian" (authors' code) or "zero" (one reading of the theory) — docs/math.md (1.3);
+        the paper does not specify tokens 2..M−1 (docs/math.md §1.3).
+    project_noise : False (authors' code, isotropic) or True (theory: noise projected off μ₊, μ₋) — docs/math.md (1.4).
+        When True the other tokens are projected too, so μ±ᵀ·noise = 0 for every token (docs/math.md (7.8)).
+    labels : "balanced" (authors: alternating +1, -1, needs even N) or "rademacher" (theory) — docs/math.md (1.5).
     flip_rate : fraction of *training* labels flipped (exactly round(p·N), chosen at random); test labels clean.
-        Not in this paper (PAPER §1.2 item 6); the follow-up of PAPER §8.1.
+        The paper has no label noise (docs/math.md (1.5), §1.3); flips as in its follow-up.
     n_test : fresh test samples (authors: 100, balanced).
     snr_axis_sigma : σ of the plotted SNR axis (``snr_axis``), metadata only: 0.2 in Figure 1, the weak tokens' σ.
     """
@@ -143,37 +146,38 @@ class DataConfig(_Config):
 
     @property
     def snr(self) -> float:
-        """SNR = ‖μ‖ / (σ_p √d) with σ_p the std of the memorized noise token (PAPER §1.3)."""
+        """SNR = ‖μ‖ / (σ_p √d) with σ_p the std of the memorized noise token (docs/math.md (1.6))."""
         return snr(self.mu_norm, self.sigma_p, self.d)
 
     @property
     def snr_axis(self) -> float:
-        """The authors' plotted SNR, ‖μ‖ / (σ_axis √d), σ_axis = ``snr_axis_sigma`` (PAPER §1.3, §7.1)."""
+        """The authors' plotted SNR, ‖μ‖ / (σ_axis √d), σ_axis = ``snr_axis_sigma`` (docs/math.md (1.7))."""
         return snr(self.mu_norm, self.snr_axis_sigma, self.d)
 
     @property
     def n_snr2(self) -> float:
-        """N·SNR², the quantity that decides benign vs harmful overfitting (PAPER §5.4)."""
+        """N·SNR², the quantity that decides benign vs harmful overfitting (docs/math.md (1.6), §9.1)."""
         return self.N * self.snr ** 2
 
     @property
     def n_snr_axis2(self) -> float:
-        """N·SNR² on the authors' axis: (σ_p/σ_axis)² · ``n_snr2``."""
+        """N·SNR² on the authors' axis: (σ_p/σ_axis)² · ``n_snr2`` (docs/math.md (1.8))."""
         return self.N * self.snr_axis ** 2
 
 
 def snr(mu_norm: float, sigma: float, d: int) -> float:
-    """‖μ‖ / (σ √d) (PAPER §1.3). Pass σ_p for the theory's SNR, 0.2 for the authors' Figure-1 axis."""
+    """‖μ‖ / (σ √d): docs/math.md (1.6) with σ = σ_p (the theory's SNR), (1.7) with σ = 0.2 (the Figure-1 axis)."""
     return float(mu_norm) / (float(sigma) * math.sqrt(d))
 
 
 @dataclass(frozen=True)
 class ModelConfig(_Config):
-    """Widths and initialization (PAPER §2.1, §3).
+    """Widths and initialization (docs/math.md (2.1), (2.2), (3.6)–(3.8)).
 
-    init : "torch_uniform_scaled" — W_Q, W_K, W_V ~ U(±1/√d)/init_scale (authors: ÷16 Figure 1, ÷32 dynamics);
-           "gaussian" — W_Q, W_K, W_V ~ N(0, sigma0²) (the usual theory init, PAPER §3 [INFERRED]).
-    w_O is U(±1/√d_v) in both (PAPER §3: the authors' frozen head).
+    init : "torch_uniform_scaled" — W_Q, W_K, W_V ~ U(±1/√d)/init_scale (authors: ÷16 Figure 1, ÷32 dynamics),
+           docs/math.md (3.6); "gaussian" — W_Q, W_K, W_V ~ N(0, sigma0²), docs/math.md (3.7): a usual theory
+           init, since the paper does not give the theory's initialisation (docs/math.md §3).
+    w_O is U(±1/√d_v) in both, the authors' frozen head (docs/math.md (3.8)).
     """
 
     d_h: int = 512
@@ -192,20 +196,21 @@ class ModelConfig(_Config):
 
 @dataclass(frozen=True)
 class TrainConfig(_Config):
-    """Full-batch training (PAPER §3).
+    """Full-batch training (docs/math.md §6).
 
     lr : step size η.   steps : maximum number of updates.
-    optimizer : "gd" (the paper), "signgd" or "adam" (Li et al., PAPER §8).
-    train_w_O : False (authors' code and PAPER §2.2 default) — w_O stays at its init.
+    optimizer : "gd" (the paper), "signgd" or "adam" (Li et al.); docs/math.md (6.1)–(6.3).
+    train_w_O : False (authors' code and the default of docs/math.md §3) — w_O stays at its init.
     loss_threshold : stop when the training loss is below it (0.01 in ``figure1_setting``); None (default) trains
         for exactly ``steps`` updates. ``stop_rule`` says in which order the check and the update come:
-    stop_rule : "authors" (default; the authors' Figure-1 loop, PAPER §7.1): at each step compute the training loss,
-        take the update, and stop after that update if the loss computed *before* it was below the threshold; the
-        returned parameters (and the reported test loss) are those after that last update.
-        "first_below": stop at the first iterate whose training loss is below the threshold, without updating it.
+    stop_rule : "authors" (default; the authors' Figure-1 loop, docs/math.md (6.6)): at each step compute the
+        training loss, take the update, and stop after that update if the loss computed *before* it was below the
+        threshold (docs/math.md (6.4)); the returned parameters (and the reported test loss) are those after that
+        last update. "first_below" (docs/math.md (6.5)): stop at the first iterate whose training loss is below
+        the threshold, without updating it.
         ``History.steps`` counts the updates taken under both rules; the authors' rule takes one more.
     backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba".
-    coords : "dense" (train the weights) or "span" (exact token coordinates W = W(0) + P·A, GD only; PAPER §5.5).
+    coords : "dense" (train the weights) or "span" (token coordinates W = W(0) + P·A, GD only; docs/math.md (8.1)).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
     """
 
@@ -249,18 +254,19 @@ class TrainConfig(_Config):
             require_gd(self.optimizer, "coords='span'")
 
 
-# --- presets: the two settings of the paper's experiments (PAPER §7) -----------------------------------------
+# --- presets: the two settings of the paper's experiments (math §10) -----------------------------------------
 
 def figure1_setting(N: int = 20, mu_norm: float = 80.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:
-    """The authors' heatmap cell (PAPER §7.1): M=16, d=1024, d_h=d_v=512, σ=4/0.2, ÷16, η=0.1, ≤1000 steps."""
+    """The authors' heatmap cell (docs/math.md §10.1): M=16, d=1024, d_h=d_v=512, σ=4/0.2, ÷16, η=0.1,
+    ≤1000 steps."""
     return (DataConfig(N=N, M=16, d=1024, mu_norm=mu_norm, sigma_p=4.0, sigma_w=0.2, **data),
             ModelConfig(d_h=512, d_v=512, init="torch_uniform_scaled", init_scale=16.0),
             TrainConfig(lr=0.1, steps=1000, loss_threshold=LOSS_THRESHOLD, stop_rule="authors"))
 
 
 def dynamics_setting(mu_norm: float = 1.0, **data) -> tuple[DataConfig, ModelConfig, TrainConfig]:
-    """The authors' dynamics script (PAPER §7.2): M=3, d=2048, N=10, d_h=1024, d_v=512, σ=1/0.05, ÷32, η=0.01,
-    exactly 500 steps."""
+    """The authors' dynamics script (docs/math.md §10.2): M=3, d=2048, N=10, d_h=1024, d_v=512, σ=1/0.05, ÷32,
+    η=0.01, exactly 500 steps."""
     return (DataConfig(N=10, M=3, d=2048, mu_norm=mu_norm, sigma_p=1.0, sigma_w=0.05, snr_axis_sigma=0.05, **data),
             ModelConfig(d_h=1024, d_v=512, init="torch_uniform_scaled", init_scale=32.0),
             TrainConfig(lr=0.01, steps=500, loss_threshold=None))

@@ -1,7 +1,7 @@
-"""The data model of PAPER §1 and the random streams every experiment draws from.
+"""The data model of docs/math.md §1 and the random streams every experiment draws from.
 
 An image X ∈ ℝ^{M×d} has the signal token μ_y at position 0, the noise token ξ at position 1 and "other" tokens at
-2..M-1. The model has no positional encoding, so positions are only a convention (PAPER §1.2 item 7).
+2..M-1. The model has no positional encoding, so positions are only a convention (docs/math.md (1.3), (5.1)).
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def streams(seed: int, *key: int) -> Streams:
     """Three independent generators derived from ``(seed, *key)``, e.g. ``streams(0, N, mu_norm, repeat)``.
 
     Each key gives the same numbers whatever else was run before it, so one cell of a sweep is reproducible alone.
+    See docs/math.md §1.2.
     """
     parts = [int(seed), *map(int, key)]
     if any(p < 0 for p in parts):
@@ -35,7 +36,7 @@ class Dataset(NamedTuple):
     """Training and test sets. X: (N, M, d), y: (N,) in {±1}; X_test: (n_test, M, d), y_test: (n_test,).
 
     y_clean holds the training labels before any flip (``y != y_clean`` marks the flipped samples); the signal token
-    of a flipped sample still follows its clean label.
+    of a flipped sample still follows its clean label (docs/math.md (1.5)). The test set is clean (docs/math.md §1.2).
     """
     X: np.ndarray
     y: np.ndarray
@@ -47,7 +48,7 @@ class Dataset(NamedTuple):
 
 
 def default_signals(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
-    """μ₊ = ‖μ‖e₁ and μ₋ = ‖μ‖e₂, as in the authors' scripts (PAPER §1.1). Shapes (d,), (d,)."""
+    """μ₊ = ‖μ‖e₁ and μ₋ = ‖μ‖e₂, as in the authors' scripts (docs/math.md (1.2)). Shapes (d,), (d,)."""
     mu_plus = np.zeros(cfg.d)
     mu_minus = np.zeros(cfg.d)
     mu_plus[0] = cfg.mu_norm
@@ -63,12 +64,12 @@ def _check_signals(cfg: DataConfig, mu_plus, mu_minus) -> tuple[np.ndarray, np.n
             raise ValueError(f"{name} must have shape (d,) = ({cfg.d},), got {mu.shape}")
         if not np.all(np.isfinite(mu)):
             raise ValueError(f"{name} contains NaN or inf")
-    n_p, n_m = np.linalg.norm(mu_plus), np.linalg.norm(mu_minus)
+    n_p, n_m = np.linalg.norm(mu_plus), np.linalg.norm(mu_minus)   # equal norms, orthogonal (math 1.2)
     # 1e-10 relative: the pair is given by the user, exact up to rounding of its construction.
     if abs(n_p - cfg.mu_norm) > 1e-10 * cfg.mu_norm or abs(n_m - cfg.mu_norm) > 1e-10 * cfg.mu_norm:
         raise ValueError(f"signals must both have norm mu_norm={cfg.mu_norm}, got {n_p:.6g} and {n_m:.6g}")
     if abs(mu_plus @ mu_minus) > 1e-10 * cfg.mu_norm**2:
-        raise ValueError(f"signals must be orthogonal (PAPER §1.2), got <μ₊, μ₋> = {mu_plus @ mu_minus:.3g}")
+        raise ValueError(f"signals must be orthogonal (docs/math.md (1.2)), got <μ₊, μ₋> = {mu_plus @ mu_minus:.3g}")
     return mu_plus, mu_minus
 
 
@@ -76,19 +77,19 @@ def _project_off(Z: np.ndarray, mu_plus: np.ndarray, mu_minus: np.ndarray) -> np
     """Remove the μ₊ and μ₋ components of every row of Z (..., d): covariance σ²(I − μ̂₊μ̂₊ᵀ − μ̂₋μ̂₋ᵀ)."""
     for mu in (mu_plus, mu_minus):
         e = mu / np.linalg.norm(mu)
-        Z = Z - np.multiply.outer(Z @ e, e)
+        Z = Z - np.multiply.outer(Z @ e, e)   # Π x (math 1.4)
     return Z
 
 
 def labels(cfg: DataConfig, n: int, rng: np.random.Generator) -> np.ndarray:
     """n labels in {±1}: alternating +1, -1 ("balanced", the authors' code) or i.i.d. Rademacher. Shape (n,)."""
     if cfg.labels == "balanced":
-        return np.where(np.arange(n) % 2 == 0, 1.0, -1.0)
-    return rng.choice(np.array([1.0, -1.0]), size=n)
+        return np.where(np.arange(n) % 2 == 0, 1.0, -1.0)   # ỹ_i = (−1)^i (math 1.5)
+    return rng.choice(np.array([1.0, -1.0]), size=n)      # Rademacher (math 1.5)
 
 
 def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> tuple[np.ndarray, np.ndarray]:
-    """Draw n clean samples from D (PAPER §1.2). Returns X: (n, M, d) float64 and y: (n,) in {±1}.
+    """Draw n clean samples from D (docs/math.md (1.3)). Returns X: (n, M, d) float64 and y: (n,) in {±1}.
 
     Draw order is fixed (labels, then noise token, then other tokens) so a seed always gives the same data.
     """
@@ -97,12 +98,12 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
     y = labels(cfg, n, rng)
     X = np.zeros((n, cfg.M, cfg.d))
-    X[:, 0] = np.where(y[:, None] > 0, mu_plus, mu_minus)
-    X[:, 1] = cfg.sigma_p * rng.standard_normal((n, cfg.d))
+    X[:, 0] = np.where(y[:, None] > 0, mu_plus, mu_minus)   # x_{i,0} = μ_{ỹ_i} (math 1.3)
+    X[:, 1] = cfg.sigma_p * rng.standard_normal((n, cfg.d))   # ξ_i = σ_p g_{i,1} (math 1.3)
     if cfg.other_tokens == "weak_gaussian" and cfg.M > 2:
-        X[:, 2:] = cfg.sigma_w * rng.standard_normal((n, cfg.M - 2, cfg.d))
+        X[:, 2:] = cfg.sigma_w * rng.standard_normal((n, cfg.M - 2, cfg.d))   # σ_w g_{i,l} (math 1.3)
     if cfg.project_noise:
-        X[:, 1:] = _project_off(X[:, 1:], mu_plus, mu_minus)
+        X[:, 1:] = _project_off(X[:, 1:], mu_plus, mu_minus)   # (math 1.4)
     return X, y
 
 
@@ -111,7 +112,7 @@ def flip_labels(y: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndar
     y = y.copy()
     k = int(round(rate * y.shape[0]))
     if k:
-        y[rng.choice(y.shape[0], size=k, replace=False)] *= -1
+        y[rng.choice(y.shape[0], size=k, replace=False)] *= -1   # y_i = −ỹ_i on F (math 1.5)
     return y
 
 
@@ -120,6 +121,6 @@ def make_dataset(cfg: DataConfig, data_rng: np.random.Generator, test_rng: np.ra
     """Training set (N samples, labels flipped at ``cfg.flip_rate``) and a clean test set (n_test samples)."""
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
     X, y_clean = sample(cfg, cfg.N, data_rng, (mu_plus, mu_minus))
-    y = flip_labels(y_clean, cfg.flip_rate, data_rng)
-    X_test, y_test = sample(cfg, cfg.n_test, test_rng, (mu_plus, mu_minus))
+    y = flip_labels(y_clean, cfg.flip_rate, data_rng)             # (math 1.5)
+    X_test, y_test = sample(cfg, cfg.n_test, test_rng, (mu_plus, mu_minus))   # clean (math §1.2)
     return Dataset(X, y, X_test, y_test, mu_plus, mu_minus, y_clean)

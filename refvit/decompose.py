@@ -1,20 +1,21 @@
-"""Signal/noise decomposition of the trained weights (PAPER §5), computed two independent ways.
+"""Signal/noise decomposition of the trained weights (docs/math.md §7), computed two independent ways.
 
     W_V(t) = W_V(0) + [γ₊ μ₊/‖μ‖² + γ₋ μ₋/‖μ‖² + Σ_i ρ_i ξ_i/‖ξ_i‖² + Σ_{i,l≥3} ρ_{i,l} x_{i,l}/‖x_{i,l}‖²] w_Oᵀ/‖w_O‖²
-    W_Q(t) = W_Q(0) + Σ_u u α_uᵀ,    W_K(t) = W_K(0) + Σ_u u β_uᵀ          (u over the training tokens; §5.2, §5.3)
+                                                                                            (docs/math.md (7.4))
+    W_Q(t) = W_Q(0) + Σ_u u α_uᵀ,    W_K(t) = W_K(0) + Σ_u u β_uᵀ    (u over the training tokens; docs/math.md (7.13))
 
-(a) ``refvit.tracking.CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD recursions of PAPER
-    §5.2 (γ, ρ from ā and ℓ' of each step) and §5.3 (α_u, β_u from the per-token left factors of each step), using
-    only that step's forward cache. It never reads the weights.
+(a) ``refvit.tracking.CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD
+    recursions of docs/math.md (7.5), (7.6) (γ, ρ from ā and ℓ' of each step) and (7.14) (α_u, β_u from the
+    per-token left factors of each step), using only that step's forward cache. It never reads the weights.
 (b) ``recover`` — *recovered*: from saved W(0), W(t) and the training tokens alone, by solving the Gram system
-    (TᵀT) b = Tᵀ ΔW of PAPER §5.2. We solve it through an SVD of the unit-norm tokens, which gives the same solution
-    without squaring the condition number.
+    (TᵀT) b = Tᵀ ΔW of docs/math.md (7.16). We solve it through an SVD of the unit-norm tokens (docs/math.md (7.17)),
+    which gives the same solution without squaring the condition number.
 
 This module is the pure solver: weights (or coordinates) in, coefficients out. Both return a ``Decomposition``
 indexed by the *unique non-zero* training tokens (``refvit.tokens.TokenSet``):
-coef_u = ‖u‖²·b_u, where b is the token coordinate vector of (W_V(t) − W_V(0))·w_O(t) (PAPER §5.2, §5.5).
+coef_u = ‖u‖²·b_u, where b is the token coordinate vector of (W_V(t) − W_V(0))·w_O(t) (docs/math.md (7.10)).
 
-What can be recovered, and what cannot (never a silent wrong answer):
+What can be recovered, and what cannot (never a silent wrong answer; docs/math.md §7.5, (7.18)):
 - repeated tokens (μ± is in every image of its class) are one token with one coefficient: GD only ever sees their
   sum, and no weight can tell the copies apart. γ₊ is that coefficient of μ₊.
 - zero tokens have no direction: they carry no coefficient (NaN in ρ_{i,l}) and never move any weight.
@@ -24,9 +25,10 @@ What can be recovered, and what cannot (never a silent wrong answer):
   exact coefficients GD accumulated — they reproduce W(t), but so would others.
 - ``cond`` is the condition number of the unit-norm token matrix: recovered coefficients lose about log10(cond)
   digits to rounding on top of the ‖W(t)‖/‖W(t) − W(0)‖ lost in forming the difference.
-- with w_O trained (PAPER §5.2, last paragraph): W_V(t) − W_V(0) is still exactly in the span, so A_V and
+- with w_O trained (docs/math.md §7.3): W_V(t) − W_V(0) is still exactly in the span, so A_V and
   b = A_V w_O(t) are exact; γ, ρ are no longer sums of per-step increments (each move of w_O re-weights them) and
-  lose their monotonicity; u(t) − u(0) leaves the span by W_V(0)(w_O(t) − w_O(0)), reported as ``out_of_span``.
+  lose their monotonicity; u(t) − u(0) leaves the span by W_V(0)(w_O(t) − w_O(0)), reported as ``out_of_span``
+  (docs/math.md (7.12)).
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ from .gradcheck import rel_error
 from .model import check_inputs, check_params
 from .tokens import TokenSet, unique_tokens
 
-# A unit token vector whose squared null-space component exceeds this is not identifiable. Independent tokens give
+# A unit token vector whose squared null-space component exceeds this is not identifiable (math 7.18). Independent
+# tokens give
 # ~1e-15 (rounding); a genuine dependency among k tokens gives components of order 1/k, far above.
 NULL_TOL = 1e-8
 
@@ -46,11 +49,14 @@ NULL_TOL = 1e-8
 class Decomposition(NamedTuple):
     """Coefficients of the weights on the unique non-zero training tokens (n_u of them).
 
+    Equations: docs/math.md (7.13) alpha, beta; (7.9) A_V; (7.10) b, coef; (7.6) gamma_*, rho*; (7.19) residual;
+    (7.12) out_of_span; (7.17), (7.18) cond, identifiable.
+
     source : "tracked", "recovered", "span", ...     message : what could not be recovered, and why.
     rank, cond : rank and condition number of the unit-norm token matrix.
     identifiable : (n_u,) bool, coef_u determined uniquely by the weights.
     token_index : (N, M) unique index of every training token, -1 for zero tokens.  token_norm2 : (n_u,) ‖u‖².
-    alpha, beta : (n_u, d_h) rows α_u, β_u of W_Q(t) − W_Q(0) = Σ_u u α_uᵀ and of W_K (PAPER §5.3).
+    alpha, beta : (n_u, d_h) rows α_u, β_u of W_Q(t) − W_Q(0) = Σ_u u α_uᵀ and of W_K (docs/math.md (7.13)).
     A_V : (n_u, d_v) W_V(t) − W_V(0) = Σ_u u A_V[u]ᵀ.     b : (n_u,) coordinates of (W_V(t) − W_V(0)) w_O(t).
     coef : (n_u,) ‖u‖² b_u.   gamma_plus, gamma_minus : coef of μ₊, μ₋.   rho : (N,) coef of ξ_i (token 1).
     rho_other : (N, M−2) coef of x_{i,l}, l ≥ 2 (NaN for zero tokens).
@@ -96,23 +102,23 @@ class TokenSolver:
     """Least-squares solves ΔW ≈ Uᵀ B on the unique tokens U (n_u, d), through the SVD of the unit tokens Ûᵀ.
 
     B = argmin ‖Uᵀ B − ΔW‖ with minimum norm, the solution of the Gram system (UUᵀ) B = U ΔW when U has full row
-    rank (PAPER §5.2); the SVD avoids forming UUᵀ, whose condition number is the square of Uᵀ's.
+    rank (docs/math.md (7.15), (7.16)); the SVD avoids forming UUᵀ, whose condition number is the square of Uᵀ's.
     """
 
     def __init__(self, U: np.ndarray):
         self.norms = np.linalg.norm(U, axis=1)
-        L, s, Rt = np.linalg.svd((U / self.norms[:, None]).T, full_matrices=False)   # Ûᵀ = L diag(s) Rt
-        # rank tolerance as numpy.linalg.matrix_rank
+        L, s, Rt = np.linalg.svd((U / self.norms[:, None]).T, full_matrices=False)   # Ûᵀ = L diag(s) Rt (math 7.17)
+        # rank tolerance as numpy.linalg.matrix_rank (math 7.17)
         self.rank = int(np.sum(s > s[0] * max(U.shape) * np.finfo(float).eps))
         self.L, self.s, self.Rt = L[:, :self.rank], s[:self.rank], Rt[:self.rank]
-        self.cond = float(s[0] / s[self.rank - 1])
-        # e_u lies in the row space of Rt iff Σ_j Rt[j, u]² = 1; the rest is its null-space component
+        self.cond = float(s[0] / s[self.rank - 1])   # (math 7.17)
+        # e_u lies in the row space of Rt iff Σ_j Rt[j, u]² = 1; the rest is its null-space component (math 7.18)
         null2 = 1.0 - np.sum(self.Rt ** 2, axis=0)
-        self.identifiable = null2 < NULL_TOL
+        self.identifiable = null2 < NULL_TOL         # (math 7.18)
 
     def solve(self, D: np.ndarray) -> np.ndarray:
         """B (n_u, ...) with Uᵀ B ≈ D (d, ...): min-norm least squares; rows ‖u‖·B[u] are the unit-token ones."""
-        Bhat = self.Rt.T @ ((self.L.T @ D) / self.s.reshape((-1,) + (1,) * (D.ndim - 1)))
+        Bhat = self.Rt.T @ ((self.L.T @ D) / self.s.reshape((-1,) + (1,) * (D.ndim - 1)))   # (math 7.17)
         return Bhat / self.norms.reshape((-1,) + (1,) * (D.ndim - 1))
 
 
@@ -122,7 +128,7 @@ def _rel(residual: np.ndarray, ref: np.ndarray) -> float:
 
 
 def residuals(tokens: TokenSet, dec: Decomposition, params0, params) -> dict:
-    """‖ΔW − Uᵀ·coefficients‖ / ‖ΔW‖ for W_Q, W_K, W_V and for u = (W_V(t) − W_V(0)) w_O(t) (PAPER §5.2)."""
+    """‖ΔW − Uᵀ·coefficients‖ / ‖ΔW‖ for W_Q, W_K, W_V and for u = (W_V(t) − W_V(0)) w_O(t) (math 7.19)."""
     p0, p = check_params(params0), check_params(params)
     U = tokens.U
     dV = p.W_V - p0.W_V
@@ -137,7 +143,7 @@ def residuals(tokens: TokenSet, dec: Decomposition, params0, params) -> dict:
 def _out_of_span(params0, params) -> float:
     p0, p = check_params(params0), check_params(params)
     du = p.W_V @ p.w_O - p0.W_V @ p0.w_O
-    return _rel(p0.W_V @ (p.w_O - p0.w_O), du)
+    return _rel(p0.W_V @ (p.w_O - p0.w_O), du)   # (math 7.12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -166,7 +172,7 @@ def name_coefficients(coef: np.ndarray, tokens: TokenSet, signals=None):
     gp = padded[..., ip] if ip >= 0 else np.full(coef.shape[:-1], np.nan)
     gm = padded[..., im] if im >= 0 else np.full(coef.shape[:-1], np.nan)
     idx = np.where(tokens.index < 0, coef.shape[-1], tokens.index)
-    return gp, gm, padded[..., idx[:, 1]], padded[..., idx[:, 2:]]
+    return gp, gm, padded[..., idx[:, 1]], padded[..., idx[:, 2:]]   # γ₊, γ₋, ρ, ρ_other (math 7.6)
 
 
 def _message(tokens: TokenSet, solver: TokenSolver | None, signals, extra: str = "") -> str:
@@ -195,7 +201,7 @@ def _message(tokens: TokenSet, solver: TokenSolver | None, signals, extra: str =
 
 
 def _build(source, tokens, solver, alpha, beta, A_V, b, signals, residual, out_of_span, extra="") -> Decomposition:
-    coef = b * np.sum(tokens.U ** 2, axis=1)
+    coef = b * np.sum(tokens.U ** 2, axis=1)    # coef_u = ‖u‖² b_u (math 7.10)
     gp, gm, rho, rho_other = name_coefficients(coef, tokens, signals)
     nan = float("nan")
     return Decomposition(
@@ -219,11 +225,11 @@ def recover_from_deltas(tokens: TokenSet, dW_Q, dW_K, dW_V, w_O, *, source: str 
     least-squares solution, which is ~ rounding whenever ΔW lies in the token span.
     """
     solver = solver or TokenSolver(tokens.U)
-    alpha, beta, A_V = solver.solve(dW_Q), solver.solve(dW_K), solver.solve(dW_V)
-    b = solver.solve(dW_V @ w_O)                       # the Gram system of PAPER §5.2 for (W_V(t) − W_V(0)) w_O(t)
+    alpha, beta, A_V = solver.solve(dW_Q), solver.solve(dW_K), solver.solve(dW_V)   # (math 7.15)
+    b = solver.solve(dW_V @ w_O)                       # the Gram system (math 7.15, 7.16) for ΔW_V w_O(t)
     U = tokens.U
     residual = {"W_Q": _rel(dW_Q - U.T @ alpha, dW_Q), "W_K": _rel(dW_K - U.T @ beta, dW_K),
-                "W_V": _rel(dW_V - U.T @ A_V, dW_V), "u": _rel(dW_V @ w_O - U.T @ b, dW_V @ w_O)}
+                "W_V": _rel(dW_V - U.T @ A_V, dW_V), "u": _rel(dW_V @ w_O - U.T @ b, dW_V @ w_O)}   # (math 7.19)
     bad = ~solver.identifiable
     for a in (alpha, beta, A_V, b):
         a[bad] = np.nan                                # never report a coefficient the weights do not determine
@@ -252,7 +258,7 @@ def from_token_coordinates(tokens: TokenSet, A_Q, A_K, A_V, w_O, *, source: str,
     which coefficients the weights alone would determine (it does not change the values).
     """
     solver = TokenSolver(tokens.U) if identify else None
-    b = A_V @ w_O
+    b = A_V @ w_O                                  # (math 7.10)
     residual = {k: float("nan") for k in ("W_Q", "W_K", "W_V", "u")}
     oos = float("nan")
     dec = _build(source, tokens, solver, np.asarray(A_Q), np.asarray(A_K), np.asarray(A_V), b, signals, residual,
@@ -273,17 +279,17 @@ def compare(a: Decomposition, b: Decomposition) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Summaries read from the weights: per-neuron inner products and the bilinear forms of PAPER §5.1
+# Summaries read from the weights: per-neuron inner products and the bilinear forms (math §7.4)
 # ---------------------------------------------------------------------------------------------------------------
 
 def summaries(params, X, signals) -> dict:
-    """Per-neuron projections and attention logits between token types, from the weights (PAPER §5.1, §5.3).
+    """Per-neuron projections and attention logits between token types, from the weights (docs/math.md §7.4).
 
     params: ``Params``; X: (N, M, d) training images (token 0 = signal μ_{y_i}, token 1 = noise ξ_i);
     signals: (μ₊, μ₋). With W := W_Q W_Kᵀ, returns
         wq_signal, wk_signal (2, d_h): ⟨w_{Q,s}, μ±⟩, ⟨w_{K,s}, μ±⟩;   wq_noise, wk_noise (N, d_h): ⟨w_{·,s}, ξ_i⟩
-        V_signal (2,): μ±ᵀ W_V w_O;   V_noise (N,): ξ_iᵀ W_V w_O
-        qk_signal (2,): μ±ᵀ W μ±;   qk_sig_noise, qk_noise_sig (N,): μ_{y_i}ᵀ W ξ_i, ξ_iᵀ W μ_{y_i}
+        V_signal (2,): μ±ᵀ W_V w_O;   V_noise (N,): ξ_iᵀ W_V w_O   (docs/math.md (7.8))
+        qk_signal (2,): μ±ᵀ W μ±; qk_sig_noise, qk_noise_sig (N,): μ_{y_i}ᵀ W ξ_i, ξ_iᵀ W μ_{y_i}  (docs/math.md (2.3))
         qk_noise (N, N): ξ_iᵀ W ξ_{i'} (diagonal: own noise; off-diagonal: cross-sample)
     """
     p, X = check_inputs(params, X)

@@ -1,10 +1,11 @@
-"""Figure-3 training dynamics (PAPER §7.2): repeated runs of the authors' dynamics setting, per-step histories saved.
+"""Figure-3 training dynamics (docs/math.md §10.2): repeated runs of the authors' dynamics setting, per-step
+histories saved.
 
-The authors' only known dynamics script is the harmful setting (``dynamics_setting(mu_norm=1.0)``: M=3, d=2048,
-N=10, d_h=1024, d_v=512, init ÷32, σ=1/0.05, η=0.01, 500 steps, 10 runs, N·SNR² = 0.005). Figure 3 of the paper is
-"Training Dynamics Under Benign Overfitting Regime" with unknown settings (PAPER §7.2 [NOT FOUND]); we take the
-same script with ‖μ‖ = 30, the benign value PAPER §7.2 measured: N·SNR² = 10·30²/(1²·2048) = 4.4, above the
-Figure-1 boundary N·SNR² ≈ 2.5 (PAPER §1.3) yet close enough that the noise still competes early on.
+The authors' only known dynamics script is the harmful setting (``dynamics_setting(mu_norm=1.0)``: M=3, d=2048, N=10,
+d_h=1024, d_v=512, init ÷32, σ=1/0.05, η=0.01, 500 steps, 10 runs, N·SNR² = 0.005). Figure 3 of the paper is "Training
+Dynamics Under Benign Overfitting Regime" with settings the paper does not give (docs/math.md §10.2, first bullet); we
+take the same script with ‖μ‖ = 30, the benign value of docs/math.md (10.3): N·SNR² = 10·30²/(1²·2048) = 4.4, above the
+Figure-1 boundary N·SNR² ≈ 2.5 (docs/math.md (1.9)) yet close enough that the noise still competes early on.
 
 Run (regime, r) draws from ``streams(seed, N, ‖μ‖, r)``, like a sweep run; each run is one history file in the
 folder (``benign_mu030_r003.npz``, ``refvit.results``; for GD with the tracked coefficients ``c_<name>``, see
@@ -51,7 +52,7 @@ class Dynamics:
 
     @classmethod
     def paper(cls, seed: int = 0, backend: str | None = None, coords: str = "span") -> "Dynamics":
-        """Same as quick: the authors' 10 runs are already the full experiment (PAPER §7.2)."""
+        """Same as quick: the authors' 10 runs are already the full experiment (docs/math.md §10.2)."""
         return cls._setting("paper", 10, seed, backend, coords)
 
     @classmethod
@@ -72,11 +73,11 @@ class Dynamics:
 def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int) -> dict:
     """One dynamics run (executes in a worker). Returns the arrays of its history file, never the d×d_h weights.
 
-    With GD, training runs under ``refvit.tracking.CoefficientTracker``, which replays the recursions of PAPER §5.2
-    from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and c_y_rho (steps+1, N) = y_i ρ_i.
-    The trajectory is the same as without it (the tracker never changes a weight).
+    With GD, training runs under ``refvit.tracking.CoefficientTracker``, which replays the recursions of
+    docs/math.md (7.5), (7.6) from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and c_y_rho
+    (steps+1, N) = y_i ρ_i. The trajectory is the same as without it (the tracker never changes a weight).
     """
-    track = train_cfg.optimizer == "gd"   # the recursions of PAPER §5.2 hold for GD only
+    track = train_cfg.optimizer == "gd"   # the recursions (math 7.5) hold for GD only
     run = run_cell(data_cfg, model_cfg, train_cfg, seed=seed, key=cell_key(data_cfg.N, data_cfg.mu_norm, repeat),
                    track=track)
     coeffs = {}

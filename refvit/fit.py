@@ -1,10 +1,10 @@
-"""The fitted benign/harmful boundary: logistic regression of the benign indicator on log N and log SNR.
+"""The fitted benign/harmful boundary (docs/math.md §11): logistic regression of the benign indicator on log N, log SNR.
 
     P(benign | N, SNR) = σ(β₀ + β₁ log N + β₂ log SNR),      benign := converged run with test loss < 0.2
 
 The 50 % contour β₀ + β₁ log N + β₂ log SNR = 0 is the curve **N·SNR^a = C** with a = β₂/β₁ and C = exp(−β₀/β₁).
-The theory predicts a = 2 (N·SNR² ≍ 1, PAPER §5.4, §6.1); the authors draw N·SNR_axis² = 1000 (PAPER §7.1), i.e.
-C = 2.5 with the SNR of the noise token (PAPER §1.3). SNR here is the theory's ‖μ‖/(σ_p √d); the same fit in the
+The theory predicts a = 2 (N·SNR² ≍ 1, docs/math.md §9.1); the authors draw N·SNR_axis² = 1000 (docs/math.md §10.1),
+i.e. C = 2.5 with the SNR of the noise token (docs/math.md §1.4). SNR here is the theory's ‖μ‖/(σ_p √d); the same fit in the
 axis convention SNR_axis = SNR·σ_p/σ_axis has the same a and C_axis = C·(σ_p/σ_axis)^a.
 
 Estimator: exact maximum likelihood (Newton's method), with no penalty. On (quasi-)separable labels — a line in
@@ -17,7 +17,7 @@ probability goes from 10 % to 90 % over Δ log SNR = 2·ln 9 / β₂, i.e. ‖μ
 
 Confidence intervals: percentile bootstrap over runs (resampled with replacement; an explicit Generator).
 Resamples without both classes, or (for MLE) separable ones, have no estimate; they are counted, not hidden.
-Non-converged runs are left out (the authors stored them as NaN, PAPER §7.1).
+Non-converged runs are left out (the authors stored them as NaN, docs/math.md §10.1).
 
 ``python -m refvit.fit SWEEP_DIR`` fits a saved sweep (table.csv + sweep.json), prints and writes fit.json.
 """

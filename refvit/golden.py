@@ -4,7 +4,7 @@
 
 * each .npz holds the inputs (X (N, M, d), y (N,), W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,), lr, train_w_O),
   the reference outputs at those inputs (f (N,), loss (), dW_Q, dW_K, dW_V, dw_O) and a GD trajectory with w_O
-  frozen (PAPER §2.2): traj_step (K,) the saved steps, traj_W_Q (K, d, d_h), traj_W_K, traj_W_V (K, d, d_v),
+  frozen (docs/math.md §3): traj_step (K,) the saved steps, traj_W_Q (K, d, d_h), traj_W_K, traj_W_V (K, d, d_v),
   traj_w_O (K, d_v) the parameters *after* those many steps (step 0 = the start), and traj_loss (steps + 1,) the
   loss at every iterate. All float64 (y too), readable with ``np.load(..., allow_pickle=False)``.
 * the manifest records the refvit and numpy versions, every case's settings (``CaseSpec``), the trajectory steps,

@@ -1,6 +1,6 @@
 """The reference model: forward, then the chain-rule backward beside it. Readable first, no tricks.
 
-    f(X) = (1/M) Σ_l softmax_j(x_lᵀ W_Q W_Kᵀ x_j) · x_jᵀ W_V w_O                       (PAPER §2.1)
+    f(X) = (1/M) Σ_l softmax_j(x_lᵀ W_Q W_Kᵀ x_j) · x_jᵀ W_V w_O                       (docs/math.md (2.7))
 
 Dimension letters, used in every shape comment of the package:
     n  samples in a batch (N for the training set)     M  tokens per image      d  token dimension
@@ -11,11 +11,11 @@ u = W_V w_O (d,), value scores v = X u (n, M), logits Z (n, M, M) with Z[l, j] =
 S = softmax over keys j (rows sum to 1), column-mean attention ā = (1/M) Sᵀ𝟙 (n, M), and f = Σ_j ā_j v_j (n,).
 Gradients of a quantity are named d<name>.
 
-The value path never forms X·W_V: f depends on (W_V, w_O) only through u = W_V w_O (PAPER §2.3), so it costs
+The value path never forms X·W_V: f depends on (W_V, w_O) only through u = W_V w_O (docs/math.md (5.2)), so it costs
 O(n M d) instead of O(n M d d_v). The attention core (logits → softmax → ā, and its backward) is the only part with
 a second, numba-compiled implementation (``refvit._kernels``); everything else here is shared by both backends.
-``refvit.formulas`` writes the same gradients as the per-sample, per-token sums of PAPER §4, and the tests prove
-the three (chain rule, paper form, finite differences) equal.
+``refvit.formulas`` writes the same gradients as the per-sample, per-token sums of docs/math.md §4.3, and the tests
+prove the three (chain rule, paper form, finite differences) equal.
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ class Params(NamedTuple):
 
 class Cache(NamedTuple):
     """What the forward pass keeps for the backward pass (and for the training history)."""
-    Q: np.ndarray     # (n, M, d_h)  X W_Q, one query per token
-    K: np.ndarray     # (n, M, d_h)  X W_K, one key per token
-    v: np.ndarray     # (n, M)       value scores x_jᵀ W_V w_O
-    Z: np.ndarray     # (n, M, M)    logits x_lᵀ W_Q W_Kᵀ x_j
-    S: np.ndarray     # (n, M, M)    softmax over keys j of Z; rows sum to 1
-    abar: np.ndarray  # (n, M)       column-mean attention ā_j = (1/M) Σ_l S[l, j]
+    Q: np.ndarray     # (n, M, d_h)  X W_Q, one query per token  (math 2.1)
+    K: np.ndarray     # (n, M, d_h)  X W_K, one key per token    (math 2.1)
+    v: np.ndarray     # (n, M)       value scores x_jᵀ W_V w_O  (math 2.2)
+    Z: np.ndarray     # (n, M, M)    logits x_lᵀ W_Q W_Kᵀ x_j  (math 2.3)
+    S: np.ndarray     # (n, M, M)    softmax over keys j of Z; rows sum to 1  (math 2.4)
+    abar: np.ndarray  # (n, M)       column-mean attention ā_j = (1/M) Σ_l S[l, j]  (math 2.5)
 
 
 class Evaluation(NamedTuple):
@@ -107,18 +107,19 @@ def check_inputs(params, X, y=None):
 # ---------------------------------------------------------------------------------------------------------------
 
 def softmax(Z: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis. Subtracting the row max changes nothing mathematically but prevents overflow."""
+    """Softmax over the last axis (docs/math.md (2.4)); subtracting the row max changes nothing (docs/math.md (3.5))
+    but prevents overflow."""
     E = np.exp(Z - Z.max(axis=-1, keepdims=True))
     return E / E.sum(axis=-1, keepdims=True)
 
 
 def logistic_loss(margins: np.ndarray) -> np.ndarray:
-    """ℓ(z) = log(1 + e^{-z}), written as logaddexp(0, -z) so that it neither overflows nor loses digits."""
+    """ℓ(z) = log(1 + e^{-z}) as logaddexp(0, -z): no overflow, no lost digits (docs/math.md (3.1))."""
     return np.logaddexp(0.0, -margins)
 
 
 def logistic_loss_derivative(margins: np.ndarray) -> np.ndarray:
-    """ℓ'(z) = -1 / (1 + e^{z}) = -expit(-z) ∈ (-1, 0), stable for any z (PAPER §3)."""
+    """ℓ'(z) = -1 / (1 + e^{z}) = -expit(-z) ∈ (-1, 0), stable for any z (docs/math.md (3.2))."""
     return -expit(-margins)
 
 
@@ -129,10 +130,10 @@ def logistic_loss_derivative(margins: np.ndarray) -> np.ndarray:
 def attention_forward(Q, K, v):
     """Q, K: (n, M, d_h), v: (n, M) -> Z, S: (n, M, M), abar: (n, M), f: (n,)."""
     M = Q.shape[1]
-    Z = Q @ K.transpose(0, 2, 1)                # (n, M, M)  Z[l, j] = q_l · k_j
-    S = softmax(Z)                              # (n, M, M)  softmax over keys j, for each query l
-    abar = S.sum(axis=1) / M                    # (n, M)     ā_j = (1/M) Σ_l S[l, j]
-    f = (abar * v).sum(axis=1)                  # (n,)       f = Σ_j ā_j v_j
+    Z = Q @ K.transpose(0, 2, 1)                # (n, M, M)  Z[l, j] = q_l · k_j       (math 2.3)
+    S = softmax(Z)                              # (n, M, M)  softmax over keys j, for each query l  (math 2.4)
+    abar = S.sum(axis=1) / M                    # (n, M)     ā_j = (1/M) Σ_l S[l, j]  (math 2.5)
+    f = (abar * v).sum(axis=1)                  # (n,)       f = Σ_j ā_j v_j          (math 2.6)
     return Z, S, abar, f
 
 
@@ -140,14 +141,14 @@ def attention_backward(df, S, v, Q, K):
     """Backward of ``attention_forward``: given df (n,), return dQ, dK (n, M, d_h) and dv (n, M)."""
     M = Q.shape[1]
     # forward: f = Σ_j ā_j v_j
-    dv = df[:, None] * S.sum(axis=1) / M        # (n, M)     ∂f/∂v_j = ā_j
+    dv = df[:, None] * S.sum(axis=1) / M        # (n, M)     ∂f/∂v_j = ā_j  (math 4.2)
     # forward: f = (1/M) Σ_l Σ_j S[l, j] v_j,  so ∂f/∂S[l, j] = v_j / M for every query l
-    dS = np.broadcast_to((df[:, None] * v / M)[:, None, :], S.shape)
+    dS = np.broadcast_to((df[:, None] * v / M)[:, None, :], S.shape)   # (math 4.5)
     # forward: S = softmax_j(Z), so dZ = S ⊙ (dS − Σ_k S[l, k] dS[l, k])   (softmax Jacobian-vector product)
-    dZ = S * (dS - (S * dS).sum(axis=-1, keepdims=True))    # (n, M, M) = df · G of PAPER §4
+    dZ = S * (dS - (S * dS).sum(axis=-1, keepdims=True))    # (n, M, M) (math 4.7); = df · G (math 4.8)
     # forward: Z = Q Kᵀ
-    dQ = dZ @ K                                 # (n, M, d_h)
-    dK = dZ.transpose(0, 2, 1) @ Q              # (n, M, d_h)
+    dQ = dZ @ K                                 # (n, M, d_h)  (math 4.10)
+    dK = dZ.transpose(0, 2, 1) @ Q              # (n, M, d_h)  (math 4.10)
     return dQ, dK, dv
 
 
@@ -187,10 +188,10 @@ def forward_cache(params: Params, X: np.ndarray, backend: str = "numpy"):
     W_Q, W_K, W_V, w_O = params
     n, M, d = X.shape
     Xf = X.reshape(n * M, d)                    # (n M, d) all tokens as rows: one GEMM, not n small ones
-    Q = (Xf @ W_Q).reshape(n, M, -1)            # (n, M, d_h)
-    K = (Xf @ W_K).reshape(n, M, -1)            # (n, M, d_h)
-    u = W_V @ w_O                               # (d,)   value direction u = W_V w_O
-    v = (Xf @ u).reshape(n, M)                  # (n, M) value scores, without forming X W_V
+    Q = (Xf @ W_Q).reshape(n, M, -1)            # (n, M, d_h)  (math 2.1)
+    K = (Xf @ W_K).reshape(n, M, -1)            # (n, M, d_h)  (math 2.1)
+    u = W_V @ w_O                               # (d,)   value direction u = W_V w_O  (math 2.2)
+    v = (Xf @ u).reshape(n, M)                  # (n, M) value scores, without forming X W_V  (math 2.2)
     fwd, _ = attention_core(backend)
     Z, S, abar, f = fwd(Q, K, v)
     return f, Cache(Q, K, v, Z, S, abar)
@@ -204,22 +205,22 @@ def backward(df: np.ndarray, cache: Cache, params: Params, X: np.ndarray, backen
     n, M, d = X.shape
     Xf = X.reshape(n * M, d)                    # (n M, d)  all tokens as rows
     # forward: Q = X W_Q and K = X W_K, so dW = Xᵀ dQ summed over samples and tokens
-    dW_Q = Xf.T @ dQ.reshape(n * M, -1)         # (d, d_h)
-    dW_K = Xf.T @ dK.reshape(n * M, -1)         # (d, d_h)
+    dW_Q = Xf.T @ dQ.reshape(n * M, -1)         # (d, d_h)  (math 4.11)
+    dW_K = Xf.T @ dK.reshape(n * M, -1)         # (d, d_h)  (math 4.11)
     # forward: v = X u with u = W_V w_O, so du = Xᵀ dv, dW_V = du w_Oᵀ and dw_O = W_Vᵀ du
-    du = Xf.T @ dv.reshape(n * M)               # (d,)
-    return Params(dW_Q, dW_K, np.outer(du, w_O), W_V.T @ du)
+    du = Xf.T @ dv.reshape(n * M)               # (d,)  (math 4.3)
+    return Params(dW_Q, dW_K, np.outer(du, w_O), W_V.T @ du)   # dW_V, dw_O (math 4.4)
 
 
 def mean_loss(f: np.ndarray, y: np.ndarray) -> float:
-    """L = (1/n) Σ_i ℓ(y_i f_i), the training objective L_S of PAPER §3."""
+    """L = (1/n) Σ_i ℓ(y_i f_i), the training objective L_S of docs/math.md (3.3)."""
     return float(np.mean(logistic_loss(y * f)))
 
 
 def loss_grads_cache(params: Params, X: np.ndarray, y: np.ndarray, backend: str = "numpy"):
     """``Evaluation`` (loss, grads, f, cache) for checked inputs; the training loop's single call per step."""
     f, cache = forward_cache(params, X, backend)
-    # forward: L = (1/n) Σ_i ℓ(y_i f_i), so dL/df_i = ℓ'(y_i f_i) y_i / n  (c_i of PAPER §4)
+    # forward: L = (1/n) Σ_i ℓ(y_i f_i), so dL/df_i = ℓ'(y_i f_i) y_i / n = c_i  (math 4.1)
     df = logistic_loss_derivative(y * f) * y / X.shape[0]
     return Evaluation(mean_loss(f, y), backward(df, cache, params, X, backend), f, cache)
 

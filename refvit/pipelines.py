@@ -30,7 +30,7 @@ from .studies import STUDIES, LabelNoiseStudy, OptimizerStudy, run_label_noise, 
 from .studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS, Sweep, run_sweep
 
-DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (PAPER §7.1)
+DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
 
 
 def _write_text(path, text: str) -> Path:

@@ -1,26 +1,28 @@
-"""Exact training in token coordinates (PAPER §5.5): W(t) = W(0) + P·A(t) for W ∈ {W_Q, W_K, W_V}.
+"""Exact training in token coordinates (docs/math.md §8): W(t) = W(0) + P·A(t) for W ∈ {W_Q, W_K, W_V} (8.1).
 
-Every GD update of W_Q, W_K and W_V is Xᵀ(…): its left factor lies in the span of the training tokens whether or not
-w_O is trained (PAPER §4, §5.5). So the trainer keeps the coefficient matrices A_Q, A_K (r, d_h) and A_V (r, d_v)
+Every GD update of W_Q, W_K and W_V is Xᵀ(…): its left factor lies in the span of the training tokens whether or not w_O
+is trained (docs/math.md (7.1), (7.2)). So the trainer keeps the coefficient matrices A_Q, A_K (r, d_h) and A_V (r, d_v)
 and never touches a d-dimensional matrix inside the loop. It is the same trajectory as the dense trainer, not an
 approximation: only the rounding differs.
 
-Basis P (d, r), chosen once from the *unique non-zero* training tokens U (n_u, d):
+Basis P (d, r), chosen once from the *unique non-zero* training tokens U (n_u, d) (docs/math.md (8.2)):
     "tokens"      P = Uᵀ (r = n_u): row u of A belongs to token u (μ₊, μ₋, ξ_i, x_{i,l}), so the coefficients of
-                  PAPER §5.2-5.3 are read off directly. Used whenever n_u ≤ d. It stays exact even if the tokens are
-                  linearly dependent (the coefficients are then the ones GD accumulates, but no longer the only ones
-                  that give W(t); ``refvit.decompose`` says which are identifiable).
+                  docs/math.md §7.2–§7.4 are read off directly. Used whenever n_u ≤ d. It stays exact even if the
+                  tokens are linearly dependent (the coefficients are then the ones GD accumulates, but no longer
+                  the only ones that give W(t); ``refvit.decompose`` says which are identifiable).
     "orthonormal" P = an orthonormal basis of span(U) from a pivoted QR (r = rank ≤ d). Used when n_u > d, where
                   the token basis would cost more than the dense model. Rows of A then name basis vectors, not
                   tokens.
 Repeated tokens (μ± occurs once per image of its class) count once; zero tokens (other_tokens="zero") are dropped:
 they contribute nothing to any gradient and have no direction to carry a coefficient.
 
-With U_c := U·P (n_u, r) the coordinates of the unique tokens (U_c = UUᵀ, the Gram matrix, in the token basis):
-    U·W(t) = U·W(0) + U_c·A(t)                       (n_u, d_h): queries/keys of every unique token
-    ∇_W L_S = Σ_i X_iᵀ D_i = Uᵀ·(Eᵀ D) = P·Γ,  Γ = (Eᵀ D) in the token basis, U_cᵀ(Eᵀ D) otherwise,
+With U_c := U·P (n_u, r) the coordinates of the unique tokens (U_c = UUᵀ, the Gram matrix, in the token basis;
+docs/math.md (8.3)):
+    U·W(t) = U·W(0) + U_c·A(t)          (n_u, d_h): queries/keys of every unique token; docs/math.md (8.4)
+    ∇_W L_S = Σ_i X_iᵀ D_i = Uᵀ·(Eᵀ D) = P·Γ,  Γ = (Eᵀ D) in the token basis, U_cᵀ(Eᵀ D) otherwise (8.5),
 where D = dQ, dK (or dv w_Oᵀ) are the per-token gradients from the attention core and Eᵀ sums the rows of repeated
-tokens. GD on W is A ← A − ηΓ: the state gradient is Γ, **not** Pᵀ∇_W L_S = (PᵀP)Γ (PAPER §5.5, pitfall).
+tokens. GD on W is A ← A − ηΓ (docs/math.md (8.6)): the state gradient is Γ, **not** Pᵀ∇_W L_S = (PᵀP)Γ
+(docs/math.md (8.7)).
 Per step: two (n_u × r)·(r × d_h) products, O(n_u r d_h), against O(N M d d_h) for the dense step.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ BASES = ("auto", "tokens", "orthonormal")
 
 
 class SpanState(NamedTuple):
-    """The span trainer's state: W(t) = W(0) + P·A(t) for W_Q, W_K, W_V; w_O itself (docs/math.md §5)."""
+    """The span trainer's state: W(t) = W(0) + P·A(t) for W_Q, W_K, W_V; w_O itself (docs/math.md (8.1))."""
     A_Q: np.ndarray   # (r, d_h)
     A_K: np.ndarray   # (r, d_h)
     A_V: np.ndarray   # (r, d_v)
@@ -50,7 +52,7 @@ def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class SpanObjective:
-    """The span-coordinate backend for ``refvit.train.run`` (PAPER §5.5). Plain GD only.
+    """The span-coordinate backend for ``refvit.train.run`` (docs/math.md §8). Plain GD only.
 
     Parameters
     ----------
@@ -83,11 +85,11 @@ class SpanObjective:
         self.basis = basis
         W_Q0, W_K0, W_V0, w_O0 = params
         if basis == "tokens":
-            self.P = U.T                                # (d, r) r = n_u: the tokens themselves
-            self.U_c = U @ U.T                          # (n_u, r) Gram matrix UUᵀ (coordinates of U in P)
+            self.P = U.T                                # (d, r) r = n_u: the tokens themselves (math 8.2)
+            self.U_c = U @ U.T                          # (n_u, r) Gram matrix UUᵀ (coordinates of U in P) (math 8.3)
         else:
-            self.P = orthonormal_basis(U)               # (d, r) r = rank(U) ≤ d
-            self.U_c = U @ self.P                       # (n_u, r)
+            self.P = orthonormal_basis(U)               # (d, r) r = rank(U) ≤ d (math 8.2)
+            self.U_c = U @ self.P                       # (n_u, r) (math 8.3)
         r, d_h = self.P.shape[1], W_Q0.shape[1]
         self.QW0 = U @ W_Q0                             # (n_u, d_h) U·W_Q(0), once
         self.KW0 = U @ W_K0                             # (n_u, d_h) U·W_K(0), once
@@ -105,7 +107,7 @@ class SpanObjective:
     # --- the interface used by refvit.train.run ----------------------------------------------------------------
 
     def _coef(self, Gamma_tok: np.ndarray) -> np.ndarray:
-        """Left-factor coefficients in P from per-unique-token rows Eᵀ D: identity in the token basis."""
+        """Left-factor coefficients Γ in P from per-unique-token rows Eᵀ D (docs/math.md (8.5)): identity for tokens."""
         return Gamma_tok if self.basis == "tokens" else self.U_c.T @ Gamma_tok
 
     def _WV0_w(self, w_O: np.ndarray) -> np.ndarray:
@@ -118,23 +120,23 @@ class SpanObjective:
         """(loss, (Γ_Q, Γ_K, Γ_V, ∇w_O), f (N,), Cache) at coordinates ``state``; Γ as in the module docstring."""
         A_Q, A_K, A_V, w_O = state
         tok = self.tokens
-        # U·W(t) = U·W(0) + U_c·A(t); at A = 0 (the first step) the product is skipped
+        # U·W(t) = U·W(0) + U_c·A(t) (math 8.4); at A = 0 (the first step) the product is skipped
         Qu = _add_into(self.U_c @ A_Q, self.QW0) if A_Q.any() else self.QW0      # (n_u, d_h)
         Ku = _add_into(self.U_c @ A_K, self.KW0) if A_K.any() else self.KW0      # (n_u, d_h)
         UWV0_w = self.VW0 @ w_O if self.VW0 is not None else tok.U @ self._WV0_w(w_O)
-        vu = UWV0_w + self.U_c @ (A_V @ w_O)            # (n_u,) U·W_V(t)·w_O, never U·W_V(t)
+        vu = UWV0_w + self.U_c @ (A_V @ w_O)            # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
         Q, K, v = tok.gather(Qu), tok.gather(Ku), tok.gather(vu)
         Z, S, abar, f = self._fwd(Q, K, v)
-        # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (PAPER §4)
+        # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
         df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
-        dQ, dK, dv = self._bwd(df, S, v, Q, K)
-        dvu = tok.scatter(dv)                           # (n_u,) Σ_i c_i ā_{i,j} over the occurrences of each token
-        Gamma_Q = self._coef(tok.scatter(dQ))           # (r, d_h)  ∇W_Q = P Γ_Q
-        Gamma_K = self._coef(tok.scatter(dK))           # (r, d_h)  ∇W_K = P Γ_K
-        Gamma_V = np.outer(self._coef(dvu), w_O)        # (r, d_v)  ∇W_V = Xᵀ dv w_Oᵀ = P Γ_V
-        # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)
+        dQ, dK, dv = self._bwd(df, S, v, Q, K)          # per-token D (math 4.2, 4.10)
+        dvu = tok.scatter(dv)                           # (n_u,) Σ c_i ā_{i,j} over each token's occurrences (math 7.3)
+        Gamma_Q = self._coef(tok.scatter(dQ))           # (r, d_h)  ∇W_Q = P Γ_Q (math 8.5)
+        Gamma_K = self._coef(tok.scatter(dK))           # (r, d_h)  ∇W_K = P Γ_K (math 8.5)
+        Gamma_V = np.outer(self._coef(dvu), w_O)        # (r, d_v)  ∇W_V = Xᵀ dv w_Oᵀ = P Γ_V (math 8.5)
+        # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)  (math 8.8)
         dW0 = self.VW0.T @ dvu if self.VW0 is not None else self.params0.W_V.T @ (tok.U.T @ dvu)
-        dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)
+        dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)         # (math 8.8)
         return Evaluation(mean_loss(f, self.y), SpanState(Gamma_Q, Gamma_K, Gamma_V, dw_O), f, Cache(Q, K, v, Z, S, abar))
 
     def _dense_qk(self, A_Q, A_K) -> np.ndarray:
@@ -146,26 +148,26 @@ class SpanObjective:
         m = self._qk_memo
         if m is not None and np.array_equal(m[0], A_Q) and np.array_equal(m[1], A_K):
             return m[2]
-        W = np.hstack([self.params0.W_Q, self.params0.W_K]) + self.P @ np.hstack([A_Q, A_K])
+        W = np.hstack([self.params0.W_Q, self.params0.W_K]) + self.P @ np.hstack([A_Q, A_K])   # (math 8.1)
         self._qk_memo = (A_Q.copy(), A_K.copy(), W)
         return W
 
     def _dense_v(self, A_V, w_O) -> np.ndarray:
         """W_V(t) = W_V(0) + P A_V (d, d_v).
 
-        With w_O frozen every Γ_V is (·) w_Oᵀ, so A_V = a w_Oᵀ (PAPER §5.2, rank one). When A_V has that form to
-        1e-12 (checked, O(r d_v)), W_V(t) = W_V(0) + (P a) w_Oᵀ costs O(d r + d d_v) instead of O(d r d_v); the two
+        With w_O frozen every Γ_V is (·) w_Oᵀ, so A_V = a w_Oᵀ (docs/math.md (7.11), rank one). When A_V has that form
+        to 1e-12 (checked, O(r d_v)), W_V(t) = W_V(0) + (P a) w_Oᵀ costs O(d r + d d_v) instead of O(d r d_v); the two
         differ only by rounding (~1e-15 relative in W_V(t) − W_V(0)).
         """
         ww = float(w_O @ w_O)
         if ww > 0:
             a = A_V @ w_O / ww
             if np.linalg.norm(A_V - np.outer(a, w_O)) <= 1e-12 * np.linalg.norm(A_V):
-                return self.params0.W_V + np.outer(self.P @ a, w_O)
-        return self.params0.W_V + self.P @ A_V
+                return self.params0.W_V + np.outer(self.P @ a, w_O)   # rank one (math 7.11)
+        return self.params0.W_V + self.P @ A_V                        # (math 8.1)
 
     def test_outputs(self, state) -> np.ndarray:
-        """f on the test set (n_test,), exactly: X_test·W(t) = X_test·W(0) + (X_test·P)·A(t) = X_test·(W(0) + P·A(t)).
+        """f on the test set (n_test,), exactly: X_test·W(t) = X_test·W(0) + (X_test·P)·A(t) (docs/math.md (8.9)).
 
         Test tokens are deduplicated too (μ± once) and X_test·W_V is never formed (only u = W_V w_O). A single
         evaluation at the end of training (the default, ``eval_every=0``) forms [W_Q(t) | W_K(t)] once, which
@@ -192,12 +194,13 @@ class SpanObjective:
                 QK = QK + UP @ np.hstack([A_Q, A_K])
         else:
             QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_ut, 2 d_h)
-        u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O
+        u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O (math 2.2, 8.1)
         return self._fwd(tt.gather(QK[:, :d_h]), tt.gather(QK[:, d_h:]), tt.gather(tt.U @ u))[3]
 
     def params(self, state) -> Params:
-        """Dense ``Params`` W(0) + P·A(t). The loop calls this once at the end; the coordinates are kept as
-        ``final_state`` so that the decomposition can be read from them (``refvit.tracking.span_decomposition``)."""
+        """Dense ``Params`` W(0) + P·A(t) (docs/math.md (8.1)). The loop calls this once at the end; the coordinates
+        are kept as ``final_state`` so that the decomposition can be read from them
+        (``refvit.tracking.span_decomposition``)."""
         self.final_state = SpanState(*(np.array(a, copy=True) for a in state))
         A_Q, A_K, A_V, w_O = state
         W = self._dense_qk(A_Q, A_K)

@@ -1,4 +1,4 @@
-"""The Figure-1 sweep (PAPER §7.1): many independent training runs over a grid of (N, ‖μ‖, repeat), resumable.
+"""The Figure-1 sweep (docs/math.md §10.1): many independent training runs over a grid of (N, ‖μ‖, repeat), resumable.
 
 Layout of a sweep folder (``results/sweep_<preset>/``):
 
@@ -80,7 +80,7 @@ class Sweep:
 
     @classmethod
     def paper(cls, seed: int = 0, backend: str | None = None, coords: str = "span") -> "Sweep":
-        """The authors' full grid (PAPER §7.1): N ∈ {2,…,20} × ‖μ‖ ∈ {1,…,100} × 10 seeds = 10,000 runs."""
+        """The authors' full grid (docs/math.md (10.2)): N ∈ {2,…,20} × ‖μ‖ ∈ {1,…,100} × 10 seeds = 10,000 runs."""
         return cls._figure1("paper", tuple(range(2, 21, 2)), tuple(range(1, 101)), 10, seed, backend, coords)
 
     @classmethod

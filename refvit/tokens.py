@@ -1,4 +1,4 @@
-"""The distinct non-zero tokens of a batch, and a basis of their span (docs/math.md §5).
+"""The distinct non-zero tokens of a batch, and a basis of their span (docs/math.md §7.1, (8.2)).
 
 Every GD update of W_Q, W_K and W_V lies in the span of the training tokens, so the span trainer
 (``refvit.span``), the decomposition (``refvit.decompose``) and the coefficient tracker (``refvit.tracking``) all
@@ -14,7 +14,7 @@ import scipy.sparse
 
 
 class TokenSet(NamedTuple):
-    """The distinct non-zero tokens of a batch X (n, M, d).
+    """The distinct non-zero tokens of a batch X (n, M, d) (docs/math.md §7.1).
 
     U: (n_u, d) unique non-zero tokens, in order of first occurrence (row-major over (i, l)).
     index: (n, M) int, X[i, l] = U[index[i, l]]; -1 marks a zero token.
@@ -31,12 +31,15 @@ class TokenSet(NamedTuple):
         return self.U.shape[0]
 
     def scatter(self, D: np.ndarray) -> np.ndarray:
-        """Eᵀ D: sum the per-token rows D (n, M, ...) over the occurrences of each unique token -> (n_u, ...)."""
+        """Eᵀ D: per-token rows D (n, M, ...) summed over each unique token's occurrences -> (n_u, ...).
+
+        docs/math.md (7.3), (8.5).
+        """
         flat = D.reshape(self.index.size, -1)
         return np.asarray(self.Et @ flat).reshape((self.n_unique,) + D.shape[2:])
 
     def gather(self, V: np.ndarray) -> np.ndarray:
-        """E V: per-unique-token rows V (n_u, ...) back to every token position -> (n, M, ...), zero for zero tokens."""
+        """E V (docs/math.md (8.4)): rows V (n_u, ...) back to every token position -> (n, M, ...), 0 at zero tokens."""
         out = V[np.maximum(self.index, 0)]
         if self.Et.nnz < self.index.size:              # some zero tokens: their projections are exactly 0
             out[self.index < 0] = 0.0
@@ -51,7 +54,7 @@ def _row_hash(flat: np.ndarray) -> np.ndarray:
 
 
 def unique_tokens(X: np.ndarray) -> TokenSet:
-    """Deduplicate the tokens of X (n, M, d) exactly (equal rows) and drop the all-zero ones.
+    """Deduplicate the tokens of X (n, M, d) exactly (equal rows) and drop the all-zero ones (docs/math.md §7.1).
 
     Rows are grouped by an exact integer hash of their bits and every group with more than one member is then
     compared entry by entry; if a hash collision ever merged different rows, an exact sort of the rows is used
@@ -85,8 +88,9 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
 def orthonormal_basis(U: np.ndarray) -> np.ndarray:
     """An orthonormal basis (d, r) of the row space of U (n_u, d), r = numerical rank, by a column-pivoted QR of Uᵀ.
 
-    Rank tolerance as ``numpy.linalg.matrix_rank``: |R_kk| > |R_00|·max(d, n_u)·ε, on unit-norm tokens so that
-    weak tokens (‖x‖ ≈ 6) are not mistaken for rounding noise next to strong ones (‖ξ‖ ≈ 128).
+    The "orthonormal" basis of docs/math.md (8.2). Rank tolerance as ``numpy.linalg.matrix_rank``:
+    |R_kk| > |R_00|·max(d, n_u)·ε, on unit-norm tokens so that weak tokens (‖x‖ ≈ 6) are not mistaken for rounding
+    noise next to strong ones (‖ξ‖ ≈ 128).
     """
     Un = U / np.linalg.norm(U, axis=1, keepdims=True)
     Qm, R, _ = scipy.linalg.qr(Un.T, mode="economic", pivoting=True)

@@ -1,6 +1,6 @@
 """Training with the coefficients recorded: the tracker, ``track_train``, and the span trainer's decomposition.
 
-Two ways to get the signal/noise coefficients of a GD run while it trains (PAPER §5.2, §5.3, §5.5):
+Two ways to get the signal/noise coefficients of a GD run while it trains (docs/math.md §7.2–§7.4, §8):
 ``CoefficientTracker`` wraps any objective and replays the coefficient recursions from each step's forward cache;
 ``span_train`` trains in token coordinates, where the coefficients *are* the state. Both hand the result to the
 pure solver ``refvit.decompose``.
@@ -19,22 +19,23 @@ from .train import Objective, make_objective, run
 
 
 class CoefficientTracker:
-    """Wrap a training objective and replay the coefficient recursions at every step (PAPER §5.2, §5.3).
+    """Wrap a training objective and replay the coefficient recursions at every step (docs/math.md (7.5), (7.9),
+    (7.14)).
 
     Use in place of the objective: ``run(CoefficientTracker(obj, X, y, cfg), cfg)``. At each call it first commits
     the increments of the previous call (the loop asks again only after taking that step), then computes the next
     ones from the new forward cache and f:
-        ℓ'_i = ℓ'(y_i f_i),  c_i = ℓ'_i y_i / N,  g_u = Σ_{(i,j): x_{i,j} = u} c_i ā_{i,j}
-        w_O frozen :  coef_u ← coef_u − η ‖w_O‖² ‖u‖² g_u                          (PAPER §5.2, scalar recursion)
-        w_O trained:  A_V[u] ← A_V[u] − η g_u w_O(t),  coef_u = ‖u‖² (A_V w_O(t))_u   (PAPER §5.2, last paragraph)
+        ℓ'_i = ℓ'(y_i f_i),  c_i = ℓ'_i y_i / N,  g_u = Σ_{(i,j): x_{i,j} = u} c_i ā_{i,j}  (docs/math.md (4.1), (7.3))
+        w_O frozen :  coef_u ← coef_u − η ‖w_O‖² ‖u‖² g_u                          (docs/math.md (7.5))
+        w_O trained:  A_V[u] ← A_V[u] − η g_u w_O(t),  coef_u = ‖u‖² (A_V w_O(t))_u   (docs/math.md (7.9), (7.10))
         α_u ← α_u − η Σ_{(i,l): x_{i,l} = u} a_{i,l},  with a_{i,l} the rows of dQ_i = (c_i G_i) K_i and likewise
-        β_u with dK_i = (c_i G_i)ᵀ Q_i                                               (PAPER §4, §5.3)
+        β_u with dK_i = (c_i G_i)ᵀ Q_i                                 (docs/math.md (4.10), (7.14))
     The attention backward of ``model.attention_core`` gives dQ, dK from the cache (S, v, Q, K); the weights are
     never read. Recorded per call t (before update t): coef, ā (N, M), ℓ' (N,) and the logits Z[:, :2, :2].
     """
 
     def __init__(self, objective: Objective, X, y, config: TrainConfig, core: str = "numpy"):
-        require_gd(config.optimizer, "the coefficient recursions (PAPER §5.2)")
+        require_gd(config.optimizer, "the coefficient recursions (docs/math.md (7.2))")
         self.inner = objective
         self.state0, self.y = objective.state0, objective.y
         self.X_test, self.y_test = objective.X_test, objective.y_test
@@ -66,18 +67,19 @@ class CoefficientTracker:
             self.alpha, self.beta = np.zeros((self.tokens.n_unique, d_h)), np.zeros((self.tokens.n_unique, d_h))
             self.A_V = np.zeros((self.tokens.n_unique, d_v))
         self.w_O = w_O
-        coef_now = self.norm2 * (self.A_V @ w_O) if self.train_w_O else self.coef.copy()
-        lp = logistic_loss_derivative(self.y * f)       # ℓ'_i ∈ (−1, 0)
-        c = lp * self.y / self.N
+        coef_now = self.norm2 * (self.A_V @ w_O) if self.train_w_O else self.coef.copy()   # (math 7.10)
+        lp = logistic_loss_derivative(self.y * f)       # ℓ'_i ∈ (−1, 0)  (math 3.2)
+        c = lp * self.y / self.N                        # c_i  (math 4.1)
         self.records["coef"].append(coef_now)
         self.records["abar"].append(cache.abar.copy())
         self.records["lprime"].append(lp)
         self.records["Z2"].append(cache.Z[:, :2, :2].copy())
-        g = self.tokens.scatter(c[:, None] * cache.abar)                  # (n_u,)
-        dQ, dK, _ = self._bwd(c, cache.S, cache.v, cache.Q, cache.K)     # per-token left factors a_{i,l}
+        g = self.tokens.scatter(c[:, None] * cache.abar)                  # (n_u,) g_u (math 7.3)
+        dQ, dK, _ = self._bwd(c, cache.S, cache.v, cache.Q, cache.K)     # left factors a_{i,l} (math 4.10, 7.14)
         eta = self.lr
+        # w_O trained: rows of A_V (math 7.9); w_O frozen: the scalar recursion of coef (math 7.5)
         dV = -eta * np.outer(g, w_O) if self.train_w_O else -eta * (w_O @ w_O) * self.norm2 * g
-        self._pending = (-eta * self.tokens.scatter(dQ), -eta * self.tokens.scatter(dK), dV)
+        self._pending = (-eta * self.tokens.scatter(dQ), -eta * self.tokens.scatter(dK), dV)   # α, β (math 7.14)
         return ev
 
     def test_outputs(self, state):
@@ -100,7 +102,7 @@ class CoefficientTracker:
             raise ValueError("nothing tracked yet: train with this tracker as the objective first")
         if self.train_w_O:
             A_V = self.A_V
-        else:   # rank one: A_V[u] = (coef_u / (‖u‖² ‖w_O‖²)) w_Oᵀ  (PAPER §5.5)
+        else:   # rank one: A_V[u] = (coef_u / (‖u‖² ‖w_O‖²)) w_Oᵀ  (math 7.11)
             A_V = np.outer(self.coef / self.norm2, self.w_O) / (self.w_O @ self.w_O)
         return from_token_coordinates(self.tokens, self.alpha, self.beta, A_V, self.w_O, source="tracked",
                                       signals=signals, params0=params0, params=params, identify=identify)
@@ -123,7 +125,8 @@ def span_decomposition(objective: SpanObjective, state: SpanState | None = None,
                        params=None) -> Decomposition:
     """The ``Decomposition`` read from a span trainer's coordinates (default: the final state of its run).
 
-    In the token basis the rows of A_Q, A_K are α_u, β_u and A_V w_O = b gives coef_u = ‖u‖² b_u (PAPER §5.5).
+    In the token basis the rows of A_Q, A_K are α_u, β_u and A_V w_O = b gives coef_u = ‖u‖² b_u
+    (docs/math.md §8, (7.10)).
     In the orthonormal basis the rows name basis vectors; the per-token coefficients are then recovered from
     P·A by ``refvit.decompose`` where they are identifiable and reported as NaN where not.
     signals : (μ₊, μ₋), each (d,), to name γ₊ and γ₋; without it γ± are NaN.

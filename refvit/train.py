@@ -1,7 +1,8 @@
-"""Full-batch training (PAPER §3): GD (the paper), SignGD and Adam (Li et al., PAPER §8), with a per-step history.
+"""Full-batch training (docs/math.md §6): GD (6.1), the paper's; SignGD and Adam (Li et al.; docs/math.md (6.2),
+(6.3)); a per-step history.
 
 One loop serves every way of training. What it trains is an ``Objective``: it holds the training state as a
-NamedTuple of arrays (``Params`` for dense weights; ``refvit.span.SpanState`` for token coordinates, PAPER §5.5)
+NamedTuple of arrays (``Params`` for dense weights; ``refvit.span.SpanState`` for token coordinates, docs/math.md §8)
 and returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the
 forward ``Cache`` for the history. The optimizer updates every field of the state except the one named ``w_O``,
 which is only updated when ``train_w_O`` is True.
@@ -19,7 +20,7 @@ from .config import TrainConfig
 from .model import Evaluation, Params, check_inputs, forward_cache, loss_grads_cache, mean_loss, resolve_backend
 from .span import SpanObjective
 
-# Quantities recorded at every step t, evaluated at the parameters *before* update t (PAPER §7.2). Token 0 is the
+# Quantities recorded at every step t, evaluated at the parameters *before* update t (math §6.1). Token 0 is the
 # signal token, token 1 the noise token, token 2 the first "other" token (NaN when M = 2). "s0" = training sample 0,
 # the sample the authors' dynamics script plots (a y = +1 sample under balanced labels).
 HISTORY_KEYS = (
@@ -83,7 +84,7 @@ class DenseObjective:
         self.state0 = params
 
     def value_and_grad(self, state) -> Evaluation:
-        return loss_grads_cache(Params(*state), self.X, self.y, self.backend)
+        return loss_grads_cache(Params(*state), self.X, self.y, self.backend)   # loss (math 3.3), gradients (math §4)
 
     def test_outputs(self, state) -> np.ndarray:
         return forward_cache(Params(*state), self.X_test, self.backend)[0]
@@ -118,7 +119,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     """The training loop shared by every objective. Returns the final ``Params`` and the ``History``."""
     state_type = type(objective.state0)
     state = [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
-    trainable = [name != "w_O" or cfg.train_w_O for name in state_type._fields]
+    trainable = [name != "w_O" or cfg.train_w_O for name in state_type._fields]   # (math 6.1)
     has_test = objective.X_test is not None
     b1, b2 = cfg.adam_betas
     m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
@@ -133,7 +134,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported
             loss, grads, f, cache = objective.value_and_grad(state_type(*state))
         if not (np.isfinite(loss) and _all_finite(grads)):
-            status = "diverged"          # never continue on NaN/inf: the caller sees where it broke
+            status = "diverged"          # never continue on NaN/inf: the caller sees where it broke (math §6.1)
             message = (f"loss or gradient became non-finite at step {t} (lr={cfg.lr:g}, optimizer={cfg.optimizer});"
                        " reduce lr")
             break
@@ -144,22 +145,22 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         if stop_after_update:
             status = "converged"         # the authors' loop returns the model after the update that followed the check
             break
-        below = cfg.loss_threshold is not None and loss < cfg.loss_threshold
+        below = cfg.loss_threshold is not None and loss < cfg.loss_threshold   # L_S(θ_t) < τ (math 6.4)
         if below and cfg.stop_rule == "first_below":
-            status = "converged"         # the first iterate below the threshold, not updated
+            status = "converged"         # the first iterate below the threshold, not updated (math 6.5)
             break
         if t == cfg.steps:
             break
-        stop_after_update = below        # "authors": update first, then stop (PAPER §7.1)
+        stop_after_update = below        # "authors": update first, then stop (math 6.6)
         for k in range(len(state)):
             if not trainable[k]:
                 continue
             g = grads[k]
             if cfg.optimizer == "gd":
-                state[k] -= cfg.lr * g
+                state[k] -= cfg.lr * g                     # (math 6.1)
             elif cfg.optimizer == "signgd":
-                state[k] -= cfg.lr * np.sign(g)
-            else:  # Adam with bias correction (Kingma & Ba 2015, Algorithm 1)
+                state[k] -= cfg.lr * np.sign(g)            # (math 6.2)
+            else:  # Adam with bias correction (Kingma & Ba 2015, Algorithm 1) (math 6.3)
                 m[k] = b1 * m[k] + (1 - b1) * g
                 s[k] = b2 * s[k] + (1 - b2) * g * g
                 m_hat = m[k] / (1 - b1 ** (t + 1))
@@ -175,8 +176,8 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     final_test = final_error = np.nan
     if has_test and status != "diverged":
         f_test = objective.test_outputs(state_type(*state))
-        final_test = mean_loss(f_test, objective.y_test)
-        final_error = float(np.mean(np.sign(f_test) != objective.y_test))
+        final_test = mean_loss(f_test, objective.y_test)                      # (math 3.4)
+        final_error = float(np.mean(np.sign(f_test) != objective.y_test))    # (math 3.4)
         if rec["test_loss"]:
             rec["test_loss"][-1] = final_test
     history = History(step=np.arange(len(rec["train_loss"])), values={k: np.asarray(v) for k, v in rec.items()},

@@ -1,4 +1,4 @@
-"""The data model of PAPER §1.2: exact structure, and statistics within stated sampling error."""
+"""The data model of docs/math.md §1.1, §1.2: exact structure, and statistics within stated sampling error."""
 import numpy as np
 import pytest
 
@@ -74,7 +74,7 @@ def test_streams_are_independent_and_reproducible():
 
 def test_snr_conventions():
     cfg = DataConfig(N=10, M=16, d=1024, mu_norm=64.0, sigma_p=4.0, sigma_w=0.2)
-    assert cfg.snr == 64.0 / (4.0 * 32.0)                  # σ_p of the noise token (PAPER §1.3)
+    assert cfg.snr == 64.0 / (4.0 * 32.0)                  # σ_p of the noise token (math 1.6)
     assert cfg.snr_axis == 64.0 / (0.2 * 32.0) == 10.0   # the authors' axis: 64/6.4
     assert snr(64.0, 0.2, 1024) == cfg.snr_axis
     # The authors' curve N·SNR_axis² = 1000 is N·SNR² = 2.5 in the noise-token convention.

@@ -1,4 +1,5 @@
-"""The signal/noise decomposition (PAPER §5): tracked (a) vs recovered (b), residuals, sign structure, edge cases.
+"""The signal/noise decomposition (docs/math.md §7): tracked (a) vs recovered (b), residuals, sign structure, edge
+cases.
 
 (a) replays the §5.2/§5.3 recursions from each step's forward cache; (b) solves the Gram system on the dense
 weights. They share no code but the token bookkeeping, so their agreement checks both.
@@ -63,14 +64,14 @@ def test_figure1_tracked_equals_recovered():
         for name, res in dec.residual.items():
             assert res <= TOL, f"{dec.source} residual {name} = {res:.3g}"
     assert recovered.out_of_span == 0.0                 # w_O frozen: u(t) − u(0) lies in the span exactly
-    # W_V(t) − W_V(0) is rank one, b w_Oᵀ/‖w_O‖² (PAPER §5.2): the recovered A_V must have that form
+    # W_V(t) − W_V(0) is rank one, b w_Oᵀ/‖w_O‖² (math 7.11): the recovered A_V must have that form
     rank_one = np.outer(recovered.b, p0.w_O) / (p0.w_O @ p0.w_O)
     assert rel_error(recovered.A_V, rank_one) <= TOL
     assert tracked.gamma_plus > 0 > tracked.gamma_minus
 
 
 def test_w_O_trained_matrix_recursion_and_out_of_span():
-    """PAPER §5.2, last paragraph, with noise projected off μ± so that V±(t) = μ±ᵀW_V(0)w_O(t) + γ± exactly."""
+    """docs/math.md (7.9)–(7.12) (w_O trained), noise projected off μ± so that V±(t) = μ±ᵀW_V(0)w_O(t) + γ± exactly."""
     data_cfg, model_cfg, train_cfg = dynamics_setting(mu_norm=10.0, project_noise=True)
     data_cfg, model_cfg = data_cfg.replace(d=256), model_cfg.replace(d_h=64, d_v=32)
     data, p0, signals = problem(data_cfg, model_cfg, seed=3)
@@ -89,7 +90,7 @@ def test_w_O_trained_matrix_recursion_and_out_of_span():
 
 
 def test_signal_value_moves_by_gamma_when_noise_is_projected():
-    """With every other token orthogonal to μ± (project_noise=True), V±(t) − V±(0) = γ± (PAPER §5.2)."""
+    """With every other token orthogonal to μ± (project_noise=True), V±(t) − V±(0) = γ± (docs/math.md (7.8))."""
     data_cfg, model_cfg, train_cfg = figure1_setting(N=6, mu_norm=40.0, project_noise=True)
     data_cfg, model_cfg = data_cfg.replace(d=256, M=6), model_cfg.replace(d_h=32, d_v=16)
     data, p0, signals = problem(data_cfg, model_cfg, seed=4)
@@ -100,7 +101,7 @@ def test_signal_value_moves_by_gamma_when_noise_is_projected():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sign structure under GD with w_O frozen (PAPER §5.2): property tests on coefficients recovered at every step
+# Sign structure under GD with w_O frozen (math 7.7): property tests on coefficients recovered at every step
 # ---------------------------------------------------------------------------------------------------------------
 
 @settings(max_examples=40)
@@ -187,7 +188,7 @@ def test_zero_and_repeated_tokens():
     assert np.isnan(recovered.rho_other).all() and "8 zero tokens" in recovered.message
     assert "occur elsewhere" in recovered.message and recovered.rho[1] == recovered.rho[3]
     assert_agree(tracked, recovered)
-    # μ₊ occurs in samples 0 and 2: its one coefficient is the sum of both samples' increments (PAPER §5.2)
+    # μ₊ occurs in samples 0 and 2: its one coefficient is the sum of both samples' increments (math §7.5)
     assert tracker.tokens.counts[tracker.tokens.index[0, 0]] == 2
 
 

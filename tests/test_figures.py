@@ -59,7 +59,7 @@ def test_cell_means_equal_a_direct_average_of_the_run_files(saved_sweep):
             # same numbers summed in the same order: exact up to one division, so 1e-15 relative
             assert g["mean_loss"][i, j] == pytest.approx(np.mean(losses), rel=1e-15)
             assert g["frac_benign"][i, j] == np.mean(np.array(losses) < 0.2)
-    # cells are centred on their own SNR (the authors' curve sat one column off, PAPER §7.1)
+    # cells are centred on their own SNR (the authors' curve sat one column off) (math 10.1)
     e = fig_heatmap._edges(g["snrs"])
     assert np.all((e[:-1] < g["snrs"]) & (g["snrs"] < e[1:]))
     assert g["snrs"][0] == pytest.approx(1 / (0.2 * 8), rel=1e-15)        # ‖μ‖=1: 1/(0.2·√64)
@@ -68,7 +68,7 @@ def test_cell_means_equal_a_direct_average_of_the_run_files(saved_sweep):
 def test_reference_curve_is_the_authors_curve_on_their_axis():
     meta = Sweep.paper(backend="numpy").to_dict()
     # authors: red curve row = 204800/(col+1)² − 10 with N = (row+10)/5 and ‖μ‖ = col+1, i.e. N·‖μ‖² = 40960;
-    # on their axis SNR = ‖μ‖/(0.2·√1024) = ‖μ‖/6.4 that is N·SNR² = 40960/6.4² (PAPER §1.3)
+    # on their axis SNR = ‖μ‖/(0.2·√1024) = ‖μ‖/6.4 that is N·SNR² = 40960/6.4² (math 1.9, 10.1)
     assert fig_heatmap.reference_constant(meta, axis=True) == pytest.approx(40960 / 6.4 ** 2, rel=1e-12)
     assert fig_heatmap.reference_constant(meta, axis=False) == pytest.approx(40960 / (4 * 32) ** 2, rel=1e-12)
 
@@ -102,7 +102,7 @@ def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):
         for r in runs[name]:
             if "c_gamma_plus" not in r:
                 pytest.fail("refvit.decompose is present but the dynamics runs carry no coefficients")
-            # PAPER §5.2: with ℓ' < 0, γ₊ never decreases, γ₋ never increases, y_iρ_i never decreases
+            # (math 7.7): with ℓ' < 0, γ₊ never decreases, γ₋ never increases, y_iρ_i never decreases
             assert np.all(np.diff(r["c_gamma_plus"]) >= 0) and np.all(np.diff(r["c_gamma_minus"]) <= 0)
             assert np.all(np.diff(r["c_y_rho"], axis=0) >= 0)
             if name == "benign":

@@ -1,4 +1,4 @@
-"""Paper-form gradients (PAPER §4 sums, refvit.formulas) against the chain-rule backward (refvit.model).
+"""Paper-form gradients (docs/math.md (4.15)–(4.18), refvit.formulas) against the chain-rule backward (refvit.model).
 
 Tolerance 1e-12 relative: the two are the same real numbers summed in different orders; float64 rounding of
 sums over a few hundred O(1) terms stays below ~1e-14 relative, and any algebraic slip is O(1e-2) or larger.

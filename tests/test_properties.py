@@ -1,4 +1,4 @@
-"""Structural facts of the model (PAPER §2.3, §4), as Hypothesis properties on small random problems.
+"""Structural facts of the model (docs/math.md §5), as Hypothesis properties on small random problems.
 
 Tolerances: 1e-12 relative for identities that hold exactly in real arithmetic and differ in float64 only by
 summation order over at most a few hundred O(1) terms (observed ~1e-15).
@@ -53,7 +53,7 @@ def test_uniform_attention_when_W_Q_is_zero(problem):
 
 @given(problems)
 def test_zero_QK_is_stationary(problem):
-    """(W_Q, W_K) = (0, 0): ∇W_Q = A W_K = 0 and ∇W_K = Aᵀ W_Q = 0 exactly (PAPER §2.3)."""
+    """(W_Q, W_K) = (0, 0): ∇W_Q = A W_K = 0 and ∇W_K = Aᵀ W_Q = 0 exactly (docs/math.md (5.6))."""
     params, X, y = problem
     p0 = params._replace(W_Q=np.zeros_like(params.W_Q), W_K=np.zeros_like(params.W_K))
     _, g = loss_and_grads(p0, X, y)
@@ -63,7 +63,7 @@ def test_zero_QK_is_stationary(problem):
 
 @given(problems)
 def test_euler_identities(problem):
-    """⟨∇W_V f, W_V⟩ = f, ⟨∇w_O f, w_O⟩ = f, ⟨∇W_Q f, W_Q⟩ = ⟨∇W_K f, W_K⟩ = Σ_{l,j} G_lj z_lj (PAPER §4).
+    """⟨∇W_V f, W_V⟩ = f, ⟨∇w_O f, w_O⟩ = f, ⟨∇W_Q f, W_Q⟩ = ⟨∇W_K f, W_K⟩ = Σ_{l,j} G_lj z_lj (docs/math.md (5.7)).
 
     G is rebuilt here from its definition G_lj = (1/M) s_lj (v_j − Σ_k s_lk v_k), independently of the backward.
     """
@@ -99,7 +99,7 @@ def test_gradient_flow_conserves_WQtWQ_minus_WKtWK(problem):
 @given(shapes, seeds)
 def test_gd_drift_of_conserved_quantity_is_second_order(shape, seed):
     """One GD step moves W_QᵀW_Q − W_KᵀW_K by exactly η²(∇Qᵀ∇Q − ∇Kᵀ∇K); over a fixed horizon tη the drift
-    halves when η halves (O(η) at fixed horizon, O(η²) per step; PAPER §4)."""
+    halves when η halves (O(η) at fixed horizon, O(η²) per step; docs/math.md (5.10))."""
     from refvit import train
     params, X, y = random_problem(shape, seed, scale=1.0)
 

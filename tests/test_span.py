@@ -1,4 +1,4 @@
-"""The span-coordinate trainer (PAPER §5.5) against the dense reference: same trajectory, exact test outputs.
+"""The span-coordinate trainer (docs/math.md §8) against the dense reference: same trajectory, exact test outputs.
 
 Tolerance 1e-10 relative (the issue's criterion): the two paths differ only in the order of floating-point sums,
 ~1e-16 per operation; over 200 steps the measured gap is ~1e-14, so 1e-10 leaves four decades while a real error
@@ -69,7 +69,7 @@ def test_figure1_exact_sizes_w_O_frozen(figure1_frozen):
 
 
 def test_span_coordinates_equal_tracked_coefficients(figure1_frozen):
-    """The rows of A are the tracked coefficients (PAPER §5.5 "for free"); residual against the *dense* W(t)."""
+    """The rows of A are the tracked coefficients (docs/math.md §8, (7.10)); residual against the *dense* W(t)."""
     data, p0, (dense, span) = figure1_frozen
     signals = (data.mu_plus, data.mu_minus)
     tracked = dense[2].decomposition(signals, identify=False)
@@ -110,7 +110,7 @@ def test_dynamics_small_widths_w_O_frozen():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The step itself: P·Γ is the dense gradient at W(0) + P·A (not Pᵀ∇, PAPER §5.5 pitfall)
+# The step itself: P·Γ is the dense gradient at W(0) + P·A (not Pᵀ∇) (math 8.5, 8.7)
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("basis", ["tokens", "orthonormal"])

@@ -1,4 +1,4 @@
-"""The stopping rule against a literal transcription of the authors' Figure-1 epoch loop (PAPER §7.1).
+"""The stopping rule against a literal transcription of the authors' Figure-1 epoch loop (docs/math.md (6.6)).
 
 Their loop, per epoch: compute the training loss, backward, optimizer step, then the test loss of the *updated*
 model, returned if the training loss computed before the step was below 0.01. The transcription below shares

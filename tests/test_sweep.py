@@ -195,7 +195,7 @@ def test_presets_have_the_documented_grids():
     q, p = Sweep.quick(backend="numpy"), Sweep.paper(backend="numpy")
     assert len(p.specs()) == 10_000 and p.Ns == tuple(range(2, 21, 2)) and p.mu_norms == tuple(range(1, 101))
     assert len(q.specs()) == 120
-    # both presets run the authors' cell (PAPER §7.1)
+    # both presets run the authors' cell (math §10.1)
     d = p.data
     assert (d.M, d.d, d.sigma_p, d.sigma_w, p.model.d_h, p.model.init_scale, p.train.lr, p.train.steps,
             p.train.loss_threshold) == (16, 1024, 4.0, 0.2, 512, 16.0, 0.1, 1000, 0.01)

@@ -10,7 +10,7 @@ from .problems import REGIMES  # noqa: E402
 
 
 def torch_loss(W_Q, W_K, W_V, w_O, X, y):
-    """The model of PAPER §2.1 written directly in torch: softmax over keys, mean over queries, logistic loss."""
+    """The model of docs/math.md (2.7), (3.3) in torch: softmax over keys, mean over queries, logistic loss."""
     Z = X @ W_Q @ W_K.T @ X.transpose(1, 2)            # (n, M, M) x_lᵀ W_Q W_Kᵀ x_j
     S = torch.softmax(Z, dim=-1)
     v = (X @ W_V @ w_O).unsqueeze(-1)                   # (n, M, 1) value scores

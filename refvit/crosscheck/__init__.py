@@ -6,17 +6,17 @@ examples/ and the guide docs/crosscheck.md). The contracts, with the dimension l
 d_h query/key width, d_v value width):
 
 ``forward_fn(W_Q, W_K, W_V, w_O, X) -> f``
-    W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,), X (n, M, d). Returns the model output f (n,) of PAPER §2.1,
+    W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,), X (n, M, d). Returns the model output f (n,) of docs/math.md (2.7),
     f_i = (1/M) Σ_l Σ_j softmax_j(x_lᵀ W_Q W_Kᵀ x_j) x_jᵀ W_V w_O (softmax over keys j, no 1/√d_h).
 
 ``grad_fn(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O)``
-    y (n,) in {±1}. loss is the *mean* logistic loss L = (1/n) Σ_i log(1 + exp(-y_i f_i)) (PAPER §3), a scalar;
-    the four gradients of L have the shapes of the parameters. dw_O is always returned, even when training
-    freezes w_O.
+    y (n,) in {±1}. loss is the *mean* logistic loss L = (1/n) Σ_i log(1 + exp(-y_i f_i)), a scalar
+    (docs/math.md (3.3)); the four gradients of L have the shapes of the parameters. dw_O is always returned, even
+    when training freezes w_O.
 
 ``gd_step_fn(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O)``
     One full-batch gradient-descent step θ ← θ − lr ∇L(θ), lr a Python float. w_O is frozen by default (the
-    authors' code and the PAPER §2.2 default), so the returned w_O must equal the one passed in; call
+    authors' code and the default of docs/math.md §3), so the returned w_O must equal the one passed in; call
     ``crosscheck(..., train_w_O=True)`` if your implementation trains w_O, and the checker then expects
     w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory).
 

@@ -66,7 +66,8 @@ def tolerance(dtype: str, block: str) -> float:
 
 @dataclass(frozen=True)
 class CaseSpec:
-    """One check case: data (PAPER §1.2, authors' isotropic noise), widths, init (PAPER §3), step size and seed.
+    """One check case: data (docs/math.md §1.1, authors' isotropic noise), widths, init (docs/math.md (3.6)–(3.8)),
+    step size and seed.
 
     M = 1 is built directly (one token μ_y + σ_p·noise per image), since ``DataConfig`` needs a signal and a noise
     token; everything else uses ``refvit.data.sample`` with balanced labels. ``init`` and its scale are those of
@@ -111,10 +112,10 @@ SMALL_CASES = (
 )
 
 AUTHOR_CASES = (
-    CaseSpec("figure1", "the authors' Figure-1 cell (PAPER §7.1) at ‖μ‖ = 64, N shrunk from 20 to 4",
+    CaseSpec("figure1", "the authors' Figure-1 cell (docs/math.md §10.1) at ‖μ‖ = 64, N shrunk from 20 to 4",
              N=4, M=16, d=1024, d_h=512, d_v=512, mu_norm=64.0, sigma_p=4.0, sigma_w=0.2,
              init="torch_uniform_scaled", init_scale=16.0, lr=0.1, seed=6),
-    CaseSpec("dynamics", "the authors' dynamics script (PAPER §7.2) at ‖μ‖ = 1, N shrunk from 10 to 4",
+    CaseSpec("dynamics", "the authors' dynamics script (docs/math.md §10.2) at ‖μ‖ = 1, N shrunk from 10 to 4",
              N=4, M=3, d=2048, d_h=1024, d_v=512, mu_norm=1.0, sigma_p=1.0, sigma_w=0.05,
              init="torch_uniform_scaled", init_scale=32.0, lr=0.01, seed=7),
 )
@@ -172,7 +173,7 @@ def select_cases(cases="all") -> tuple[CaseSpec, ...]:
 # ---------------------------------------------------------------------------------------------------------------
 
 def reference_step(params: Params, X, y, lr: float, train_w_O: bool) -> Params:
-    """One GD step of the reference (PAPER §3): θ − lr ∇L, w_O only if ``train_w_O``."""
+    """One GD step of the reference (docs/math.md (6.1)): θ − lr ∇L, w_O only if ``train_w_O``."""
     _, g = loss_and_grads(params, X, y)
     return Params(params.W_Q - lr * g.W_Q, params.W_K - lr * g.W_K, params.W_V - lr * g.W_V,
                   params.w_O - lr * g.w_O if train_w_O else params.w_O.copy())

@@ -59,7 +59,7 @@ def add_subcommand(sub) -> None:
     p.add_argument("--step", help="step(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O), one GD step")
     p.add_argument("--dtype", default="float64", choices=DTYPES, help="dtype of the arrays passed to you")
     p.add_argument("--train-w-O", dest="train_w_O", action="store_true",
-                   help="your step trains w_O (default: frozen, PAPER §2.2)")
+                   help="your step trains w_O (default: frozen, docs/math.md §3)")
     p.add_argument("--cases", default="all", choices=["all", "small", "authors"])
     p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")
     p.add_argument("--json", help="also write the report as JSON to this file")

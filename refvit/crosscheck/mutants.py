@@ -18,7 +18,7 @@ from ..model import Params
 
 @dataclass(frozen=True)
 class Variant:
-    """The model of PAPER §2-3 with switches; ``Variant()`` is the reference itself (in ``dtype``).
+    """The model of docs/math.md §2, §3 with switches; ``Variant()`` is the reference itself (in ``dtype``).
 
     temperature: logits divided by √d_h.      softmax_over: "keys" (correct) or "queries".
     mean_over_queries: the 1/M of f.          mean_over_samples: the 1/n of the loss.
@@ -113,22 +113,22 @@ class Mistake:
 
 CATALOGUE = (
     Mistake("sqrt_dh_temperature", "logits divided by √d_h (the usual transformer scaling; this model has none, "
-            "PAPER §2.1)", Variant(temperature=True)),
+            "docs/math.md (2.4))", Variant(temperature=True)),
     Mistake("softmax_over_queries", "softmax normalized over the queries l instead of the keys j; then Σ_l s_lj = 1 "
-            "and f collapses to the mean value score (PAPER §2.1)", Variant(softmax_over="queries")),
+            "and f collapses to the mean value score (docs/math.md (2.4))", Variant(softmax_over="queries")),
     Mistake("missing_1_over_M", "the 1/M average over the M query rows is missing: f is M times too large "
-            "(PAPER §2.1)", Variant(mean_over_queries=False)),
+            "(docs/math.md (2.5))", Variant(mean_over_queries=False)),
     Mistake("missing_1_over_N", "the loss is summed over samples instead of averaged: loss and gradients are n "
-            "times too large (PAPER §3)", Variant(mean_over_samples=False)),
-    Mistake("exponential_loss", "exp(−y f) instead of the logistic loss log(1 + exp(−y f)) (PAPER §3)",
+            "times too large (docs/math.md (3.3))", Variant(mean_over_samples=False)),
+    Mistake("exponential_loss", "exp(−y f) instead of the logistic loss log(1 + exp(−y f)) (docs/math.md (3.1))",
             Variant(loss="exponential")),
-    Mistake("W_K_as_W_Q", "W_K used in place of W_Q: logits x_lᵀ W_K W_Kᵀ x_j (PAPER §2.1)",
+    Mistake("W_K_as_W_Q", "W_K used in place of W_Q: logits x_lᵀ W_K W_Kᵀ x_j (docs/math.md (2.3))",
             Variant(query_weight="W_K")),
     Mistake("transposed_logits", "transposed attention matrix W = W_Q W_Kᵀ: logits x_jᵀ W_Q W_Kᵀ x_l, i.e. Zᵀ, "
-            "or W_Q and W_K swapped (PAPER §2.1)", Variant(transpose_logits=True)),
+            "or W_Q and W_K swapped (docs/math.md (2.3))", Variant(transpose_logits=True)),
     Mistake("doubled_step", "the GD step is 2·lr·∇L (update applied twice, or the gradient accumulated twice)",
             Variant(step_scale=2.0)),
-    Mistake("w_O_trained", "the GD step updates w_O although it is frozen in this setting (PAPER §2.2); pass "
+    Mistake("w_O_trained", "the GD step updates w_O although it is frozen in this setting (docs/math.md §3); pass "
             "train_w_O=True (--train-w-O) if you train it on purpose", Variant(flip_w_O=True),
             lambda dtype, train_w_O: not train_w_O),
     Mistake("w_O_frozen", "the GD step leaves w_O unchanged although train_w_O=True was asked for "

@@ -156,7 +156,7 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
         ``refvit.crosscheck``. Only
         forward_fn is required; the loss and gradient blocks need grad_fn, the trajectory blocks gd_step_fn.
     dtype : "float64" or "float32": the dtype of every array passed to your functions, and which tolerances apply.
-    train_w_O : whether your GD step trains w_O (default False: frozen, PAPER §2.2).
+    train_w_O : whether your GD step trains w_O (default False: frozen, docs/math.md §3).
     cases : "all" (default: 5 small cases + the authors' two settings), "small", "authors", or a list of names.
     steps : length of the GD trajectory (20).
     verbose : print the report.

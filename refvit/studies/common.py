@@ -18,15 +18,16 @@ PRESETS = ("quick", "full")
 
 
 def coords_for(optimizer: str) -> dict:
-    """TrainConfig changes for ``optimizer``: GD on exact span coordinates (PAPER §5.5, numpy core); SignGD and Adam
-    on dense weights (their elementwise updates leave the token span) with the fastest core."""
+    """TrainConfig changes for ``optimizer``: GD on exact span coordinates (docs/math.md §8, numpy core); SignGD and
+    Adam on dense weights (their elementwise updates leave the token span) with the fastest core."""
     return {"coords": "span", "backend": "numpy"} if optimizer == "gd" else {"coords": "dense", "backend": "auto"}
 
 
 def regime_of(n_snr2: float, factor: float = 2.0) -> str:
-    """'benign' if N·SNR² ≥ factor·2.5, 'harmful' if ≤ 2.5/factor, else 'transition' (SNR with σ_p, PAPER §1.3).
+    """'benign' if N·SNR² ≥ factor·2.5, 'harmful' if ≤ 2.5/factor, else 'transition' (SNR with σ_p; docs/math.md (1.9)).
 
-    factor = 2 keeps the cells within a factor 2 of the curve (where seeds disagree, PAPER §7.1) out of both groups.
+    factor = 2 keeps the cells within a factor 2 of the curve (where seeds disagree; setting of docs/math.md §10.1) out
+    of both groups.
     """
     if not factor >= 1:
         raise ValueError(f"factor must be >= 1, got {factor!r}")

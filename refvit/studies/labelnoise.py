@@ -1,6 +1,7 @@
 """The label-noise study: the Figure-1 grid at several training-label flip rates.
 
-**Label noise** (Zhang et al. 2025, PAPER §8.1): ``DataConfig(flip_rate=p)`` flips exactly round(p·N) training
+**Label noise** (Zhang et al. 2025; flips as in docs/math.md (1.5)):
+``DataConfig(flip_rate=p)`` flips exactly round(p·N) training
 labels; test labels stay clean. GD at the authors' η = 0.1 on the span backend, Figure-1 setting otherwise.
 """
 from __future__ import annotations

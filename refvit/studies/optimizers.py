@@ -1,10 +1,10 @@
 """The optimizer study: GD, SignGD and Adam in the Figure-1 and the dynamics settings.
 
 **Optimizers** (Li et al., ICLR 2025: SignGD, and Adam which behaves like it, converge fast but generalize poorly on
-noisy data; PAPER §8). GD, SignGD and Adam are compared in two settings: the Figure-1 setting (PAPER §7.1;
-``figure1_setting``) and the dynamics setting (PAPER §7.2; ``dynamics_setting``). GD runs on the exact span backend
-(PAPER §5.5); SignGD and Adam need a dense backend ("auto"): their elementwise updates leave the token span.
-Each optimizer's rate comes from ``refvit.studies.lr_rule``.
+noisy data; docs/math.md (6.2), (6.3)). GD, SignGD and Adam are compared in two settings: the Figure-1 setting
+(docs/math.md §10.1; ``figure1_setting``) and the dynamics setting (docs/math.md §10.2; ``dynamics_setting``). GD runs
+on the exact span backend (docs/math.md §8); SignGD and Adam need a dense backend ("auto"): their elementwise updates
+leave the token span. Each optimizer's rate comes from ``refvit.studies.lr_rule``.
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ class Setting:
     pilot_Ns, pilot_mus, pilot_repeats : the pilot grid of the learning-rate rule.
     regimes, curve_runs, curve_steps, curve_eval_every : fixed-length training curves (``refvit.dynamics``) at the
         chosen rates, ``curve_runs`` per regime (none if curve_runs = 0). eval_every: test loss every k steps.
-    curve_optimizers : which optimizers get curves (None: all). A dense step of the dynamics setting costs ~0.1 s of
+        curve_optimizers : which optimizers get curves (None: all). A dense step of the dynamics setting costs ~0.1 s of
         CPU (d=2048, d_h=1024) and a dense test evaluation ~0.25 s, so the quick preset draws GD and SignGD only.
-    references : extra (optimizer, rate) pairs run on the same grid and streams *outside* the rule, e.g. GD at the
-        authors' rate of the setting (PAPER §7.1: 0.1, §7.2: 0.01), so that the chosen rates can be compared with
-        the paper's own runs. reference_curve_steps : length of their curves (0: curve_steps).
+        references : extra (optimizer, rate) pairs run on the same grid and streams *outside* the rule, e.g. GD at the
+        authors' rate of the setting (0.1: docs/math.md §10.1; 0.01: §10.2), so that the chosen rates can be compared
+        with the paper's own runs. reference_curve_steps : length of their curves (0: curve_steps).
     """
     name: str
     data: DataConfig
@@ -113,8 +113,8 @@ class Setting:
 
 
 def figure1_optimizer_setting(Ns, mus, repeats, budget) -> Setting:
-    """Figure-1 setting (PAPER §7.1). Pilot cells N ∈ {8, 16} × ‖μ‖ ∈ {30, 100}: N·SNR² = 0.44, 0.88 (harmful)
-    and 4.9, 9.8 (benign) against the boundary 2.5 (PAPER §1.3)."""
+    """Figure-1 setting (docs/math.md §10.1). Pilot cells N ∈ {8, 16} × ‖μ‖ ∈ {30, 100}: N·SNR² = 0.44, 0.88 (harmful)
+    and 4.9, 9.8 (benign) against the boundary 2.5 (docs/math.md (1.9))."""
     data, model, train = figure1_setting()
     return Setting("figure1", data, model, train.replace(steps=budget, loss_threshold=LOSS_THRESHOLD),
                    tuple(Ns), tuple(mus), repeats, (8, 16), (30, 100), 2, references=(("gd", train.lr),))
@@ -122,7 +122,7 @@ def figure1_optimizer_setting(Ns, mus, repeats, budget) -> Setting:
 
 def dynamics_optimizer_setting(repeats, curve_runs, curve_steps, eval_every, budget=500,
                                curve_optimizers=None) -> Setting:
-    """Dynamics setting (PAPER §7.2), N = 10: the harmful ‖μ‖ = 1 (N·SNR² = 0.005) and the benign ‖μ‖ = 30 (4.4)
+    """Dynamics setting (docs/math.md §10.2), N = 10: the harmful ‖μ‖ = 1 (N·SNR² = 0.005) and the benign ‖μ‖ = 30 (4.4)
     of ``refvit.dynamics``; the pilot uses the same two cells (the N grid has one value)."""
     data, model, train = dynamics_setting()
     mus = tuple(mu for _, mu in REGIMES)
