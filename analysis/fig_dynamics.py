@@ -26,17 +26,20 @@ import numpy as np  # noqa: E402
 from refvit.io import load_json, save_figure  # noqa: E402
 from refvit.results import dynamics_run_file, load_history  # noqa: E402
 
-# (row title, [(key in the npz, label), ...], log scale)
+# (row name = y label, [(key in the npz, legend label), ...], log scale)
 ROWS = (
     ("loss", [("h_train_loss", "train loss"), ("h_test_loss", "test loss")], True),
-    ("attention of sample 0", [("h_attn_signal_s0", "ā on signal μ₊"), ("h_attn_noise_s0", "ā on noise ξ₀")],
+    ("attention\n(sample 0)", [("h_attn_signal_s0", "ā on signal μ₊"), ("h_attn_noise_s0", "ā on noise ξ₀")],
      False),
-    ("value scores of sample 0", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
-    ("QK, signal query", [("h_qk_sig_sig_s0", "μ₊ᵀW_QW_Kᵀμ₊"), ("h_qk_sig_noise_s0", "μ₊ᵀW_QW_Kᵀξ₀")], False),
-    ("QK, token-3 query", [("h_qk_other_sig_s0", "x₃ᵀW_QW_Kᵀμ₊"), ("h_qk_other_noise_s0", "x₃ᵀW_QW_Kᵀξ₀")], False),
-    ("decomposed coefficients (docs/math.md (7.6))", [("c_gamma_plus", "γ₊"), ("c_minus_gamma_minus", "−γ₋"),
-                                              ("c_y_rho_mean", "mean_i y_iρ_i")], False),
+    ("value score\n(sample 0)", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
+    ("logit, signal\nquery (sample 0)", [("h_qk_sig_sig_s0", "μ₊ᵀW_QW_Kᵀμ₊"), ("h_qk_sig_noise_s0", "μ₊ᵀW_QW_Kᵀξ₀")],
+     False),
+    ("logit, token-3\nquery (sample 0)", [("h_qk_other_sig_s0", "x₃ᵀW_QW_Kᵀμ₊"),
+                                          ("h_qk_other_noise_s0", "x₃ᵀW_QW_Kᵀξ₀")], False),
+    ("coefficients\n(docs/math.md (7.6))", [("c_gamma_plus", r"$\gamma_+$"), ("c_minus_gamma_minus", r"$-\gamma_-$"),
+                                            ("c_y_rho_mean", r"mean over $i$ of $y_i\,\rho_i$")], False),
 )
+STYLES = ({"ls": "-", "lw": 2.4}, {"ls": "--", "lw": 1.6}, {"ls": "-", "lw": 1.5})   # curves that coincide stay visible
 
 
 def load_runs(folder) -> tuple[dict, dict]:
@@ -63,13 +66,13 @@ def _with_derived(summary: dict, run: dict) -> dict:
     return run
 
 
-def band(ax, t, Y: np.ndarray, k: float, label: str, color, log: bool) -> None:
-    """Mean over runs (rows of Y) with a mean ± k·std band."""
+def band(ax, t, Y: np.ndarray, k: float, label: str, color, log: bool, **line) -> None:
+    """Mean over runs (rows of Y) with a mean ± k·std band; ``line`` styles the mean curve."""
     m, s = np.nanmean(Y, axis=0), np.nanstd(Y, axis=0)
     lo = m - k * s
     if log:
         lo = np.where(lo > 0, lo, np.nan)        # a log axis cannot show the band's non-positive part
-    ax.plot(t, m, color=color, lw=1.5, label=label)
+    ax.plot(t, m, color=color, label=label, **({"lw": 1.5} | line))
     ax.fill_between(t, lo, m + k * s, color=color, alpha=0.25, lw=0)
 
 
@@ -91,7 +94,7 @@ def figure3(dyn_dir, out, k: float = 2.0, dpi: int = 110) -> Path:
                 if not all(key in run for run in rs):
                     continue
                 Y = np.stack([run[key] for run in rs])          # (runs, steps+1)
-                band(ax, t, Y, k, label, f"C{j}", log)
+                band(ax, t, Y, k, label, f"C{j}", log, **STYLES[j])
                 drawn += 1
             if drawn == 0:
                 ax.text(0.5, 0.5, "not in these runs: coefficients are tracked for GD only", ha="center",
@@ -100,13 +103,16 @@ def figure3(dyn_dir, out, k: float = 2.0, dpi: int = 110) -> Path:
                 ax.legend(fontsize=8)
             if log:
                 ax.set_yscale("log")
-            ax.set_title(f"{name}, ‖μ‖={mu} (N·SNR²={n_snr2:.3g}): {title}" if r == 0 else title, fontsize=9)
+            if r == 0:
+                ax.set_title(f"{name} regime: ‖μ‖ = {mu}, N·SNR² = {n_snr2:.3g}", fontsize=11)
+            if c == 0:
+                ax.set_ylabel(title, fontsize=9)
             if r == len(ROWS) - 1:
                 ax.set_xlabel("training iterations t")
     s0 = runs[names[0]][0]["summary"]
-    fig.suptitle(f"Figure 3 ({meta['name']}): M={d['M']}, d={d['d']}, N={d['N']}, σ_p={d['sigma_p']:g}, "
-                 f"σ_w={d['sigma_w']:g}, η={meta['train']['lr']:g}, {s0['steps']} steps; mean ± {k:g}·std over "
-                 f"{len(runs[names[0]])} runs (the authors' code drew ±1 std)", fontsize=10)
+    fig.suptitle(f"Training dynamics ({meta['name']} preset): M={d['M']}, d={d['d']}, N={d['N']}, noise std "
+                 f"{d['sigma_p']:g}, step size {meta['train']['lr']:g}, {s0['steps']} steps\n"
+                 f"mean ± {k:g}·std over {len(runs[names[0]])} runs (the authors' code drew ±1 std)", fontsize=11)
     return save_figure(fig, out, dpi)
 
 

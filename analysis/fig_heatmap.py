@@ -123,7 +123,8 @@ def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi
     g = cell_grid(table, "snr_axis" if axis else "snr")
     const = k_curve if k_curve is not None else reference_constant(meta, axis)
     sig = meta["data"]["snr_axis_sigma"] if axis else meta["data"]["sigma_p"]
-    xlabel = f"SNR = ‖μ‖ / ({sig:g}·√d)" + ("  (authors' axis)" if axis else "  (noise-token σ_p)")
+    xlabel = (f"SNR = ‖μ‖ / ({sig:g}·√d), {sig:g} = std of the weak tokens (the authors' axis)" if axis else
+              f"SNR = ‖μ‖ / ({sig:g}·√d), {sig:g} = std of the noise token")
     fit = load_json(d / "fit.json") if (d / "fit.json").exists() else None
     if fit is not None and fit["a"] is None:     # separable labels: no finite MLE; draw the Firth fit if saved
         fit = fit.get("firth")
@@ -139,19 +140,24 @@ def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi
     two = ListedColormap([plt.get_cmap("viridis")(0.0), plt.get_cmap("viridis")(1.0)])
     plot_panel(axes[1], g, cut, f"(b) cut at {BENIGN_LOSS}: purple < {BENIGN_LOSS} ≤ yellow", two, 0, 1, const,
                xlabel)
-    axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + [
-        Patch(facecolor="none", edgecolor="red", hatch="///", label="some runs not converged"),
-        Patch(facecolor="0.6", edgecolor="red", hatch="///", label="no run converged")],
-        loc="upper right", fontsize=7, framealpha=0.8)
+    hatches = []                  # legend entries only for the markings this figure shows
+    if np.any((g["n_conv"] < g["n_runs"]) & (g["n_conv"] > 0)):
+        hatches.append(Patch(facecolor="none", edgecolor="red", hatch="///", label="some runs not converged"))
+    if np.any(g["n_conv"] == 0):
+        hatches.append(Patch(facecolor="0.6", edgecolor="red", hatch="///", label="no run converged"))
+    if hatches:
+        axes[1].legend(handles=axes[1].get_legend_handles_labels()[0] + hatches, loc="upper right", fontsize=7,
+                       framealpha=0.8)
     im = plot_panel(axes[2], g, g["frac_benign"], "(c) fraction of seeds benign, fitted boundary", "viridis_r", 0, 1,
                     const, xlabel, fit=fit, fit_const=fit_const)
     fig.colorbar(im, ax=axes[2], label=f"fraction of runs with test loss < {BENIGN_LOSS}")
     n_rep = meta["repeats"]
-    fig.suptitle(f"Figure 1 ({meta['name']}): M={meta['data']['M']}, d={meta['data']['d']}, "
-                 f"σ_p={meta['data']['sigma_p']:g}, σ_w={meta['data']['sigma_w']:g}, η={meta['train']['lr']:g}, "
-                 f"{n_rep} seed(s) per cell, {len(table['N'])} runs. Red: N·SNR²={const:g} on this axis "
-                 f"(= {boundary_n_snr2():g} with σ_p), drawn at cell centres (authors' one-column offset fixed)",
-                 fontsize=9)
+    dd = meta["data"]
+    fig.suptitle(f"Test loss after training, by training-set size N and signal-to-noise ratio "
+                 f"({meta['name']} preset: {len(table['N'])} runs, {n_rep} seed(s) per cell)\n"
+                 f"M={dd['M']} tokens of dimension d={dd['d']}, noise std {dd['sigma_p']:g}, weak-token std "
+                 f"{dd['sigma_w']:g}, step size {meta['train']['lr']:g}. Red curve: the authors' boundary "
+                 f"N·SNR² = {const:g} on this axis ({boundary_n_snr2():g} with the noise std)", fontsize=10)
     return save_figure(fig, out, dpi)
 
 
