@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.fig_dynamics import band  # noqa: E402
+from analysis.fig_dynamics import ROWS, band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.results import dynamics_run_file, load_history  # noqa: E402
@@ -198,12 +198,7 @@ def _stack(runs: list[dict], key: str) -> np.ndarray:
     return Y
 
 
-CURVE_ROWS = (
-    ("loss", [("h_train_loss", "train loss"), ("h_test_loss", "test loss")], True),
-    ("attention of sample 0", [("h_attn_signal_s0", "ā on signal μ₊"), ("h_attn_noise_s0", "ā on noise ξ₀")],
-     False),
-    ("value scores of sample 0", [("h_V_signal_s0", "μ₊ᵀW_V w_O"), ("h_V_noise_s0", "ξ₀ᵀW_V w_O")], False),
-)
+CURVE_ROWS = ROWS[:3]     # Figure 3's loss, attention and value-score rows
 
 
 def dynamics_figure(d: Path, out: Path, k: float = 1.0, dpi: int = 110) -> Path | None:
@@ -238,7 +233,8 @@ def dynamics_figure(d: Path, out: Path, k: float = 1.0, dpi: int = 110) -> Path 
                     ax.set_ylim(-0.02, 1.02)
                 if r == 0:
                     _annotate_final(ax, runs)
-                ax.set_title(f"{series_label(s)}, {name} ‖μ‖={mu} (N·SNR²={n_snr2:.3g}): {title}", fontsize=8.5)
+                ax.set_title(f"{series_label(s)}, {name} ‖μ‖={mu} (N·SNR²={n_snr2:.3g}): "
+                             f"{title.replace(chr(10), ' ')}", fontsize=8.5)
                 ax.legend(fontsize=7)
                 ax.grid(alpha=0.3)
                 if g * len(CURVE_ROWS) + r == nrow - 1:
