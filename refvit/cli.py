@@ -1,4 +1,4 @@
-"""Command line: ``refvit demo | reproduce | sweep | study | coefficients | crosscheck | golden``.
+"""Command line: ``refvit demo | reproduce | sweep | study | coefficients | crosscheck | golden | audit``.
 
 Every subcommand computes into RESULTS (default ``results/``, which git ignores) and draws from the saved results
 into FIGURES (default ``results/figures/``); the figures committed in ``figures/`` are made with
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import golden, pipelines
+from . import audit, golden, pipelines
 from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .coefficients import SETTINGS
@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_crosscheck(sub)
     golden.add_subcommand(sub)
+    audit.add_subcommand(sub)
     return p
 
 
