@@ -31,6 +31,16 @@ from .results import COLUMNS, TIMING_COLUMNS, sweep_run_file
 PRESETS = ("quick", "paper")
 
 
+def _whole_numbers(name: str, values, what: str) -> tuple:
+    """``values`` as ints, refusing anything int() would round (2.9 is not 2) and booleans."""
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+            raise ValueError(f"{name} must be whole numbers ({what}), got {v!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Sweep:
     """A grid of runs. ``data``/``model``/``train`` are templates: each run replaces data.N and data.mu_norm.
@@ -51,8 +61,8 @@ class Sweep:
     stream_tag: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "Ns", tuple(int(n) for n in self.Ns))
-        object.__setattr__(self, "stream_tag", tuple(int(t) for t in self.stream_tag))
+        object.__setattr__(self, "Ns", _whole_numbers("Ns", self.Ns, "training-set sizes"))
+        object.__setattr__(self, "stream_tag", _whole_numbers("stream_tag", self.stream_tag, "stream keys"))
         mus = []
         for mu in self.mu_norms:
             if float(mu) != int(mu) or int(mu) <= 0:
