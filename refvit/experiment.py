@@ -22,6 +22,10 @@ class CellRun(NamedTuple):
     tracker: CoefficientTracker | None   # the coefficient tracker when run with track=True
 
 
+def _last(series) -> float:
+    return float(series[-1]) if len(series) else float("nan")
+
+
 def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
     """The stream key of run ``repeat`` of cell (N, ‖μ‖): ``streams(seed, *cell_key(N, mu, r))``.
 
@@ -65,7 +69,8 @@ def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
         "steps": hist.steps, "status": hist.status, "converged": hist.status == "converged",
         "train_loss": hist.final_train_loss, "test_loss": hist.final_test_loss,
         "test_error": hist.final_test_error,
-        "attn_signal": float(hist["attn_signal"][-1]), "attn_noise": float(hist["attn_noise"][-1]),
+        # NaN when the very first forward pass overflowed (no history row)
+        "attn_signal": _last(hist["attn_signal"]), "attn_noise": _last(hist["attn_noise"]),
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
     }
     return CellRun(summary, hist, params0, params, data, tracker)
