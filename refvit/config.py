@@ -64,13 +64,16 @@ def _positive_float(name: str, value, allow_zero: bool = False) -> None:
 SCALE_RANGE = (1e-150, 1e150)
 
 
-def _scale(name: str, value, allow_zero: bool = False) -> None:
-    """A positive finite float64 scale whose squares neither overflow nor underflow (``SCALE_RANGE``)."""
+def _scale(name: str, value, allow_zero: bool = False, inverse: bool = False) -> None:
+    """A positive finite float64 scale whose squares neither overflow nor underflow (``SCALE_RANGE``).
+    ``inverse``: the scale is a divisor (the weights are ∝ 1/value)."""
     _positive_float(name, value, allow_zero)
     lo, hi = SCALE_RANGE
     if value != 0 and not lo <= value <= hi:
-        raise ValueError(f"{name}={value!r} is outside [{lo:g}, {hi:g}]: its square "
-                         f"{'underflows to 0' if value < lo else 'overflows'} in float64, so the model cannot "
+        small = value > hi if inverse else value < lo
+        what = f"the weights ∝ 1/{name} = {1 / value:.3g}" if inverse else f"{name}={value!r}"
+        raise ValueError(f"{name}={value!r} is outside [{lo:g}, {hi:g}]: the square of {what} "
+                         f"{'underflows to 0' if small else 'overflows'} in float64, so the model cannot "
                          "produce finite, meaningful outputs")
 
 
@@ -206,7 +209,7 @@ class ModelConfig(_Config):
         _positive_int("d_h", self.d_h)
         _positive_int("d_v", self.d_v)
         _choice("init", self.init, INITS)
-        _scale("init_scale", self.init_scale)     # weights ∝ 1/init_scale
+        _scale("init_scale", self.init_scale, inverse=True)     # weights ∝ 1/init_scale
         _scale("sigma0", self.sigma0)
 
 
