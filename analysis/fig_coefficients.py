@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.io import load_npz, save_figure  # noqa: E402
+from refvit.io import load_npz, one_line_errors, save_figure  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -89,6 +89,7 @@ def draw(results_file, out) -> Path:
     return save_figure(fig, out)
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", help="results .npz written by `refvit coefficients train` or `weights`")

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from refvit.io import save_figure  # noqa: E402
+from refvit.io import one_line_errors, save_figure  # noqa: E402
 from refvit.results import load_history  # noqa: E402
 
 
@@ -42,6 +42,7 @@ def demo_figure(results, out) -> Path:
     return save_figure(fig, out)
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", help="folder with demo_benign.npz and demo_harmful.npz")

@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.io import load_json, save_figure  # noqa: E402
+from refvit.io import load_json, one_line_errors, save_figure  # noqa: E402
 from refvit.results import dynamics_run_file, load_history  # noqa: E402
 
 # (row name = y label, [(key in the npz, legend label), ...], log scale)
@@ -116,6 +116,7 @@ def figure3(dyn_dir, out, k: float = 2.0, dpi: int = 110) -> Path:
     return save_figure(fig, out, dpi)
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dyn_dir", help="folder written by refvit.dynamics.run_dynamics")

@@ -29,7 +29,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from refvit.config import BENIGN_LOSS, boundary_n_snr2  # noqa: E402
-from refvit.io import load_json, read_columns, save_figure  # noqa: E402
+from refvit.io import load_json, one_line_errors, read_columns, save_figure  # noqa: E402
 
 
 def reference_constant(meta: dict, axis: bool) -> float:
@@ -161,6 +161,7 @@ def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi
     return save_figure(fig, out, dpi)
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep_dir", help="folder with table.csv, sweep.json (and fit.json for panel c's fitted curve)")

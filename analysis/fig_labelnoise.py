@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
-from refvit.io import load_json, read_columns, read_csv, save_figure  # noqa: E402
+from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.studies import p_folder  # noqa: E402
 
 ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
@@ -103,6 +103,7 @@ def labelnoise_figure(study_dir, out, dpi: int = 110) -> Path:
     return save_figure(fig, out, dpi)
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study_dir", help="folder written by `refvit study label-noise`")

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from analysis.fig_dynamics import ROWS, band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
-from refvit.io import load_json, read_columns, read_csv, save_figure  # noqa: E402
+from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.results import dynamics_run_file, load_history  # noqa: E402
 
 NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
@@ -253,6 +253,7 @@ def optimizer_figures(study_dir, out_heatmaps, out_dynamics, k: float = 1.0, dpi
     return [x for x in paths if x is not None]
 
 
+@one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study_dir", help="folder written by `refvit study optimizers`")

@@ -23,7 +23,9 @@ def reproduce_summary(sweep_dir) -> str:
         f"refvit reproduce --preset {meta['name']}",
         f"Figure 1 sweep: {len(meta['Ns'])} N x {len(meta['mu_norms'])} |mu| x {meta['repeats']} seeds = "
         f"{len(rows)} runs (coords {train['coords']}, backend {train['backend']}, base seed {meta['seed']}); "
-        f"converged {n_conv}/{len(rows)}",
+        f"converged {n_conv}/{len(rows)}" + "".join(
+            f", {sum(r['status'] == st for r in rows)} {st}" for st in sorted({r["status"] for r in rows})
+            if st != "converged"),
         describe(load_json(d / "fit.json")),
     ]
     return "\n".join(lines) + "\n"

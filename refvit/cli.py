@@ -12,6 +12,7 @@ import sys
 from . import audit, golden, pipelines
 from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
+from .io import one_line_errors
 from .coefficients import SETTINGS
 from .studies import LR_RULES, STUDIES
 from .studies.common import PRESETS as STUDY_PRESETS
@@ -27,6 +28,13 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
     return value
 
 
@@ -109,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     _compute_options(r, None, "span")
     _parallel_options(r)
     r.add_argument("--n-boot", type=_non_negative_int, default=None,
-                   help="bootstrap resamples of the fit (default 200 quick / 1000 paper)")
+                   help="bootstrap resamples of the fit (default 200 quick / 1000 paper; 0: no intervals, and the "
+                        "summary then states that it has none)")
     r.add_argument("--no-dynamics", action="store_true", help="skip the Figure-3 dynamics runs")
     r.set_defaults(func=cmd_reproduce)
 
@@ -144,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = modes.add_parser("train", help="train a cell with the coefficient tracker, save, draw", formatter_class=FORMATTER)
     t.add_argument("--setting", choices=sorted(SETTINGS), default="figure1",
                    help="the settings of docs/math.md §10.1 or §10.2")
-    t.add_argument("--N", type=int, default=None, help="training samples (default: the setting's)")
+    t.add_argument("--N", type=_positive_int, default=None, help="training samples (default: the setting's)")
     t.add_argument("--mu", type=float, default=80.0, help="signal norm ‖μ‖")
-    t.add_argument("--steps", type=int, default=None, help="maximum steps (default: the setting's)")
+    t.add_argument("--steps", type=_positive_int, default=None, help="maximum steps (default: the setting's)")
     t.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (docs/math.md §7.3)")
     t.add_argument("--save-weights", action="store_true", help="also save W(0), W(t) and the data (for `weights`)")
     t.add_argument("--results-file", default=None, help="results .npz (default: RESULTS/coefficients_<cell>.npz)")
@@ -170,13 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors   # bad settings and unusable files: one line `refvit: error: …`, status 2, no traceback
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ValueError as e:   # bad settings: say what to change, no traceback
-        print(f"refvit: error: {e}", file=sys.stderr)
-        return 2
+    return args.func(args)
 
 
 if __name__ == "__main__":

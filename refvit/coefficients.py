@@ -23,7 +23,7 @@ import numpy as np
 from .config import dynamics_setting, figure1_setting
 from .decompose import compare, recover, summaries
 from .experiment import cell_key, run_cell
-from .io import load_npz, save_npz
+from .io import FileProblem, load_npz, save_npz
 from .model import Params
 
 SETTINGS = {"figure1": figure1_setting, "dynamics": dynamics_setting}
@@ -79,7 +79,8 @@ def weights_and_save(weights_file, path) -> Path:
     missing = [k for k in ("W_Q0", "W_K0", "W_V0", "w_O0", "W_Q", "W_K", "W_V", "w_O", "X", "y", "mu_plus",
                            "mu_minus") if k not in w]
     if missing:
-        raise ValueError(f"{weights_file} lacks {missing}; write it with `train --save-weights`")
+        raise FileProblem(weights_file, f"lacks the array(s) {missing}: not a weights file; write one with "
+                                        "`refvit coefficients train --save-weights`")
     p0 = Params(w["W_Q0"], w["W_K0"], w["W_V0"], w["w_O0"])
     p = Params(w["W_Q"], w["W_K"], w["W_V"], w["w_O"])
     signals = (w["mu_plus"], w["mu_minus"])

@@ -58,6 +58,25 @@ def _positive_float(name: str, value, allow_zero: bool = False) -> None:
         raise ValueError(f"{name} must be a finite {bound} number, got {value!r}")
 
 
+# Scales whose squares and pairwise products stay finite and non-zero in float64 (|x| ∈ [1e-150, 1e150]): the
+# model multiplies two token coordinates and two weights per logit, so a larger or smaller scale cannot give finite,
+# meaningful outputs.
+SCALE_RANGE = (1e-150, 1e150)
+
+
+def _scale(name: str, value, allow_zero: bool = False, inverse: bool = False) -> None:
+    """A positive finite float64 scale whose squares neither overflow nor underflow (``SCALE_RANGE``).
+    ``inverse``: the scale is a divisor (the weights are ∝ 1/value)."""
+    _positive_float(name, value, allow_zero)
+    lo, hi = SCALE_RANGE
+    if value != 0 and not lo <= value <= hi:
+        small = value > hi if inverse else value < lo
+        what = f"the weights ∝ 1/{name} = {1 / value:.3g}" if inverse else f"{name}={value!r}"
+        raise ValueError(f"{name}={value!r} is outside [{lo:g}, {hi:g}]: the square of {what} "
+                         f"{'underflows to 0' if small else 'overflows'} in float64, so the model cannot "
+                         "produce finite, meaningful outputs")
+
+
 def _choice(name: str, value, options) -> None:
     if value not in options:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(map(repr, options))}")
@@ -127,10 +146,10 @@ class DataConfig(_Config):
             raise ValueError(f"M must be >= 2 (a signal token and a noise token), got {self.M}")
         if self.d < 2:
             raise ValueError(f"d must be >= 2 so that μ₊ and μ₋ can be orthogonal, got {self.d}")
-        _positive_float("mu_norm", self.mu_norm)
-        _positive_float("sigma_p", self.sigma_p)
-        _positive_float("sigma_w", self.sigma_w, allow_zero=True)
-        _positive_float("snr_axis_sigma", self.snr_axis_sigma)
+        _scale("mu_norm", self.mu_norm)
+        _scale("sigma_p", self.sigma_p)
+        _scale("sigma_w", self.sigma_w, allow_zero=True)
+        _scale("snr_axis_sigma", self.snr_axis_sigma)
         _choice("other_tokens", self.other_tokens, OTHER_TOKENS)
         _choice("labels", self.labels, LABELS)
         if not isinstance(self.project_noise, bool):
@@ -190,8 +209,8 @@ class ModelConfig(_Config):
         _positive_int("d_h", self.d_h)
         _positive_int("d_v", self.d_v)
         _choice("init", self.init, INITS)
-        _positive_float("init_scale", self.init_scale)
-        _positive_float("sigma0", self.sigma0)
+        _scale("init_scale", self.init_scale, inverse=True)     # weights ∝ 1/init_scale
+        _scale("sigma0", self.sigma0)
 
 
 @dataclass(frozen=True)
@@ -212,6 +231,8 @@ class TrainConfig(_Config):
     backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba".
     coords : "dense" (train the weights) or "span" (token coordinates W = W(0) + P·A, GD only; docs/math.md (8.1)).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
+    history_every : keep the history row of every k-th step (1: every step; 0: only the final row); the final row
+        (at the returned parameters) is always kept. Bounds the memory of long runs (docs/usage.md).
     """
 
     lr: float = 0.1
@@ -225,6 +246,7 @@ class TrainConfig(_Config):
     adam_betas: tuple = (0.9, 0.999)
     adam_eps: float = 1e-8
     eval_every: int = 0
+    history_every: int = 1
 
     def __post_init__(self):
         _positive_float("lr", self.lr)
@@ -243,13 +265,18 @@ class TrainConfig(_Config):
         if self.stop_rule != "authors" and self.loss_threshold is None:
             raise ValueError(f"stop_rule={self.stop_rule!r} orders the loss check and the update, but "
                              "loss_threshold is None (no check): set loss_threshold or leave stop_rule='authors'")
-        b1, b2 = self.adam_betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"adam_betas must lie in [0, 1), got {self.adam_betas!r}")
-        object.__setattr__(self, "adam_betas", (float(b1), float(b2)))
+        betas = self.adam_betas
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"adam_betas must be a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
+        for b in betas:
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not 0 <= b < 1:
+                raise ValueError(f"adam_betas must lie in [0, 1) (numbers, not {type(b).__name__}), got {betas!r}")
+        object.__setattr__(self, "adam_betas", (float(betas[0]), float(betas[1])))
         _positive_float("adam_eps", self.adam_eps)
-        if isinstance(self.eval_every, bool) or not isinstance(self.eval_every, int) or self.eval_every < 0:
-            raise ValueError(f"eval_every must be a non-negative integer, got {self.eval_every!r}")
+        for name in ("eval_every", "history_every"):
+            k = getattr(self, name)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {k!r}")
         if self.coords == "span":
             require_gd(self.optimizer, "coords='span'")
 

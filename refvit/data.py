@@ -25,9 +25,11 @@ def streams(seed: int, *key: int) -> Streams:
     Each key gives the same numbers whatever else was run before it, so one cell of a sweep is reproducible alone.
     See docs/math.md §1.2.
     """
-    parts = [int(seed), *map(int, key)]
-    if any(p < 0 for p in parts):
-        raise ValueError(f"seed and keys must be non-negative integers, got {parts}")
+    parts = [seed, *key]
+    bad = [p for p in parts if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) or p < 0]
+    if bad:   # int() would truncate a float silently: streams(1.7) must not be streams(1)
+        raise ValueError(f"seed and keys must be non-negative integers, got {bad[0]!r} in {tuple(parts)!r}")
+    parts = [int(p) for p in parts]
     data, test, init = np.random.SeedSequence(parts).spawn(3)
     return Streams(np.random.default_rng(data), np.random.default_rng(test), np.random.default_rng(init))
 

@@ -4,13 +4,24 @@ By default a ``ProcessPoolExecutor`` with the "spawn" start method and one BLAS 
 (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1 are put in the workers' environment before they start, i.e. before they
 import numpy), one worker per core; ``workers=0`` runs serially in this process. A dask.distributed cluster works
 through ``client.get_executor()``. The parent process saves the results, so workers need no shared file system.
+
+No orphans. Each pool worker ends when its parent ends, however it ends (SIGKILL included): on Linux the kernel
+sends it SIGTERM (``prctl(PR_SET_PDEATHSIG)``), and everywhere a watchdog thread exits it once ``os.getppid()``
+changes. Workers point their stdout at /dev/null, so a pipe such as ``refvit reproduce … | cat`` closes with the
+parent. While ``execute`` runs, SIGTERM in the parent raises SystemExit like Ctrl-C raises KeyboardInterrupt: the
+runs finished so far are saved, and the pool's workers are terminated rather than left to finish their runs.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 
 from tqdm.auto import tqdm
@@ -52,19 +63,72 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+PR_SET_PDEATHSIG = 1     # <linux/prctl.h>
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)              # the parent is gone (reparented): nobody will read this worker's result
+
+
+def worker_init(parent: int) -> None:
+    """Runs first in every pool worker: end with the parent (``parent`` = its pid), and let go of its stdout."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)   # the kernel signals us when the parent dies
+    if os.getppid() != parent:
+        os._exit(1)          # the parent died before the line above took effect
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="refvit-parent-watchdog").start()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)      # workers print nothing; holding the parent's stdout would keep `| cat` waiting
+    os.close(devnull)
+
+
+def _terminate_workers(ex: ProcessPoolExecutor) -> None:
+    # concurrent.futures has no public way to stop running tasks; its worker processes are in ``_processes``
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
+        with contextlib.suppress(Exception):
+            proc.terminate()
+
+
 @contextlib.contextmanager
 def default_executor(workers: int | None = None):
-    """A spawn-context process pool with single-threaded BLAS workers (``workers=0``: run serially here)."""
+    """A spawn-context process pool with single-threaded BLAS workers (``workers=0``: run serially here).
+
+    Its workers end with this process (``worker_init``); leaving the context by an exception (Ctrl-C, SIGTERM)
+    terminates them instead of waiting for their runs to finish."""
     workers = available_cores() if workers is None else workers
     if workers == 0:
         yield SerialExecutor()
         return
     with single_thread_env():
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=worker_init, initargs=(os.getpid(),))
         try:
             yield ex
+        except BaseException:
+            _terminate_workers(ex)
+            raise
         finally:
             ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """While the body runs (in the main thread), SIGTERM raises SystemExit, so cleanup runs as after Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def executor_context(executor: Executor | None = None, workers: int | None = None):
@@ -82,7 +146,7 @@ def execute(tasks: list, save, executor: Executor | None = None, workers: int | 
     total = len(tasks) if total is None else total
     bar = tqdm(total=total, initial=total - len(tasks), desc=desc, unit="run", disable=not progress,
                dynamic_ncols=True)
-    with executor_context(executor, workers) as ex:
+    with sigterm_as_exit(), executor_context(executor, workers) as ex:
         limit = 1 if isinstance(ex, SerialExecutor) else window
         todo, pending = iter(tasks), {}
         try:

@@ -2,6 +2,7 @@
 dynamics run, coefficient run, study and benchmark."""
 from __future__ import annotations
 
+import math
 import time
 from typing import NamedTuple
 
@@ -20,6 +21,10 @@ class CellRun(NamedTuple):
     params: Params
     data: Dataset
     tracker: CoefficientTracker | None   # the coefficient tracker when run with track=True
+
+
+def _last(series) -> float:
+    return float(series[-1]) if len(series) else float("nan")
 
 
 def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
@@ -57,15 +62,19 @@ def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
     else:
         params, hist = train(params0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=train_cfg,
                              progress=progress)
+    status = hist.status
+    if status in ("converged", "max_steps") and not math.isfinite(hist.final_test_loss):
+        status = "nonfinite_test"    # trained, but no finite test loss: its own status, never silently dropped
     summary = {
         "N": data_cfg.N, "mu_norm": float(data_cfg.mu_norm),
         "snr": data_cfg.snr, "snr_axis": data_cfg.snr_axis, "N_snr2": data_cfg.n_snr2,
         "N_snr_axis2": data_cfg.n_snr_axis2,
         "seed": int(seed), "key": [int(k) for k in key],
-        "steps": hist.steps, "status": hist.status, "converged": hist.status == "converged",
+        "steps": hist.steps, "status": status, "converged": status == "converged",
         "train_loss": hist.final_train_loss, "test_loss": hist.final_test_loss,
         "test_error": hist.final_test_error,
-        "attn_signal": float(hist["attn_signal"][-1]), "attn_noise": float(hist["attn_noise"][-1]),
+        # NaN when the very first forward pass overflowed (no history row)
+        "attn_signal": _last(hist["attn_signal"]), "attn_noise": _last(hist["attn_noise"]),
         "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - cpu0,
     }
     return CellRun(summary, hist, params0, params, data, tracker)

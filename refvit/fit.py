@@ -17,7 +17,9 @@ probability goes from 10 % to 90 % over Δ log SNR = 2·ln 9 / β₂, i.e. ‖μ
 
 Confidence intervals: percentile bootstrap over runs (resampled with replacement; an explicit Generator).
 Resamples without both classes, or (for MLE) separable ones, have no estimate; they are counted, not hidden.
-Non-converged runs are left out (the authors stored them as NaN, docs/math.md §10.1).
+Non-converged runs are left out (the authors stored them as NaN, docs/math.md §10.1), and so are runs whose test
+loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow,
+nonfinite_test) and ``describe`` prints those counts.
 
 ``python -m refvit.fit SWEEP_DIR`` fits a saved sweep (table.csv + sweep.json), prints and writes fit.json.
 """
@@ -32,8 +34,9 @@ from scipy.optimize import linprog
 from scipy.special import expit
 
 from .config import BENIGN_LOSS
-from .io import load_json, read_columns, save_json
+from .io import load_json, one_line_errors, read_columns, save_json
 from .model import logistic_loss
+from .results import COLUMNS
 
 METHODS = ("mle", "firth")
 WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
@@ -204,7 +207,12 @@ def _describe_one(fit: dict) -> str:
 
 def describe(fit: dict) -> str:
     """One line: the fitted relation with its intervals in both SNR conventions, and the transition width."""
-    tail = f"; {int(100 * fit['level'])}% bootstrap CIs, {fit['n']} runs, {fit['n_benign']} benign"
+    if fit.get("n_boot"):
+        tail = f"; {int(100 * fit['level'])}% bootstrap CIs, {fit['n']} runs, {fit['n_benign']} benign"
+    else:
+        tail = f"; no intervals (n_boot = 0), {fit['n']} runs, {fit['n_benign']} benign"
+    if fit.get("excluded"):
+        tail += "; excluded: " + ", ".join(f"{n} {status}" for status, n in sorted(fit["excluded"].items()))
     if fit.get("n_boot_no_estimate"):
         tail += f"; {fit['n_boot_no_estimate']} of {fit['n_boot']} resamples had no estimate"
     if fit["a"] is None:
@@ -223,9 +231,12 @@ def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
     ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
     """
     sweep_dir = Path(sweep_dir)
-    t = read_columns(sweep_dir / "table.csv")
-    meta = load_json(sweep_dir / "sweep.json")
+    t = read_columns(sweep_dir / "table.csv", columns=COLUMNS)
+    meta = load_json(sweep_dir / "sweep.json", expect=dict)
     ok = t["converged"] & np.isfinite(t["test_loss"])
+    # every run left out is counted by its status (a converged run with a non-finite test loss as nonfinite_test)
+    why = np.where(t["converged"] & ~ok, "nonfinite_test", t["status"].astype(str))
+    excluded = {str(k): int(n) for k, n in zip(*np.unique(why[~ok], return_counts=True))}
     benign = t["test_loss"][ok] < BENIGN_LOSS
     d = meta["data"]
     ratio = d["sigma_p"] / d["snr_axis_sigma"]
@@ -240,18 +251,25 @@ def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
     mu_per_snr = d["sigma_p"] * math.sqrt(d["d"])
     fit["mu_10_90"] = {str(int(n)): [mu_per_snr * (best["C"] / n) ** (1 / best["a"]) * math.exp(-best["width_log_snr"] * f)
                                      for f in (0.5, -0.5)] for n in np.unique(t["N"])}
-    fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), seed=seed)
+    fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), excluded=excluded, seed=seed)
     if save:
         save_json(sweep_dir / "fit.json", fit)
     return fit
 
 
+def _whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+@one_line_errors   # a missing or damaged sweep folder: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Fit N·SNR^a = C to a saved sweep; print it and write fit.json.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("sweep_dir", help="folder with table.csv and sweep.json")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap Generator")
+    p.add_argument("--n-boot", type=_whole_number, default=1000, help="bootstrap resamples (0: no intervals)")
+    p.add_argument("--seed", type=_whole_number, default=0, help="seed of the bootstrap Generator")
     p.add_argument("--level", type=float, default=0.95, help="confidence level")
     p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
     a = p.parse_args(argv)

@@ -225,6 +225,35 @@ def loss_grads_cache(params: Params, X: np.ndarray, y: np.ndarray, backend: str 
     return Evaluation(mean_loss(f, y), backward(df, cache, params, X, backend), f, cache)
 
 
+class ModelOverflow(ValueError):
+    """The forward pass on finite inputs gave a non-finite value: the scale of the data or the weights is too large
+    for float64 (not a step-size problem: no update was taken)."""
+
+
+def overflow_scales(X: np.ndarray, f: np.ndarray, cache: Cache | None = None) -> str:
+    """The scales that make a forward pass overflow: max token norm of X, max |logit| and max |f|."""
+    def biggest(a) -> str:
+        a = np.abs(np.asarray(a))
+        n_nan = int(np.isnan(a).sum())
+        return f"{np.max(a, initial=0.0, where=~np.isnan(a)):.3g}" + (f" ({n_nan} NaN)" if n_nan else "")
+
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        peak = np.max(np.abs(X), axis=-1, keepdims=True)            # norms without overflow: ‖x‖ = m·‖x/m‖
+        norms = peak[..., 0] * np.linalg.norm(np.divide(X, peak, out=np.zeros_like(X), where=peak > 0), axis=-1)
+        parts = [f"max token norm {biggest(norms)}"]
+        if cache is not None and getattr(cache, "Z", None) is not None:
+            parts.append(f"max |logit| {biggest(cache.Z)}")
+        parts.append(f"max |f| {biggest(f)}")
+    return ", ".join(parts)
+
+
+def check_forward_finite(X: np.ndarray, f: np.ndarray, cache: Cache | None = None, what: str = "X") -> None:
+    """Raise ``ModelOverflow`` naming the scales when the forward pass on finite ``X`` gave a non-finite f."""
+    if not np.all(np.isfinite(f)):
+        raise ModelOverflow(f"the model overflowed in float64 on {what} (finite inputs, non-finite output): "
+                            f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,7 +261,10 @@ def loss_grads_cache(params: Params, X: np.ndarray, y: np.ndarray, backend: str 
 def forward(params, X, backend: str = "numpy") -> np.ndarray:
     """Model output f for a batch. params: ``Params`` or 4-tuple; X: (n, M, d). Returns f: (n,)."""
     params, X = check_inputs(params, X)
-    return forward_cache(params, X, backend)[0]
+    with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and named
+        f, cache = forward_cache(params, X, backend)
+    check_forward_finite(X, f, cache)
+    return f
 
 
 def loss_and_grads(params, X, y, backend: str = "numpy") -> tuple[float, Params]:
@@ -241,5 +273,10 @@ def loss_and_grads(params, X, y, backend: str = "numpy") -> tuple[float, Params]
     params: ``Params`` or 4-tuple; X: (n, M, d); y: (n,) in {±1}. Returns (loss: float, grads: Params).
     """
     params, X, y = check_inputs(params, X, y)
-    loss, grads, _, _ = loss_grads_cache(params, X, y, backend)
+    with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and named
+        loss, grads, f, cache = loss_grads_cache(params, X, y, backend)
+    check_forward_finite(X, f, cache)
+    if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads)):
+        raise ModelOverflow(f"the loss or its gradient overflowed in float64 (finite inputs): "
+                            f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")
     return loss, grads

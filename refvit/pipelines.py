@@ -111,7 +111,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
 def sweep(out, preset: str = "quick", spec=None, seed: int = 0, backend: str | None = None, coords: str = "span",
           workers: int | None = None, progress: bool = True) -> list[dict]:
     """Run one sweep into ``out``: a preset, or the sweep a saved ``sweep.json`` (``spec``) describes."""
-    sw = Sweep.from_dict(load_json(spec)) if spec else getattr(Sweep, preset)(seed=seed, backend=backend,
+    sw = Sweep.from_dict(load_json(spec, expect=dict)) if spec else getattr(Sweep, preset)(seed=seed, backend=backend,
                                                                               coords=coords)
     return run_sweep(sw, out, workers=workers, progress=progress)
 

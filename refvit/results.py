@@ -8,10 +8,11 @@ A sweep folder holds ``sweep.json`` (its settings), ``runs/<sweep_run_file>`` (o
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 
-from .io import load_npz, save_npz
+from .io import FileProblem, load_npz, save_npz
 
 # One row per run. Order = column order of table.csv. The timing columns come last and are the only ones that may
 # differ between an interrupted-and-resumed sweep and an uninterrupted one: "seconds" is the run's wall-clock time,
@@ -19,6 +20,48 @@ from .io import load_npz, save_npz
 COLUMNS = ("N", "mu_norm", "repeat", "seed", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "steps", "status",
            "converged", "train_loss", "test_loss", "test_error", "attn_signal", "attn_noise", "seconds", "cpu_seconds")
 TIMING_COLUMNS = ("seconds", "cpu_seconds")
+# The type of every column (a run file is checked against it before it enters a table, ``check_run_row``).
+COLUMN_TYPES = {"N": int, "mu_norm": float, "repeat": int, "seed": int, "snr": float, "snr_axis": float,
+                "N_snr2": float, "N_snr_axis2": float, "steps": int, "status": str, "converged": bool,
+                "train_loss": float, "test_loss": float, "test_error": float, "attn_signal": float,
+                "attn_noise": float, "seconds": float, "cpu_seconds": float}
+# A run's outcome (``refvit.train.History.status``; "nonfinite_test": trained, but its test loss is not finite).
+STATUSES = ("converged", "max_steps", "diverged", "overflow", "nonfinite_test")
+TRAINED = ("converged", "max_steps")       # statuses whose losses and test error are promised finite
+ALWAYS_FINITE = ("mu_norm", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "seconds", "cpu_seconds")
+SETTINGS_HASH = "settings_hash"            # the extra key of a run file: the hash of its sweep's settings
+
+
+def check_run_row(path, row, expect: dict) -> dict:
+    """``row`` (a run file's content) if it has the schema of ``COLUMNS`` and the identity ``expect`` (values of
+    N, mu_norm, repeat, seed, settings_hash); else ``FileProblem`` naming ``path`` and the first thing wrong.
+
+    Finiteness promised: ``ALWAYS_FINITE`` always; train/test loss and test error when the status is ``TRAINED``.
+    """
+    if not isinstance(row, dict) or not row:
+        raise FileProblem(path, f"expected a run row (a JSON object), found {type(row).__name__} {row!r:.40}")
+    lacking = [k for k in (*COLUMNS, SETTINGS_HASH) if k not in row]
+    if lacking:
+        raise FileProblem(path, f"lacks the column(s) {lacking}")
+    for k, typ in COLUMN_TYPES.items():
+        v = row[k]
+        ok = isinstance(v, bool) if typ is bool else (
+            isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else
+            isinstance(v, typ) and not isinstance(v, bool))
+        if not ok:
+            raise FileProblem(path, f"column {k} should be {typ.__name__}, found {v!r}")
+    for k, v in expect.items():
+        if row[k] != v:
+            raise FileProblem(path, f"{k} is {row[k]!r} but the file name and the sweep's manifest say {v!r}")
+    if row["status"] not in STATUSES:
+        raise FileProblem(path, f"unknown status {row['status']!r}")
+    if row["converged"] != (row["status"] == "converged"):
+        raise FileProblem(path, f"converged={row['converged']} contradicts status {row['status']!r}")
+    finite = ALWAYS_FINITE + (("train_loss", "test_loss", "test_error") if row["status"] in TRAINED else ())
+    bad = [k for k in finite if not math.isfinite(row[k])]
+    if bad:
+        raise FileProblem(path, f"{', '.join(bad)} not finite although status is {row['status']!r}")
+    return row
 
 
 def sweep_run_file(N: int, mu: int, repeat: int) -> str:
@@ -47,6 +90,12 @@ def save_history(path, history, summary: dict, **extra):
 def load_history(path) -> tuple[dict, dict]:
     """(summary, arrays) of a history file; ``arrays`` holds every array but ``summary``."""
     arrays = load_npz(path)
-    if "summary" not in arrays:
-        raise ValueError(f"{path} is not a history file (it has no summary)")
-    return json.loads(str(arrays.pop("summary"))), arrays
+    if "summary" not in arrays or "step" not in arrays:
+        raise FileProblem(path, "not a history file (it has no summary or no step array)")
+    try:
+        summary = json.loads(str(arrays.pop("summary")))
+    except json.JSONDecodeError as e:
+        raise FileProblem(path, f"its summary is not valid JSON ({e.msg})") from None
+    if not isinstance(summary, dict):
+        raise FileProblem(path, "its summary is not a JSON object")
+    return summary, arrays

@@ -15,9 +15,27 @@ but not reproducible by nature; they are the last two columns). ``table_rows(...
 
 Parallelism. Runs execute on any ``concurrent.futures.Executor`` (``refvit.executors``); the parent process writes
 the run files, so workers need no shared file system. File names and columns are those of ``refvit.results``.
+
+Verification. Nothing read from the folder is trusted. A sweep first checks the folder is writable (naming the path)
+and claims it: it holds an exclusive ``fcntl`` lock on ``.sweep.lock`` for its whole duration (a second sweep on the
+same folder is refused while the first runs) and compares ``sweep.json`` with its own settings, including
+``settings_hash`` (a hash of ``Sweep.settings()``), which every run file also stores. Every run file is checked
+before it is skipped or enters a table (``refvit.results.check_run_row``): it must be a JSON object with the columns
+of ``COLUMNS`` and their types, the N, ‖μ‖ and repeat of its file name, the sweep's seed and settings hash, a known
+status, and finite values where they are promised (losses and test error of "converged"/"max_steps" runs). A file
+that fails — truncated, garbage, empty, ``{}``, ``[]``, another sweep's run, a wrong column — is named in a warning,
+moved aside to ``quarantine/`` in the sweep folder (never deleted) and recomputed. Runs found in a folder without a
+manifest are thus adopted only when they match. A run whose test loss is not finite has status "nonfinite_test";
+the table keeps it and the fit counts it among the excluded runs (``refvit.fit``).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +43,20 @@ from pathlib import Path
 from .config import DataConfig, ModelConfig, TrainConfig, figure1_setting
 from .executors import execute
 from .experiment import cell_key, run_cell
-from .io import load_json, save_csv, save_json, write_manifest
-from .results import COLUMNS, TIMING_COLUMNS, sweep_run_file
+from .io import FileProblem, check_writable, load_json, save_csv, save_json, write_manifest
+from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
 
 PRESETS = ("quick", "paper")
+
+
+def _whole_numbers(name: str, values, what: str) -> tuple:
+    """``values`` as ints, refusing anything int() would round (2.9 is not 2) and booleans."""
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v).is_integer():
+            raise ValueError(f"{name} must be whole numbers ({what}), got {v!r}")
+        out.append(int(v))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -51,8 +79,8 @@ class Sweep:
     stream_tag: tuple = ()
 
     def __post_init__(self):
-        object.__setattr__(self, "Ns", tuple(int(n) for n in self.Ns))
-        object.__setattr__(self, "stream_tag", tuple(int(t) for t in self.stream_tag))
+        object.__setattr__(self, "Ns", _whole_numbers("Ns", self.Ns, "training-set sizes"))
+        object.__setattr__(self, "stream_tag", _whole_numbers("stream_tag", self.stream_tag, "stream keys"))
         mus = []
         for mu in self.mu_norms:
             if float(mu) != int(mu) or int(mu) <= 0:
@@ -105,12 +133,32 @@ class Sweep:
             out["stream_tag"] = list(self.stream_tag)
         return out
 
+    def settings_hash(self) -> str:
+        """A hash of ``settings()``: stored in sweep.json and in every run file, and checked on every read."""
+        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def to_dict(self) -> dict:
         return {"name": self.name, "Ns": list(self.Ns), "mu_norms": list(self.mu_norms), "repeats": self.repeats,
-                **self.settings()}
+                **self.settings(), SETTINGS_HASH: self.settings_hash()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Sweep":
+        if not isinstance(d, dict):
+            raise ValueError(f"a sweep spec is a JSON object, got {type(d).__name__}")
+        d = dict(d)
+        stored = d.pop(SETTINGS_HASH, None)
+        lacking = [k for k in ("name", "Ns", "mu_norms", "repeats", "seed", "data", "model", "train") if k not in d]
+        if lacking:
+            raise ValueError(f"a sweep spec needs {lacking}")
+        sweep = cls._from_fields(d)
+        if stored is not None and stored != sweep.settings_hash():
+            raise ValueError(f"the spec's settings_hash {stored!r} does not match its settings "
+                             f"({sweep.settings_hash()!r}): it was edited or damaged")
+        return sweep
+
+    @classmethod
+    def _from_fields(cls, d: dict) -> "Sweep":
         data = DataConfig.from_dict({**d["data"], "N": min(d["Ns"]), "mu_norm": float(min(d["mu_norms"]))})
         return cls(d["name"], tuple(d["Ns"]), tuple(d["mu_norms"]), d["repeats"], d["seed"], data,
                    ModelConfig.from_dict(d["model"]), TrainConfig.from_dict(d["train"]), tuple(d.get("stream_tag", ())))
@@ -140,27 +188,72 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
         see ``refvit.executors``.
     """
     out = Path(out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
-    specs = sweep.specs()
-    tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.stream_tag), (N, mu, r))
-             for N, mu, r in specs if not (runs / sweep_run_file(N, mu, r)).exists()]
-    execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), row), executor, workers,
-            desc=f"sweep {sweep.name}", progress=progress, total=len(specs))
-    return write_table(sweep, out)
+    runs = check_writable(check_writable(out) / "runs")     # before any work: nothing computed is lost to a write
+    with claim(out):
+        write_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
+        specs = sweep.specs()
+        good = {spec for spec in specs if verified_run(sweep, out, *spec) is not None}
+        tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.stream_tag), (N, mu, r))
+                 for N, mu, r in specs if (N, mu, r) not in good]
+        stamp = {SETTINGS_HASH: sweep.settings_hash()}
+        execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), {**row, **stamp}), executor, workers,
+                desc=f"sweep {sweep.name}", progress=progress, total=len(specs))
+        return write_table(sweep, out)
+
+
+@contextlib.contextmanager
+def claim(out: Path):
+    """Hold an exclusive lock on ``out/.sweep.lock`` while the body runs: one sweep owns a folder at a time."""
+    fd = os.open(out / ".sweep.lock", os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileProblem(out, "another sweep is running in this folder (it holds .sweep.lock); wait for it "
+                                   "or use another folder") from None
+        yield out
+    finally:
+        os.close(fd)                 # closing the descriptor releases the lock
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a bad run file to ``quarantine/`` beside ``runs/`` (never deleted), say so on stderr, return the move."""
+    folder = path.parent.parent / "quarantine"
+    folder.mkdir(exist_ok=True)
+    dest, k = folder / path.name, 0
+    while dest.exists():
+        k += 1
+        dest = folder / f"{path.name}.{k}"
+    os.replace(path, dest)
+    print(f"refvit: warning: {reason}; moved to {dest}, the run will be recomputed", file=sys.stderr)
+    return dest
+
+
+def verified_run(sweep: Sweep, out, N: int, mu: int, r: int) -> dict | None:
+    """The checked row of run (N, ‖μ‖, r), None when it has no file; a file that fails the checks is quarantined
+    (then None)."""
+    path = Path(out) / "runs" / sweep_run_file(N, mu, r)
+    if not path.exists():
+        return None
+    expect = {"N": N, "mu_norm": float(mu), "repeat": r, "seed": sweep.seed, SETTINGS_HASH: sweep.settings_hash()}
+    try:
+        return check_run_row(path, load_json(path), expect)
+    except FileProblem as e:
+        quarantine(path, str(e))
+        return None
 
 
 def table_rows(sweep: Sweep, out, timing: bool = True) -> list[dict]:
-    """The rows of the grid's runs from out/runs/, sorted by (N, ‖μ‖, repeat); ``timing=False`` drops seconds."""
+    """The rows of the grid's runs from out/runs/, sorted by (N, ‖μ‖, repeat); ``timing=False`` drops seconds.
+
+    Every run file is checked (``verified_run``); one that fails is quarantined and counted as missing."""
     runs = Path(out) / "runs"
     rows, missing = [], []
     for N, mu, r in sweep.specs():
-        path = runs / sweep_run_file(N, mu, r)
-        if not path.exists():
-            missing.append(path.name)
+        row = verified_run(sweep, out, N, mu, r)
+        if row is None:
+            missing.append(sweep_run_file(N, mu, r))
             continue
-        row = load_json(path)
         rows.append({k: row[k] for k in COLUMNS if timing or k not in TIMING_COLUMNS})
     if missing:
         raise ValueError(f"{len(missing)} runs missing in {runs} (e.g. {missing[0]}); run the sweep to finish them")

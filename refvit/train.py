@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .model import Evaluation, Params, check_inputs, forward_cache, loss_grads_cache, mean_loss, resolve_backend
+from .model import (Evaluation, Params, check_inputs, forward_cache, loss_grads_cache, mean_loss, overflow_scales,
+                    resolve_backend)
 from .span import SpanObjective
 
 # Quantities recorded at every step t, evaluated at the parameters *before* update t (math §6.1). Token 0 is the
@@ -40,8 +41,13 @@ class History:
     """Per-step record of a training run. ``values[key]`` is an array of length ``len(step)``.
 
     status: "converged" (the stopping rule's loss check fell below the threshold, ``TrainConfig.stop_rule``),
-            "max_steps" (ran all steps), or "diverged" (a non-finite loss or gradient; training stopped there).
-    steps: number of updates taken; the history has steps + 1 rows, the last one at the returned parameters.
+            "max_steps" (ran all steps), "diverged" (the loss or gradient became non-finite after updates from a
+            finite start; training stopped there), "overflow" (the forward pass at the initial parameters, on
+            finite inputs, is not finite: a scale too large for float64, named in ``message``) or "nonfinite_test"
+            (trained, but the model is not finite on the test set; test loss and error are NaN, ``message`` names
+            the scales).
+    steps: number of updates taken; the history has a row per ``history_every`` steps (steps + 1 rows by default),
+        the last one at the returned parameters; ``step`` gives the step of each row.
     final_*: train loss, test loss and test 0-1 error at the returned parameters (NaN without a test set).
     """
     step: np.ndarray
@@ -115,6 +121,11 @@ def _all_finite(arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
+def _kept(t: int, every: int) -> bool:
+    """Whether step t's history row is kept for good (``TrainConfig.history_every``; the last row always is)."""
+    return every > 0 and t % every == 0
+
+
 def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, History]:
     """The training loop shared by every objective. Returns the final ``Params`` and the ``History``."""
     state_type = type(objective.state0)
@@ -125,6 +136,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
     s = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
     rec = {k: [] for k in HISTORY_KEYS}
+    rows = []                    # the step of each recorded row (``history_every``)
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
     stop_after_update = False    # the authors' rule: the check passed before the update just taken
 
@@ -134,10 +146,20 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported
             loss, grads, f, cache = objective.value_and_grad(state_type(*state))
         if not (np.isfinite(loss) and _all_finite(grads)):
-            status = "diverged"          # never continue on NaN/inf: the caller sees where it broke (math §6.1)
-            message = (f"loss or gradient became non-finite at step {t} (lr={cfg.lr:g}, optimizer={cfg.optimizer});"
-                       " reduce lr")
+            if t == 0:                   # no update taken yet: the scale of the inputs, not the step size
+                status = "overflow"
+                message = ("the model overflowed in float64 at the initial parameters (finite inputs): "
+                           f"{overflow_scales(objective.X, f, cache)}; reduce the scale of the data or of the init")
+            else:                        # never continue on NaN/inf: the caller sees where it broke (math §6.1)
+                status = "diverged"
+                message = (f"loss or gradient became non-finite at step {t} after {t} finite updates "
+                           f"(lr={cfg.lr:g}, optimizer={cfg.optimizer}); reduce lr")
             break
+        if rows and not _kept(rows[-1], cfg.history_every):
+            for series in rec.values():  # the previous row was only kept in case it was the last one
+                series.pop()
+            rows.pop()
+        rows.append(t)
         _record(rec, loss, f, cache, objective.y)
         evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
         rec["test_loss"].append(mean_loss(objective.test_outputs(state_type(*state)), objective.y_test)
@@ -174,13 +196,22 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         bar.close()
 
     final_test = final_error = np.nan
-    if has_test and status != "diverged":
-        f_test = objective.test_outputs(state_type(*state))
-        final_test = mean_loss(f_test, objective.y_test)                      # (math 3.4)
-        final_error = float(np.mean(np.sign(f_test) != objective.y_test))    # (math 3.4)
+    if has_test and status not in ("diverged", "overflow"):
+        with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported
+            f_test = objective.test_outputs(state_type(*state))
+        if np.all(np.isfinite(f_test)):
+            final_test = mean_loss(f_test, objective.y_test)                      # (math 3.4)
+            final_error = float(np.mean(np.sign(f_test) != objective.y_test))    # (math 3.4)
+        else:                    # not a number to report: a status of its own, with the scales that overflowed
+            with np.errstate(over="ignore", invalid="ignore"):
+                f_dense, cache_test = forward_cache(objective.params(state_type(*state)), objective.X_test)
+            status, message = "nonfinite_test", (
+                f"after {steps_taken} updates ({status}) the model overflowed in float64 on the test set (finite "
+                f"inputs): {overflow_scales(objective.X_test, f_dense, cache_test)}; reduce the scale of the data "
+                "or of the init")
         if rec["test_loss"]:
             rec["test_loss"][-1] = final_test
-    history = History(step=np.arange(len(rec["train_loss"])), values={k: np.asarray(v) for k, v in rec.items()},
+    history = History(step=np.asarray(rows, dtype=np.int64), values={k: np.asarray(v) for k, v in rec.items()},
                       status=status, steps=steps_taken, final_train_loss=float(loss), final_test_loss=float(final_test),
                       final_test_error=final_error, message=message, config=dataclasses.asdict(cfg))
     return objective.params(state_type(*state)), history
