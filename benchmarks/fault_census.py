@@ -26,7 +26,7 @@ from refvit.sweep import Sweep, run_sweep
 from refvit.train import train
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = Sweep("tiny", (2, 4), (1, 8), 2, 0, DataConfig(N=2, M=3, d=64, mu_norm=1.0, sigma_p=1.0, sigma_w=0.05,
+TINY = Sweep("tiny", (2, 4), (1, 8), 3, 0, DataConfig(N=2, M=3, d=64, mu_norm=1.0, sigma_p=1.0, sigma_w=0.05,
                                                       n_test=20),
              ModelConfig(d_h=8, d_v=8, init_scale=1.0), TrainConfig(lr=1.0, steps=200, loss_threshold=0.01,
                                                                      backend="numpy"))
@@ -51,6 +51,7 @@ def sweep_faults(tmp: Path) -> list:
     texts = {"truncated": (runs / names[0]).read_text()[:40], "garbage": "\x00\x7f", "empty": "", "{}": "{}",
              "[]": "[]", "other run": json.dumps(row), "other settings": json.dumps({**row, "settings_hash": "x"}),
              "nan loss": json.dumps({**row, "test_loss": float("nan")}), "bad type": json.dumps({**row, "N": "2"})}
+    assert len(names) >= len(texts), "the tiny sweep needs a run file for every fault"
     for (what, text), name in zip(texts.items(), names[1:] + names[:1]):
         (runs / name).write_text(text)
     run_sweep(TINY, out, workers=0, progress=False)
