@@ -35,19 +35,24 @@ The package by job: ``cases`` (the cases, the tolerances and the reference's GD 
 the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``runner`` (``crosscheck`` and the diagnosis),
 ``report`` (the results) and ``cli`` (``refvit crosscheck``). Everything public is importable from here.
 """
-from .cases import (AUTHOR_CASES, BLOCKS, CASES, DTYPES, GRAD_BLOCKS, SMALL_CASES, STEPS, TOLERANCES, TRAJ_BLOCKS,
+from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
+                    GRAD_BLOCKS, LABEL_PATTERNS, SMALL_CASES, STEPS, TOLERANCES, TRAINER_BLOCKS, TRAJ_BLOCKS,
                     TRAJ_FLOOR, Case, CaseSpec, build_case, reference_step, select_cases, tolerance)
 from .cli import add_subcommand, cmd_crosscheck, load_callable
-from .metrics import block_error, grad_zero_level, trajectory_error
-from .mutants import CATALOGUE, MISTAKES, Mistake, Variant
-from .report import BlockResult, CaseResult, Report
-from .runner import crosscheck
+from .metrics import (block_error, describe_values, grad_zero_level, match_error, rounding_budget, trajectory_error,
+                      uniform_factor)
+from .mutants import CATALOGUE, MISTAKES, SHAPE_MISTAKES, Mistake, Variant
+from .report import BlockResult, CaseResult, Report, finite_json
+from .runner import DEFAULT_TIMEOUT, crosscheck
 
 __all__ = [
     "crosscheck", "Report", "CaseResult", "BlockResult",
-    "CaseSpec", "Case", "CASES", "SMALL_CASES", "AUTHOR_CASES", "build_case", "select_cases", "reference_step",
-    "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS", "tolerance",
-    "block_error", "trajectory_error", "grad_zero_level",
-    "Variant", "Mistake", "CATALOGUE", "MISTAKES",
+    "CaseSpec", "Case", "CASES", "SMALL_CASES", "EDGE_CASES", "AUTHOR_CASES", "CASE_GROUPS", "LABEL_PATTERNS",
+    "build_case", "select_cases", "reference_step",
+    "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TRAINER_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS",
+    "F32_UNIT", "F32_GRAD_ROUNDING", "tolerance", "DEFAULT_TIMEOUT",
+    "block_error", "trajectory_error", "grad_zero_level", "match_error", "uniform_factor", "describe_values",
+    "rounding_budget", "finite_json",
+    "Variant", "Mistake", "CATALOGUE", "MISTAKES", "SHAPE_MISTAKES",
     "load_callable", "cmd_crosscheck", "add_subcommand",
 ]
