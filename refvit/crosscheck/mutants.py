@@ -28,7 +28,7 @@ class Variant:
         ā_l = (1/M) Σ_j S_lj ≡ 1/M).
     mean_over_queries: the 1/M of f.          mean_over_samples: the 1/n of the loss.
     loss: "logistic" (correct), "exponential" exp(−y f), "naive" log(1 + exp(−y f)) computed literally (inf for
-        y f < −709), "clamped" −log(clip(σ(y f), 1e-7, 1 − 1e-7)) (a clamped probability, zero gradient where
+        y f < −709; its gradient written stably), "clamped" −log(clip(σ(y f), 1e-7, 1 − 1e-7)) (a clamped probability, zero gradient where
         clipped).
     labels01: labels mapped to {0, 1} but used as ±1 in the margin y·f.
     query_weight: "W_Q" (correct) or "W_K" (queries computed with W_K).
@@ -100,8 +100,7 @@ class Variant:
             if self.loss == "logistic":
                 losses, dl = np.logaddexp(0, -margins), -expit(-margins)
             elif self.loss == "naive":
-                e = np.exp(-margins)
-                losses, dl = np.log(1 + e), -e / (1 + e)
+                losses, dl = np.log(1 + np.exp(-margins)), -expit(-margins)   # the gradient written stably
             elif self.loss == "clamped":
                 eps = 1e-7
                 p = expit(margins)
