@@ -18,18 +18,28 @@ d_h query/key width, d_v value width):
     One full-batch gradient-descent step θ ← θ − lr ∇L(θ), lr a Python float. w_O is frozen by default (the
     authors' code and the default of docs/math.md §3), so the returned w_O must equal the one passed in; call
     ``crosscheck(..., train_w_O=True)`` if your implementation trains w_O, and the checker then expects
-    w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory).
+    w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory;
+    150 in the case "long").
+
+``make_trainer(W_Q, W_K, W_V, w_O, X, y, lr) -> trainer`` with ``trainer.step(k)`` and ``trainer.params()``
+    Your own training loop (``crosscheck(..., trainer=make_trainer)``, ``--trainer``): created once, ``step(k)``
+    runs k GD steps keeping whatever state your optimizer keeps, ``params()`` returns (W_Q, W_K, W_V, w_O). The
+    checker compares a persistent trainer stepped one step at a time, a trainer recreated at every reference
+    iterate, and one ``step(T)`` call with the reference trajectory, so hidden optimizer state shows either way.
 
 Every array you receive is a fresh C-contiguous copy in the checked dtype ("float64" or "float32"; y too), so
 in-place updates cannot disturb the checker. Return anything ``np.asarray`` accepts (convert framework tensors
-with ``.detach().cpu().numpy()``). An exception or a wrong shape is reported for that case, not raised.
+with ``.detach().cpu().numpy()``). An exception, a wrong shape or a call that exceeds the time limit is reported
+for that case (saying what is required, what came and how to fix it), not raised.
 
 How the comparison works: in each case the reference evaluates *the same* inputs your functions receive (in
 float32 mode, the float32-rounded inputs) in float64 with ``refvit.model``. Each block gets one relative error,
 max|yours − ref| / max(max|yours|, max|ref|) (see ``block_error``), compared with a tolerance for the dtype
-(``TOLERANCES``). When something fails, every known mistake of ``CATALOGUE`` is run as a variant of the model
-(a "mutant") on the same inputs; a mistake is named when your outputs match the mutant within tolerance on every
-block of every case while the reference does not match.
+(``TOLERANCES``; float32 trajectories in rounding budgets, ``rounding_budget``). When something fails, every
+known mistake of ``CATALOGUE`` is run as a variant of the model (a "mutant") on the same inputs; a mistake is
+named when its predictions match your outputs within tolerance on every block of every case you failed (and
+agree where you passed); several that predict the same numbers are all named. Findings outside the catalogue
+(uniform factors, a drifting update, hidden trainer state) are reported as ``Report.findings``.
 
 The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
 the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``runner`` (``crosscheck`` and the diagnosis),
