@@ -42,8 +42,10 @@ agree where you passed); several that predict the same numbers are all named. Fi
 (uniform factors, a drifting update, hidden trainer state) are reported as ``Report.findings``.
 
 The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
-the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``runner`` (``crosscheck`` and the diagnosis),
-``report`` (the results) and ``cli`` (``refvit crosscheck``). Everything public is importable from here.
+the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``calls`` (calling your functions: copies,
+time limit, contract messages), ``compare`` (the reference's numbers and the errors against them), ``diagnosis``
+(naming mistakes, findings), ``runner`` (``crosscheck``), ``report`` (the results) and ``cli``
+(``refvit crosscheck``). Everything public is importable from here.
 """
 from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
                     GRAD_BLOCKS, LABEL_PATTERNS, SMALL_CASES, STEPS, TOLERANCES, TRAINER_BLOCKS, TRAJ_BLOCKS,

@@ -28,8 +28,8 @@ class Variant:
         ā_l = (1/M) Σ_j S_lj ≡ 1/M).
     mean_over_queries: the 1/M of f.          mean_over_samples: the 1/n of the loss.
     loss: "logistic" (correct), "exponential" exp(−y f), "naive" log(1 + exp(−y f)) computed literally (inf for
-        y f < −709; its gradient written stably), "clamped" −log(clip(σ(y f), 1e-7, 1 − 1e-7)) (a clamped probability, zero gradient where
-        clipped).
+        y f < −709; its gradient written stably), "clamped" −log(clip(σ(y f), 1e-7, 1 − 1e-7)) (a clamped
+        probability, zero gradient where clipped).
     labels01: labels mapped to {0, 1} but used as ±1 in the margin y·f.
     query_weight: "W_Q" (correct) or "W_K" (queries computed with W_K).
     transpose_logits: Z[l, j] = x_jᵀ W_Q W_Kᵀ x_l instead of x_lᵀ W_Q W_Kᵀ x_j.
