@@ -261,6 +261,8 @@ def test_wrong_shape_and_nan_fail():
     report = cc.crosscheck(lambda *a: fwd(*a)[:, None], cases=["tiny_init"], verbose=False)
     assert "shape" in report.cases[0].error
     report = cc.crosscheck(lambda *a: fwd(*a) * np.nan, cases=["tiny_init"], verbose=False)
+    assert math.isnan(report.cases[0].blocks[0].error) and not report.passed      # NaN is reported as nan
+    report = cc.crosscheck(lambda *a: fwd(*a) * np.inf, cases=["tiny_init"], verbose=False)
     assert report.cases[0].blocks[0].error == math.inf and not report.passed
 
 

@@ -136,6 +136,8 @@ def test_nan_is_never_shown_as_inf(bad, word, other):
     report = cc.crosscheck(f, cases=["o1_logits"], verbose=False)
     note = report.cases[0].blocks[0].note
     assert note == f"shape (6,), dtype float64, 1 {word} of 6 entries" and other not in note
+    error = report.cases[0].blocks[0].error
+    assert (np.isnan(error) if word == "NaN" else error == np.inf), error       # the cell too: nan vs inf
     assert f"1 {word} of 6 entries" in report.format()
 
 
@@ -257,7 +259,7 @@ def test_cli_exit_codes_cases_progress_and_strict_json(tmp_path, capsys):
     def refuse(token):
         raise ValueError(f"non-strict JSON token {token}")
     data = json.loads(out.read_text(), parse_constant=refuse)      # strict: no NaN or Infinity tokens
-    assert data["cases"][0]["blocks"][0]["error"] == "inf"
+    assert data["cases"][0]["blocks"][0]["error"] == "nan"                # a NaN is reported as nan
     assert data["cases"][0]["blocks"][0]["note"] == "shape (6,), dtype float64, 1 NaN and 1 −inf of 6 entries"
 
     for argv in (["crosscheck", f"{user}:nothing"], ["crosscheck", "no_such_module_x:fwd"],
@@ -281,4 +283,4 @@ def test_report_json_is_strict_for_every_non_finite_number():
     def refuse(token):
         raise ValueError(f"non-strict JSON token {token}")
     data = json.loads(text, parse_constant=refuse)
-    assert data["cases"][0]["blocks"][0]["error"] == "inf"
+    assert data["cases"][0]["blocks"][0]["error"] == "nan"

@@ -127,12 +127,13 @@ def _findings(st: _State, result: CaseResult, dtype: str) -> list[str]:
             continue
         first = [uniform_factor(a - s, b_ - s, tolerance(dtype, "traj_W_Q"))
                  for a, b_, s in zip(mine[0], st.ref_traj.traj[0], st.inputs[0])]
+        # one factor shared by the moving blocks, to the 6 digits shown (float64 rounding is far below)
         factors = {round(c, 6) for c in first if c is not None}
         if len(factors) == 1 and abs(next(iter(factors)) - 1) > tolerance(dtype, "grad"):
             out.append(f"your first {kind} update is {next(iter(factors)):.6g} × the reference's −lr·∇L "
                        f"(step size off)")
         worst = max(by[b].error for b in bad)
-        if dtype == "float64" and worst < 0.1:
+        if dtype == "float64" and worst < 0.1:      # "small": below 10 % of the displacement
             out.append(f"systematic small deviation in the update (step size, decay, clipping, ε …): f and the "
                        f"gradients are exact, the {kind} trajectory drifts (by < 10 % of its displacement)")
     if "trainer_restart" in by:

@@ -1,6 +1,7 @@
 """Running your functions and the reference on the cases (``crosscheck``); on a failure, the diagnosis."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 import traceback
@@ -55,6 +56,8 @@ def _run_case(spec: CaseSpec, fns, dtype, train_w_O, steps, timeout):
     for b, e in errs.items():
         a = notes.get(b)
         note = describe_values(np.asarray(a)) if a is not None and not np.all(np.isfinite(a)) else None
+        if a is not None and np.any(np.isnan(a)):
+            e = math.nan                  # a NaN in your block is reported as nan, never as inf
         result.blocks.append(BlockResult(spec.name, b, float(e), tolerance(dtype, b), bool(e <= tolerance(dtype, b)),
                                          note))
     return result, _State(case, (p0, X, y), user, ref, ref_traj, steps, [])
