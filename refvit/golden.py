@@ -234,7 +234,7 @@ def add_subcommand(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", help="folder to write <case>.npz and manifest.json into")
     p.add_argument("--cases", default="small", choices=["small", "all", "authors"],
-                   help="'all' adds the authors' two settings at full width (hundreds of MB)")
+                   help="'all' adds the edge cases and the authors' two settings at full width (hundreds of MB)")
     p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")
     p.add_argument("--traj-steps", default=",".join(map(str, DEFAULT_TRAJ_STEPS)),
                    help="comma-separated steps whose parameters are saved")
