@@ -11,12 +11,14 @@ From the shell (exit code 0 = pass, 1 = fail):
 
     refvit crosscheck examples/torch_adapter.py:forward --grad examples/torch_adapter.py:grad \
         --step examples/torch_adapter.py:gd_step [--dtype float32] [--json report.json]
+    refvit crosscheck examples/torch_adapter.py:forward --trainer examples/torch_adapter.py:make_trainer
 
 From Python:
 
     from refvit.crosscheck import crosscheck
     report = crosscheck(forward, grad, gd_step)                    # or dtype="float32"
     report = crosscheck(forward, grad, lambda *a: gd_step(*a, train_w_O=True), train_w_O=True)   # head trained
+    report = crosscheck(forward, grad, trainer=make_trainer)       # your own training loop, optimizer kept
 
 These problems are tiny: ``torch.set_num_threads(1)`` avoids thread hand-offs that can make one step 100× slower.
 """
@@ -73,3 +75,27 @@ def gd_step(W_Q, W_K, W_V, w_O, X, y, lr, train_w_O=False):
     nn.SoftMarginLoss()(m(torch.from_numpy(X)), torch.from_numpy(y)).backward()
     opt.step()
     return _params(m)
+
+
+class Trainer:
+    """The trainer protocol: created once, ``step(k)`` runs k GD steps with one optimizer kept across calls,
+    ``params()`` reads (W_Q, W_K, W_V, w_O) back."""
+
+    def __init__(self, W_Q, W_K, W_V, w_O, X, y, lr, train_w_O=False):
+        self.m = _model(W_Q, W_K, W_V, w_O)
+        self.m.fc.requires_grad_(train_w_O)
+        self.opt = torch.optim.SGD([p for p in self.m.parameters() if p.requires_grad], lr=lr)
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step(self, k):
+        for _ in range(k):
+            self.opt.zero_grad()
+            nn.SoftMarginLoss()(self.m(self.X), self.y).backward()
+            self.opt.step()
+
+    def params(self):
+        return _params(self.m)
+
+
+def make_trainer(W_Q, W_K, W_V, w_O, X, y, lr):
+    return Trainer(W_Q, W_K, W_V, w_O, X, y, lr)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
+import math
 import zipfile
 from pathlib import Path
 
@@ -40,6 +42,8 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)             # the earliest date zip can store; 
 # differ by ≤ 7e-15 in f, loss and gradients and ≤ 3e-14 over 20 GD steps; 1e-11 / 1e-10 leaves > 300× margin,
 # while any change to the model's formulas moves these numbers by ≥ 1e-7 (a float32 step) and usually ≥ 1e-3.
 CHECK_TOL = {"value": 1e-11, "traj": 1e-10}
+REQUIRED_KEYS = ("X", "y", "W_Q", "W_K", "W_V", "w_O", "lr", "train_w_O", "f", "loss", "dW_Q", "dW_K", "dW_V",
+                 "dw_O", "traj_step", "traj_W_Q", "traj_W_K", "traj_W_V", "traj_w_O", "traj_loss")
 
 
 def case_arrays(spec: CaseSpec, steps: int = STEPS, traj_steps=DEFAULT_TRAJ_STEPS) -> dict:
@@ -116,43 +120,93 @@ def sha256_file(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _load_manifest(golden_dir: Path) -> dict:
+    path = golden_dir / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; give the folder written by `refvit golden --out`")
+    try:
+        manifest = load_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON manifest ({e})") from e
+    for key in ("steps", "traj_steps", "cases"):
+        if not isinstance(manifest, dict) or key not in manifest:
+            raise ValueError(f"{path}: the manifest has no {key!r} entry")
+    return manifest
+
+
+def _check_traj_steps(path, traj_step, steps: int, listed) -> list[int]:
+    """The stored snapshot steps, or a ValueError saying what is wrong with them."""
+    t = [int(v) for v in np.asarray(traj_step).reshape(-1)]
+    if not t:
+        raise ValueError(f"{path}: the golden set has no trajectory (traj_step is empty); write it again with "
+                         f"--traj-steps")
+    if min(t) < 0 or max(t) > steps or t != sorted(set(t)):
+        raise ValueError(f"{path}: traj_step {t} must be increasing steps in [0, {steps}] (the manifest's steps)")
+    if t != [int(v) for v in listed]:
+        raise ValueError(f"{path}: traj_step {t} differs from the manifest's traj_steps {list(listed)}")
+    return t
+
+
 def check(golden_dir) -> list[dict]:
     """Compare the current code with a golden set; one row per (case, quantity) with its error and tolerance.
 
     Verifies each file's sha256 against the manifest, then recomputes f, loss, the gradients and the trajectory
-    from the stored inputs. A row has ``passed`` False when the error exceeds ``CHECK_TOL``.
+    from the stored inputs, comparing every stored snapshot. A row has ``passed`` False when the error exceeds
+    ``CHECK_TOL`` or when a stored value is NaN or inf (its error is then inf). A missing or damaged file, or a
+    trajectory that is absent or has steps outside [0, steps], raises ValueError naming the file.
     """
     golden_dir = Path(golden_dir)
-    manifest = load_json(golden_dir / "manifest.json")
+    manifest = _load_manifest(golden_dir)
+    steps = int(manifest["steps"])
     rows = []
     for entry in manifest["cases"]:
         path = golden_dir / entry["file"]
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file, although the manifest lists it")
         if sha256_file(path) != entry["sha256"]:
-            raise ValueError(f"{path} does not match the sha256 in its manifest; the file was changed or damaged")
+            raise ValueError(f"{path}: does not match the sha256 in its manifest; the file was changed or damaged")
         g = load_npz(path)
+        missing = [k for k in REQUIRED_KEYS if k not in g]
+        if missing:
+            raise ValueError(f"{path}: missing arrays {missing}")
+        t_saved = _check_traj_steps(path, g["traj_step"], steps, manifest["traj_steps"])
+        for k in Params._fields:
+            if g[f"traj_{k}"].shape[0] != len(t_saved):
+                raise ValueError(f"{path}: traj_{k} holds {g[f'traj_{k}'].shape[0]} snapshots, traj_step "
+                                 f"{len(t_saved)}")
         p0 = Params(g["W_Q"], g["W_K"], g["W_V"], g["w_O"])
         X, y, lr = g["X"], g["y"], float(g["lr"])
         loss, grads = loss_and_grads(p0, X, y)
         errs = {"f": block_error(forward(p0, X), g["f"]), "loss": block_error(loss, g["loss"])}
         errs.update({f"d{k}": block_error(a, g[f"d{k}"]) for k, a in zip(Params._fields, grads)})
-        p, snap = p0, 0
         traj = dict.fromkeys((f"traj_{k}" for k in Params._fields), 0.0)
-        losses = []
-        for t in range(int(manifest["steps"]) + 1):
-            if snap < len(g["traj_step"]) and t == g["traj_step"][snap]:
-                for k, a, a0 in zip(Params._fields, p, p0):
-                    e = trajectory_error(a, g[f"traj_{k}"][snap], a0)
-                    traj[f"traj_{k}"] = max(traj[f"traj_{k}"], e)
-                snap += 1
+        p, losses, snaps = p0, [], {}
+        for t in range(steps + 1):
+            snaps[t] = p
             losses.append(loss_and_grads(p, X, y)[0])
-            if t < manifest["steps"]:
+            if t < steps:
                 p = reference_step(p, X, y, lr, bool(g["train_w_O"]))
+        for i, t in enumerate(t_saved):                      # every stored snapshot, not only the last
+            for k, a, a0 in zip(Params._fields, snaps[t], p0):
+                traj[f"traj_{k}"] = max(traj[f"traj_{k}"], trajectory_error(a, g[f"traj_{k}"][i], a0))
         errs.update(traj)
         errs["traj_loss"] = block_error(np.array(losses), g["traj_loss"])
         for k, e in errs.items():
+            stored = g[k] if k in g else None
+            if stored is not None and not np.all(np.isfinite(stored)):
+                e = math.inf                                 # a NaN or inf reference value fails, never passes
             tol = CHECK_TOL["traj" if k.startswith("traj") else "value"]
-            rows.append({"case": entry["name"], "quantity": k, "error": float(e), "tol": tol, "passed": e <= tol})
+            rows.append({"case": entry["name"], "quantity": k, "error": float(e), "tol": tol,
+                         "passed": bool(e <= tol)})
     return rows
+
+
+def parse_traj_steps(text: str) -> tuple[int, ...]:
+    """"0,1,20" -> (0, 1, 20), or a ValueError saying what is expected."""
+    try:
+        return tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--traj-steps must be comma-separated integers such as 0,1,20; got {text!r}") from None
 
 
 def cmd_golden(args) -> int:
@@ -167,7 +221,7 @@ def cmd_golden(args) -> int:
         return 1 if bad else 0
     if not args.out:
         raise ValueError("give --out DIR to write a golden set, or --check DIR to verify one")
-    traj_steps = tuple(int(t) for t in args.traj_steps.split(","))
+    traj_steps = parse_traj_steps(args.traj_steps)
     manifest = write_golden(args.out, args.cases, args.steps, traj_steps)
     total = sum(c["bytes"] for c in manifest["cases"])
     print(f"wrote {len(manifest['cases'])} cases ({total / 1e6:.2f} MB) and manifest.json to {args.out}")
@@ -180,7 +234,7 @@ def add_subcommand(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", help="folder to write <case>.npz and manifest.json into")
     p.add_argument("--cases", default="small", choices=["small", "all", "authors"],
-                   help="'all' adds the authors' two settings at full width (hundreds of MB)")
+                   help="'all' adds the edge cases and the authors' two settings at full width (hundreds of MB)")
     p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")
     p.add_argument("--traj-steps", default=",".join(map(str, DEFAULT_TRAJ_STEPS)),
                    help="comma-separated steps whose parameters are saved")

@@ -161,7 +161,9 @@ def test_variant_without_mistakes_is_the_reference():
 @pytest.mark.parametrize("mistake", [m for m in cc.CATALOGUE if m.variant.dtype == "float64"], ids=lambda m: m.name)
 def test_each_mutant_gradient_is_the_gradient_of_its_own_loss(mistake):
     # Central differences along a random direction: truncation O(h²) and rounding O(ε/h) give ~1e-9 relative
-    # at h = 1e-5 on this O(1) case; 1e-6 leaves margin for conditioning, while a wrong term gives ≥ 1e-2.
+    # at h = 1e-5 on this O(1) case; 1e-6 leaves margin for conditioning, while a wrong term gives ≥ 1e-2. The
+    # floor 1e-9 (absolute, ~1e-8 of this case's directional derivatives) is for blocks a mutant makes exactly
+    # flat (mean_over_keys: f does not depend on W_Q), where both sides are rounding noise ≤ 1e-17.
     c = cc.build_case(cc.SMALL_CASES[1])
     v = mistake.variant
     _, g = v.loss_and_grads(c.params, c.X, c.y)
@@ -172,7 +174,7 @@ def test_each_mutant_gradient_is_the_gradient_of_its_own_loss(mistake):
             p[k] = a
             return v.loss_and_grads(p, c.X, c.y)[0]
         analytic, numeric = directional_check(loss_k, g[k], c.params[k].copy(), rng)
-        assert abs(analytic - numeric) <= 1e-6 * max(abs(analytic), abs(numeric), 1e-12), (k, analytic, numeric)
+        assert abs(analytic - numeric) <= 1e-6 * max(abs(analytic), abs(numeric), 1e-9), (k, analytic, numeric)
 
 
 @pytest.mark.parametrize("backend, cases", [
@@ -185,7 +187,7 @@ def test_our_backends_pass(backend, cases):
     report = cc.crosscheck(fwd, grad, make_step(grad), cases=cases, verbose=False)
     assert report.passed, report.format()
     assert [c.name for c in report.cases] == [s.name for s in cc.select_cases(cases)]
-    assert all(len(c.blocks) == len(cc.BLOCKS) for c in report.cases)
+    assert all(len(c.blocks) == len(cc.BLOCKS) - len(cc.TRAINER_BLOCKS) for c in report.cases)   # no trainer
 
 
 def test_our_trainer_step_passes_with_w_O_frozen_and_trained():
@@ -207,12 +209,20 @@ def test_float32_implementation_passes_in_float32_mode():
     assert max(r["error"] for r in report.rows() if r["block"] in ("f", "dW_Q", "dW_V")) > 1e-8
 
 
-@pytest.mark.parametrize("name", [m.name for m in cc.CATALOGUE])
+FIRST_CATALOGUE = ("sqrt_dh_temperature", "softmax_over_queries", "missing_1_over_M", "missing_1_over_N",
+                   "exponential_loss", "W_K_as_W_Q", "transposed_logits", "doubled_step", "w_O_trained", "w_O_frozen",
+                   "float32_accumulation")   # the later entries are injected in tests/test_crosscheck_catalogue.py
+
+
+@pytest.mark.parametrize("name", FIRST_CATALOGUE)
 def test_each_catalogued_mistake_is_named(name):
     fwd, grad, step, args = injected(name)
     report = cc.crosscheck(fwd, grad, step, cases="small", verbose=False, **args)
     assert not report.passed
-    assert report.diagnosis == [name], report.format()
+    # softmax over the queries and the 1/M mean over the keys both give f = mean value score: the same
+    # numbers everywhere, so both are named
+    same = {"softmax_over_queries": ["softmax_over_queries", "mean_over_keys"]}
+    assert report.diagnosis == same.get(name, [name]), report.format()
     assert name in report.format()
 
 
@@ -220,7 +230,7 @@ def test_every_catalogue_entry_has_an_injection_test():
     # injected() covers each name explicitly (the fall-through branch is the correct model, which must pass)
     fwd, grad, step, args = injected("no such mistake")
     assert cc.crosscheck(fwd, grad, step, cases="small", verbose=False, **args).passed
-    assert len(cc.MISTAKES) == len(cc.CATALOGUE) == 11
+    assert set(FIRST_CATALOGUE) <= set(cc.MISTAKES)
 
 
 def test_forward_only_diagnosis():
@@ -251,6 +261,8 @@ def test_wrong_shape_and_nan_fail():
     report = cc.crosscheck(lambda *a: fwd(*a)[:, None], cases=["tiny_init"], verbose=False)
     assert "shape" in report.cases[0].error
     report = cc.crosscheck(lambda *a: fwd(*a) * np.nan, cases=["tiny_init"], verbose=False)
+    assert math.isnan(report.cases[0].blocks[0].error) and not report.passed      # NaN is reported as nan
+    report = cc.crosscheck(lambda *a: fwd(*a) * np.inf, cases=["tiny_init"], verbose=False)
     assert report.cases[0].blocks[0].error == math.inf and not report.passed
 
 

@@ -139,3 +139,66 @@ def test_cli_writes_and_checks(tmp_path, capsys):
     assert "0 above tolerance" in capsys.readouterr().out
     assert cli.main(["golden"]) == 2
     assert cli.main(["golden", "--out", str(tmp_path), "--traj-steps", "0,30"]) == 2
+
+
+# --- a damaged or incomplete golden set must fail, never pass ---------------------------------------------------
+
+@pytest.mark.parametrize("key, index", [("traj_W_V", (-1, 0, 0)), ("traj_W_K", (2, 1, 1)), ("f", (0,)),
+                                        ("dW_Q", (0, 0))])
+def test_check_fails_on_a_non_finite_reference_value(tmp_path, key, index):
+    # A NaN in a stored snapshot made max(0.0, nan) = 0.0 and passed; every NaN or inf must fail its quantity.
+    for bad in (np.nan, np.inf):
+        folder = tmp_path / f"{key}_{bad}"
+        shutil.copytree(GOLDEN, folder)
+        _rewrite(folder, "saturated", lambda g: g[key].__setitem__(index, bad))
+        failed = {(r["case"], r["quantity"]) for r in golden.check(folder) if not r["passed"]}
+        assert ("saturated", key) in failed, (key, bad, failed)
+
+
+def test_check_compares_a_middle_snapshot(tmp_path):
+    # Snapshot at step 2 (not the last) moved by 1e-8 relative: 100× the trajectory tolerance 1e-10.
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    _rewrite(tmp_path / "g", "o1_logits", lambda g: g["traj_W_V"][2].__imul__(1 + 1e-8))
+    bad = {(r["case"], r["quantity"]) for r in golden.check(tmp_path / "g") if not r["passed"]}
+    assert bad == {("o1_logits", "traj_W_V")}
+
+
+def _cut_trajectory(g, keep):
+    g["traj_step"] = g["traj_step"][keep]
+    for k in ("W_Q", "W_K", "W_V", "w_O"):
+        g[f"traj_{k}"] = g[f"traj_{k}"][keep]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda g: g["traj_step"].__setitem__(-1, 30), "must be increasing steps in \\[0, 20\\]"),       # out of range
+    (lambda g: g["traj_step"].__setitem__(-1, -1), "must be increasing steps"),                       # negative
+    (lambda g: _cut_trajectory(g, slice(0, -1)), "differs from the manifest"),                       # one missing
+    (lambda g: _cut_trajectory(g, slice(0, 0)), "has no trajectory"),                                # none at all
+])
+def test_check_refuses_missing_or_out_of_range_trajectory_steps(tmp_path, capsys, change, message):
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    _rewrite(tmp_path / "g", "M1", change)
+    with pytest.raises(ValueError, match=message):
+        golden.check(tmp_path / "g")
+    assert cli.main(["golden", "--check", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("refvit: error: ") and "M1.npz" in err[0], err
+
+
+def test_check_of_a_missing_golden_set_or_file_is_one_line(tmp_path, capsys):
+    assert cli.main(["golden", "--check", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"refvit: error: {tmp_path / 'nowhere' / 'manifest.json'}: no such file; give the folder "
+                   f"written by `refvit golden --out`"], err
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    (tmp_path / "g" / "M1.npz").unlink()
+    assert cli.main(["golden", "--check", str(tmp_path / "g")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "M1.npz: no such file" in err[0], err
+
+
+def test_bad_traj_steps_is_a_usage_error(tmp_path, capsys):
+    assert cli.main(["golden", "--out", str(tmp_path), "--traj-steps", "a,b"]) == 2
+    err = capsys.readouterr().err
+    assert "--traj-steps must be comma-separated integers" in err and "'a,b'" in err, err
+    assert not (tmp_path / "manifest.json").exists()

@@ -18,36 +18,53 @@ d_h query/key width, d_v value width):
     One full-batch gradient-descent step θ ← θ − lr ∇L(θ), lr a Python float. w_O is frozen by default (the
     authors' code and the default of docs/math.md §3), so the returned w_O must equal the one passed in; call
     ``crosscheck(..., train_w_O=True)`` if your implementation trains w_O, and the checker then expects
-    w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory).
+    w_O ← w_O − lr ∇_{w_O} L. The checker iterates your step 20 times from each case's start (a trajectory;
+    150 in the case "long").
+
+``make_trainer(W_Q, W_K, W_V, w_O, X, y, lr) -> trainer`` with ``trainer.step(k)`` and ``trainer.params()``
+    Your own training loop (``crosscheck(..., trainer=make_trainer)``, ``--trainer``): created once, ``step(k)``
+    runs k GD steps keeping whatever state your optimizer keeps, ``params()`` returns (W_Q, W_K, W_V, w_O). The
+    checker compares a persistent trainer stepped one step at a time, a trainer recreated at every reference
+    iterate, and one ``step(T)`` call with the reference trajectory, so hidden optimizer state shows either way.
 
 Every array you receive is a fresh C-contiguous copy in the checked dtype ("float64" or "float32"; y too), so
 in-place updates cannot disturb the checker. Return anything ``np.asarray`` accepts (convert framework tensors
-with ``.detach().cpu().numpy()``). An exception or a wrong shape is reported for that case, not raised.
+with ``.detach().cpu().numpy()``). An exception, a wrong shape or a call that exceeds the time limit is reported
+for that case (saying what is required, what came and how to fix it), not raised.
 
 How the comparison works: in each case the reference evaluates *the same* inputs your functions receive (in
 float32 mode, the float32-rounded inputs) in float64 with ``refvit.model``. Each block gets one relative error,
 max|yours − ref| / max(max|yours|, max|ref|) (see ``block_error``), compared with a tolerance for the dtype
-(``TOLERANCES``). When something fails, every known mistake of ``CATALOGUE`` is run as a variant of the model
-(a "mutant") on the same inputs; a mistake is named when your outputs match the mutant within tolerance on every
-block of every case while the reference does not match.
+(``TOLERANCES``; float32 trajectories in rounding budgets, ``rounding_budget``). When something fails, every
+known mistake of ``CATALOGUE`` is run as a variant of the model (a "mutant") on the same inputs; a mistake is
+named when its predictions match your outputs within tolerance on every block of every case you failed (and
+agree where you passed); several that predict the same numbers are all named. Findings outside the catalogue
+(uniform factors, a drifting update, hidden trainer state) are reported as ``Report.findings``.
 
 The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
-the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``runner`` (``crosscheck`` and the diagnosis),
-``report`` (the results) and ``cli`` (``refvit crosscheck``). Everything public is importable from here.
+the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``calls`` (calling your functions: copies,
+time limit, contract messages), ``compare`` (the reference's numbers and the errors against them), ``diagnosis``
+(naming mistakes, findings), ``runner`` (``crosscheck``), ``report`` (the results) and ``cli``
+(``refvit crosscheck``). Everything public is importable from here.
 """
-from .cases import (AUTHOR_CASES, BLOCKS, CASES, DTYPES, GRAD_BLOCKS, SMALL_CASES, STEPS, TOLERANCES, TRAJ_BLOCKS,
+from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
+                    GRAD_BLOCKS, LABEL_PATTERNS, SMALL_CASES, STEPS, TOLERANCES, TRAINER_BLOCKS, TRAJ_BLOCKS,
                     TRAJ_FLOOR, Case, CaseSpec, build_case, reference_step, select_cases, tolerance)
 from .cli import add_subcommand, cmd_crosscheck, load_callable
-from .metrics import block_error, grad_zero_level, trajectory_error
-from .mutants import CATALOGUE, MISTAKES, Mistake, Variant
-from .report import BlockResult, CaseResult, Report
-from .runner import crosscheck
+from .metrics import (block_error, describe_values, grad_zero_level, match_error, rounding_budget, trajectory_error,
+                      uniform_factor)
+from .mutants import CATALOGUE, MISTAKES, SHAPE_MISTAKES, Mistake, Variant
+from .report import BlockResult, CaseResult, Report, finite_json
+from .runner import DEFAULT_TIMEOUT, crosscheck
 
 __all__ = [
     "crosscheck", "Report", "CaseResult", "BlockResult",
-    "CaseSpec", "Case", "CASES", "SMALL_CASES", "AUTHOR_CASES", "build_case", "select_cases", "reference_step",
-    "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS", "tolerance",
-    "block_error", "trajectory_error", "grad_zero_level",
-    "Variant", "Mistake", "CATALOGUE", "MISTAKES",
+    "CaseSpec", "Case", "CASES", "SMALL_CASES", "EDGE_CASES", "AUTHOR_CASES", "CASE_GROUPS", "LABEL_PATTERNS",
+    "build_case", "select_cases", "reference_step",
+    "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TRAINER_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS",
+    "F32_UNIT", "F32_GRAD_ROUNDING", "tolerance", "DEFAULT_TIMEOUT",
+    "block_error", "trajectory_error", "grad_zero_level", "match_error", "uniform_factor", "describe_values",
+    "rounding_budget", "finite_json",
+    "Variant", "Mistake", "CATALOGUE", "MISTAKES", "SHAPE_MISTAKES",
     "load_callable", "cmd_crosscheck", "add_subcommand",
 ]

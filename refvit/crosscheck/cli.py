@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..io import save_json
-from .cases import DTYPES, STEPS
-from .runner import crosscheck
+from ..io import atomic_write
+from .cases import CASE_GROUPS, DTYPES, STEPS
+from .runner import DEFAULT_TIMEOUT, crosscheck
 
 
 def load_callable(ref: str) -> Callable:
@@ -24,14 +24,17 @@ def load_callable(ref: str) -> Callable:
             raise ValueError(f"no such file {path}")
         spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:   # a broken file is a usage error (exit 2), shown in one line
+            raise ValueError(f"cannot load {path}: {type(e).__name__}: {e}") from e
     else:
         if "" not in sys.path and str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
         try:
             module = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import {mod_name!r}: {e}") from e
+        except Exception as e:   # ImportError, or anything the module raises while importing
+            raise ValueError(f"cannot import {mod_name!r}: {type(e).__name__}: {e}") from e
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"{mod_name} has no function {attr!r}")
@@ -39,12 +42,15 @@ def load_callable(ref: str) -> Callable:
 
 
 def cmd_crosscheck(args) -> int:
+    """Exit status: 0 every case passes, 1 a mismatch, 2 (through ``refvit.cli.main``) a usage or import error."""
     report = crosscheck(load_callable(args.forward),
                         load_callable(args.grad) if args.grad else None,
                         load_callable(args.step) if args.step else None,
-                        dtype=args.dtype, train_w_O=args.train_w_O, cases=args.cases, steps=args.steps)
+                        dtype=args.dtype, trainer=load_callable(args.trainer) if args.trainer else None,
+                        train_w_O=args.train_w_O, cases=list(args.cases), steps=args.steps, timeout=args.timeout)
     if args.json:
-        save_json(args.json, report.to_dict())
+        text = report.to_json()
+        atomic_write(args.json, lambda fh: fh.write(text.encode()))
     return 0 if report.passed else 1
 
 
@@ -60,7 +66,12 @@ def add_subcommand(sub) -> None:
     p.add_argument("--dtype", default="float64", choices=DTYPES, help="dtype of the arrays passed to you")
     p.add_argument("--train-w-O", dest="train_w_O", action="store_true",
                    help="your step trains w_O (default: frozen, docs/math.md §3)")
-    p.add_argument("--cases", default="all", choices=["all", "small", "authors"])
+    p.add_argument("--trainer", help="make_trainer(W_Q, W_K, W_V, w_O, X, y, lr) -> object with .step(k) and "
+                                     ".params(); your own training loop, checked over the trajectory")
+    p.add_argument("--cases", nargs="+", default=["all"], metavar="NAME",
+                   help=f"case names or groups ({', '.join(sorted(CASE_GROUPS))})")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per call of your "
+                   "functions")
     p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=cmd_crosscheck)

@@ -21,22 +21,40 @@ class Variant:
     """The model of docs/math.md §2, §3 with switches; ``Variant()`` is the reference itself (in ``dtype``).
 
     temperature: logits divided by √d_h.      softmax_over: "keys" (correct) or "queries".
+    causal: keys j > l masked out (a decoder's causal mask).
+    softmax_eps: S = E / (Σ E + ε) (a "safe" denominator).   clamp_logits: logits clipped to ±clamp_logits.
+    max_shift: subtract the row max before exp (False: the naive softmax, overflows to NaN for logits > 709).
+    abar_over: "queries" (correct, ā_j = (1/M) Σ_l S_lj) or "keys" (the mean taken over the other axis of S,
+        ā_l = (1/M) Σ_j S_lj ≡ 1/M).
     mean_over_queries: the 1/M of f.          mean_over_samples: the 1/n of the loss.
-    loss: "logistic" (correct) or "exponential" exp(−y f).
+    loss: "logistic" (correct), "exponential" exp(−y f), "naive" log(1 + exp(−y f)) computed literally (inf for
+        y f < −709; its gradient written stably), "clamped" −log(clip(σ(y f), 1e-7, 1 − 1e-7)) (a clamped
+        probability, zero gradient where clipped).
+    labels01: labels mapped to {0, 1} but used as ±1 in the margin y·f.
     query_weight: "W_Q" (correct) or "W_K" (queries computed with W_K).
     transpose_logits: Z[l, j] = x_jᵀ W_Q W_Kᵀ x_l instead of x_lᵀ W_Q W_Kᵀ x_j.
     step_scale: the GD step is θ − step_scale·lr·∇L.
+    momentum, weight_decay, clip_norm: SGD extras (heavy ball v ← βv + g; g + λθ; g scaled to global norm ≤ c).
     flip_w_O: train w_O when it should be frozen, or vice versa.
     dtype: arithmetic precision.
     """
     temperature: bool = False
     softmax_over: str = "keys"
+    causal: bool = False
+    softmax_eps: float = 0.0
+    clamp_logits: float = 0.0
+    max_shift: bool = True
+    abar_over: str = "queries"
     mean_over_queries: bool = True
     mean_over_samples: bool = True
     loss: str = "logistic"
+    labels01: bool = False
     query_weight: str = "W_Q"
     transpose_logits: bool = False
     step_scale: float = 1.0
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    clip_norm: float = 0.0
     flip_w_O: bool = False
     dtype: str = "float64"
 
@@ -54,32 +72,59 @@ class Variant:
         Z = tau * (Q @ K.transpose(0, 2, 1))                            # (n, M, M) Z[l, j] = q_l·k_j
         if self.transpose_logits:
             Z = Z.transpose(0, 2, 1)                                    # Z[l, j] = q_j·k_l
+        clipped = np.ones_like(Z)
+        if self.clamp_logits:
+            clipped = (np.abs(Z) <= self.clamp_logits).astype(Z.dtype)
+            Z = np.clip(Z, -self.clamp_logits, self.clamp_logits)
+        if self.causal:
+            Z = np.where(np.tril(np.ones((M, M), dtype=bool)), Z, -np.inf)
         axis = -1 if self.softmax_over == "keys" else -2
-        E = np.exp(Z - Z.max(axis=axis, keepdims=True))
-        S = E / E.sum(axis=axis, keepdims=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            E = np.exp(Z - Z.max(axis=axis, keepdims=True) if self.max_shift else Z)
+            S = E / (E.sum(axis=axis, keepdims=True) + X.dtype.type(self.softmax_eps))
         m = M if self.mean_over_queries else 1
-        abar = S.sum(axis=1) / X.dtype.type(m)                          # (n, M)
+        abar = S.sum(axis=1 if self.abar_over == "queries" else 2) / X.dtype.type(m)   # (n, M)
         v = X @ (W_V @ w_O)                                             # (n, M)
-        return (abar * v).sum(axis=1), (Q, K, S, v, tau, axis, abar, m)
+        return (abar * v).sum(axis=1), (Q, K, S, v, tau, axis, abar, m, clipped, Z)
 
     def loss_and_grads(self, params, X, y):
         """(loss, Params of gradients) by the chain rule through ``forward``."""
-        f, (Q, K, S, v, tau, axis, abar, m) = self.forward(params, X)
+        f, (Q, K, S, v, tau, axis, abar, m, clipped, Z) = self.forward(params, X)
         (W_Q, W_K, W_V, w_O), X = self._cast(params, X)
         y = np.asarray(y, dtype=X.dtype)
+        if self.labels01:
+            y = (y + 1) / 2
         n, M, d = X.shape
         margins = y * f
-        if self.loss == "logistic":
-            losses, dl = np.logaddexp(0, -margins), -expit(-margins)
-        else:
-            losses = np.exp(-margins)
-            dl = -losses
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if self.loss == "logistic":
+                losses, dl = np.logaddexp(0, -margins), -expit(-margins)
+            elif self.loss == "naive":
+                losses, dl = np.log(1 + np.exp(-margins)), -expit(-margins)   # the gradient written stably
+            elif self.loss == "clamped":
+                eps = 1e-7
+                p = expit(margins)
+                pc = np.clip(p, eps, 1 - eps)
+                losses = -np.log(pc)
+                dl = np.where((p > eps) & (p < 1 - eps), -(1 - p), 0.0).astype(X.dtype)
+            else:
+                losses = np.exp(-margins)
+                dl = -losses
         k = n if self.mean_over_samples else 1
         loss = losses.sum() / X.dtype.type(k)
         df = dl * y / X.dtype.type(k)                                   # (n,)
         dv = df[:, None] * abar                                         # (n, M)
-        dS = np.broadcast_to((df[:, None] * v / X.dtype.type(m))[:, None, :], S.shape)
-        dZ = S * (dS - (S * dS).sum(axis=axis, keepdims=True))          # softmax VJP along its axis
+        dA = (df[:, None] * v / X.dtype.type(m))                        # (n, M): ∂f/∂ā
+        dS = np.broadcast_to(dA[:, None, :] if self.abar_over == "queries" else dA[:, :, None], S.shape)
+        with np.errstate(invalid="ignore"):
+            # softmax VJP along its axis; with S = E/(ΣE + ε) the Jacobian δ_jk S_j − S_j S_k keeps this form.
+            # Masked (causal) entries have S = 0, hence dZ = 0; clamped logits pass no gradient.
+            dZ = S * (dS - (S * dS).sum(axis=axis, keepdims=True)) * clipped
+        if self.softmax_eps:
+            # S_j = e^{Z_j − c} / (Σ_k e^{Z_k − c} + ε) depends on the shift c = max Z once ε ≠ 0:
+            # ∂S_j/∂c = −S_j (1 − Σ_k S_k), added to the arg-max logit (as autograd does through max)
+            top = Z == Z.max(axis=axis, keepdims=True)
+            dZ = dZ - top * ((S * dS).sum(axis=axis, keepdims=True) * (1 - S.sum(axis=axis, keepdims=True)))
         if self.transpose_logits:
             dZ = dZ.transpose(0, 2, 1)
         dZ = tau * dZ
@@ -91,14 +136,40 @@ class Variant:
         du = Xf.T @ dv.reshape(n * M)                                   # (d,)
         return loss, Params(dW_Q, dW_K, np.outer(du, w_O), W_V.T @ du)
 
-    def step(self, params, X, y, lr: float, train_w_O: bool) -> Params:
-        """One GD step with this variant's gradient, step size and w_O rule."""
-        _, g = self.loss_and_grads(params, X, y)
+    def trajectory(self, params, X, y, lr: float, train_w_O: bool, steps: int):
+        """The iterates after 1, …, ``steps`` steps (a generator), with this variant's gradient, step size,
+        optimizer extras (momentum state carried across steps) and w_O rule."""
         p, _ = self._cast(params, X)
         eta = p.W_Q.dtype.type(self.step_scale * lr)
         train = train_w_O != self.flip_w_O
-        return Params(p.W_Q - eta * g.W_Q, p.W_K - eta * g.W_K, p.W_V - eta * g.W_V,
-                      p.w_O - eta * g.w_O if train else p.w_O.copy())
+        velocity = None
+        for _ in range(steps):
+            _, g = self.loss_and_grads(p, X, y)
+            g = list(g) if train else [*g[:3], np.zeros_like(g[3])]
+            if self.weight_decay:
+                g = [gi + p.W_Q.dtype.type(self.weight_decay) * pi for gi, pi in zip(g, p)]
+                if not train:
+                    g[3] = np.zeros_like(g[3])
+            if self.clip_norm:
+                norm = math.sqrt(sum(float(np.sum(gi.astype(np.float64) ** 2)) for gi in g))
+                if norm > self.clip_norm:
+                    g = [gi * p.W_Q.dtype.type(self.clip_norm / norm) for gi in g]
+            if self.momentum:
+                velocity = g if velocity is None else [p.W_Q.dtype.type(self.momentum) * vi + gi
+                                                       for vi, gi in zip(velocity, g)]
+                g = velocity
+            p = Params(*(pi - eta * gi for pi, gi in zip(p, g)))
+            yield p
+
+    def step(self, params, X, y, lr: float, train_w_O: bool) -> Params:
+        """One GD step with this variant's gradient, step size and w_O rule (no optimizer state yet)."""
+        return next(self.trajectory(params, X, y, lr, train_w_O, 1))
+
+    @property
+    def step_only(self) -> bool:
+        """True when the variant differs from the reference only in the update, not in f, loss or gradients."""
+        return Variant(step_scale=self.step_scale, momentum=self.momentum, weight_decay=self.weight_decay,
+                       clip_norm=self.clip_norm, flip_w_O=self.flip_w_O, dtype=self.dtype) == self
 
 
 @dataclass(frozen=True)
@@ -109,6 +180,7 @@ class Mistake:
     description: str
     variant: Variant
     applies: Callable[[str, bool], bool] = lambda dtype, train_w_O: True   # (checked dtype, train_w_O) -> bool
+    kind: str = "numbers"     # "numbers": run as a mutant; "shape": named from a wrong shape your function returns
 
 
 CATALOGUE = (
@@ -128,6 +200,30 @@ CATALOGUE = (
             "or W_Q and W_K swapped (docs/math.md (2.3))", Variant(transpose_logits=True)),
     Mistake("doubled_step", "the GD step is 2·lr·∇L (update applied twice, or the gradient accumulated twice)",
             Variant(step_scale=2.0)),
+    Mistake("mean_over_keys", "the 1/M mean of the attention taken over the other axis of S (ā_l = (1/M) Σ_j S_lj, "
+            "which is 1/M for every l): f collapses to the mean value score (docs/math.md (2.5))",
+            Variant(abar_over="keys")),
+    Mistake("causal_mask", "a causal mask (keys j > l hidden, as in a decoder); this model attends to every token "
+            "(docs/math.md (2.4))", Variant(causal=True)),
+    Mistake("labels_01_as_pm1", "labels mapped to {0, 1} but the margin y·f written for ±1: the negative class "
+            "contributes log 2 and no gradient (docs/math.md (3.3))", Variant(labels01=True)),
+    Mistake("naive_logistic_overflow", "log(1 + exp(−y f)) computed literally: inf for y f < −709 (use "
+            "logaddexp(0, −y f), docs/math.md (3.1))", Variant(loss="naive")),
+    Mistake("clamped_probability", "σ(y f) clamped to [1e-7, 1 − 1e-7] before the log (a \"safe\" BCE): loss "
+            "capped at 16.1 and no gradient for large margins (docs/math.md (3.1))", Variant(loss="clamped")),
+    Mistake("softmax_without_max_shift", "exp of the raw logits without subtracting the row maximum: NaN once a "
+            "logit exceeds 709 (docs/math.md (3.5))", Variant(max_shift=False)),
+    Mistake("softmax_epsilon", "a \"safe\" softmax denominator Σ exp + ε (ε = 1e-6): every weight shrinks by "
+            "≈ ε (docs/math.md (2.4))", Variant(softmax_eps=1e-6),
+            lambda dtype, train_w_O: dtype == "float64"),
+    Mistake("clamped_logits", "logits clipped to ±50 before the softmax: changes saturated attention and "
+            "stops its gradient (docs/math.md (2.4))", Variant(clamp_logits=50.0)),
+    Mistake("momentum", "SGD with momentum 0.9 (heavy ball) instead of plain GD (docs/math.md (6.1))",
+            Variant(momentum=0.9)),
+    Mistake("weight_decay", "weight decay λ = 0.01 added to the gradient (docs/math.md (6.1) has none)",
+            Variant(weight_decay=0.01)),
+    Mistake("gradient_clipping", "gradients clipped to global norm 1 (docs/math.md (6.1) has no clipping)",
+            Variant(clip_norm=1.0)),
     Mistake("w_O_trained", "the GD step updates w_O although it is frozen in this setting (docs/math.md §3); pass "
             "train_w_O=True (--train-w-O) if you train it on purpose", Variant(flip_w_O=True),
             lambda dtype, train_w_O: not train_w_O),
@@ -137,4 +233,11 @@ CATALOGUE = (
             "default dtype, or accumulator): errors at the float32 level, matched with the float32 tolerances",
             Variant(dtype="float32"), lambda dtype, train_w_O: dtype == "float64"),
 )
-MISTAKES = {m.name: m for m in CATALOGUE}
+SHAPE_MISTAKES = (
+    Mistake("squeeze_size_1", "an axis of size 1 dropped (e.g. .squeeze() without an axis): the output loses the "
+            "sample axis at N = 1 or the token axis at M = 1; squeeze only the axis you mean (squeeze(-1))",
+            Variant(), lambda dtype, train_w_O: False, kind="shape"),
+    Mistake("transposed_gradient", "a gradient returned transposed (nn.Linear stores Wᵀ: return weight.grad.T)",
+            Variant(), lambda dtype, train_w_O: False, kind="shape"),
+)
+MISTAKES = {m.name: m for m in CATALOGUE + SHAPE_MISTAKES}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 
 from .cases import BLOCKS, tolerance
@@ -16,6 +18,7 @@ class BlockResult:
     error: float        # max relative error against the reference (inf: NaN, inf or wrong shape)
     tol: float
     passed: bool
+    note: str | None = None   # what your block held when it was not finite: "shape (6,), dtype float64, 2 NaN …"
 
 
 @dataclass
@@ -27,6 +30,7 @@ class CaseResult:
     blocks: list = field(default_factory=list)      # BlockResult
     error: str | None = None                         # an exception raised by your function, if any
     diagnosis: list = field(default_factory=list)   # names of catalogue mistakes matching this case
+    findings: list = field(default_factory=list)    # plain statements (uniform factors, drifting updates, …)
 
     @property
     def passed(self) -> bool:
@@ -44,6 +48,7 @@ class Report:
     train_w_O: bool
     cases: list
     diagnosis: list = field(default_factory=list)
+    findings: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -53,15 +58,21 @@ class Report:
         return [dataclasses.asdict(b) for c in self.cases for b in c.blocks]
 
     def to_dict(self) -> dict:
-        return {"dtype": self.dtype, "train_w_O": self.train_w_O, "passed": self.passed,
-                "diagnosis": list(self.diagnosis), "cases": [dataclasses.asdict(c) for c in self.cases]}
+        """Strict-JSON-ready: a non-finite number becomes the string "nan", "inf" or "-inf" (``finite_json``)."""
+        return finite_json({"dtype": self.dtype, "train_w_O": self.train_w_O, "passed": self.passed,
+                            "diagnosis": list(self.diagnosis), "findings": list(self.findings),
+                            "cases": [dict(dataclasses.asdict(c), passed=c.passed) for c in self.cases]})
+
+    def to_json(self) -> str:
+        """The report as strict JSON (no NaN or Infinity tokens)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
     def format(self) -> str:
         blocks = [b for b in BLOCKS if any(r.block == b for c in self.cases for r in c.blocks)]
         w = max([len(c.name) for c in self.cases] + [8])
         lines = [f"refvit crosscheck: dtype {self.dtype}, w_O {'trained' if self.train_w_O else 'frozen'}, "
                  f"{len(self.cases)} cases; max relative error per block (! = above tolerance)",
-                 " " * w + "".join(f"{b:>10s}" for b in blocks),
+                 " " * w + "".join(f"{b.replace('trainer_', 'tr_'):>10s}" for b in blocks),
                  f"{'tol':<{w}s}" + "".join(f"{tolerance(self.dtype, b):>10.0e}" for b in blocks)]
         for c in self.cases:
             by = {r.block: r for r in c.blocks}
@@ -72,15 +83,34 @@ class Report:
             lines.append(f"{c.name:<{w}s}" + "".join(cells) + ("  ok" if c.passed else "  FAIL"))
             if c.error:
                 lines.append(f"{'':<{w}s}  error: {c.error}")
-            elif c.diagnosis:
+            if c.diagnosis:
                 lines.append(f"{'':<{w}s}  matches: {', '.join(c.diagnosis)}")
+            for r in c.blocks:
+                if r.note:
+                    lines.append(f"{'':<{w}s}  {r.block}: {r.note}")
+            for f in c.findings:
+                lines.append(f"{'':<{w}s}  {f}")
         lines.append("PASS: every block within tolerance." if self.passed else "FAIL.")
         if not self.passed:
             if self.diagnosis:
-                lines.append("Diagnosis: your outputs match these known mistakes on every case:")
+                lines.append("Diagnosis: your outputs match these known mistakes in every case you failed:")
                 lines += [f"  - {n}: {MISTAKES[n].description}" for n in self.diagnosis]
             else:
-                lines.append("Diagnosis: no catalogued mistake matches all cases "
+                lines.append("Diagnosis: no catalogued mistake matches every failing case "
                              "(a per-case 'matches:' line above may still point to one).")
+            if self.findings:
+                lines.append("Findings:")
+                lines += [f"  - {f}" for f in self.findings]
         return "\n".join(lines)
 
+
+
+def finite_json(obj):
+    """``obj`` with every non-finite float replaced by "nan", "inf" or "-inf" (recursively)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else "inf" if obj > 0 else "-inf"
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    return obj
