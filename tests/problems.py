@@ -23,3 +23,15 @@ REGIMES = {
     "O1_logits": lambda: small_problem("gaussian", sigma0=0.5),
     "after_50_steps": trained_problem,
 }
+
+
+def table_row(**values) -> dict:
+    """A row of a sweep table with every column of ``refvit.results.COLUMNS``: the given values, and placeholders
+    (zeros, status from ``converged``) for the columns a test does not look at."""
+    from refvit.results import COLUMNS
+    row = {c: 0.0 for c in COLUMNS}
+    row.update(N=2, repeat=0, seed=0, steps=1, converged=True)
+    row.update(values)
+    if "status" not in values:
+        row["status"] = "converged" if row["converged"] else "max_steps"
+    return {c: row[c] for c in COLUMNS}

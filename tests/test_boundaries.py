@@ -12,6 +12,8 @@ from refvit.fit import fit_sweep
 from refvit.io import save_csv, save_json
 from refvit.tokens import unique_tokens
 
+from .problems import table_row
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # the stopping comparison L_S(θ_t) < τ is strict (docs/math.md (6.4)), for both rules
@@ -68,8 +70,8 @@ def test_fit_sweep_leaves_out_runs_that_did_not_converge(tmp_path):
     # them moves the boundary a lot
     loss = np.where(benign, 0.05, 0.5)
     loss = np.where(~converged & (N <= 4), 0.01, loss)
-    rows = [{"N": int(N[i]), "mu_norm": float(mu[i]), "snr": float(snr[i]), "converged": bool(converged[i]),
-             "test_loss": float(loss[i])} for i in range(n)]
+    rows = [table_row(N=int(N[i]), mu_norm=float(mu[i]), snr=float(snr[i]), converged=bool(converged[i]),
+                      test_loss=float(loss[i])) for i in range(n)]
     save_csv(tmp_path / "table.csv", rows, list(rows[0]))
     save_json(tmp_path / "sweep.json", {"data": {"sigma_p": 4.0, "snr_axis_sigma": 0.2, "d": 2000}})
     fit = fit_sweep(tmp_path, n_boot=0)

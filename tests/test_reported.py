@@ -24,6 +24,8 @@ from refvit.results import sweep_run_file
 from refvit.studies.common import group_stats
 from refvit.sweep import Sweep, run_one, write_table
 
+from .problems import table_row
+
 # the table's column order, written out here (not imported) so that a reordered or missing column fails
 EXPECTED_COLUMNS = ["N", "mu_norm", "repeat", "seed", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "steps", "status",
                     "converged", "train_loss", "test_loss", "test_error", "attn_signal", "attn_noise", "seconds",
@@ -89,7 +91,8 @@ def test_write_table_sorts_rows_numerically_with_the_documented_columns(tmp_path
     random.Random(0).shuffle(specs)                           # written in a random order
     for k, (N, mu, r) in enumerate(specs):
         row = {c: float(k) + 0.25 for c in EXPECTED_COLUMNS}
-        row.update(N=N, mu_norm=float(mu), repeat=r, status="converged", converged=True, extra="dropped")
+        row.update(N=N, mu_norm=float(mu), repeat=r, seed=sw.seed, steps=k, status="converged", converged=True,
+                   settings_hash=sw.settings_hash(), extra="dropped")
         save_json(tmp_path / "runs" / sweep_run_file(N, mu, r), row)
     write_table(sw, tmp_path)
     with open(tmp_path / "table.csv", newline="") as fh:
@@ -208,9 +211,9 @@ def test_cell_grid_means_and_benign_fractions_by_hand():
 def test_reproduce_summary_numbers(tmp_path):
     save_json(tmp_path / "sweep.json", {"name": "tiny", "Ns": [2, 4, 8], "mu_norms": [1, 2], "repeats": 2, "seed": 7,
                                          "train": {"coords": "span", "backend": "numpy"}})
-    rows = [{"N": N, "converged": (N * mu + r) % 3 != 0} for N in (2, 4, 8) for mu in (1, 2) for r in (0, 1)]
+    rows = [table_row(N=N, converged=(N * mu + r) % 3 != 0) for N in (2, 4, 8) for mu in (1, 2) for r in (0, 1)]
     n_conv = sum(r["converged"] for r in rows)
-    save_csv(tmp_path / "table.csv", rows, ["N", "converged"])
+    save_csv(tmp_path / "table.csv", rows, list(rows[0]))
     save_json(tmp_path / "fit.json", {"method": "mle", "a": 1.87654, "C": 2.345, "ci_a": [1.5, 2.25],
                                        "mu_ratio_10_90": 3.21, "level": 0.95, "n": 12, "n_benign": 5})
     text = reproduce_summary(tmp_path)

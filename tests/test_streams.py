@@ -17,6 +17,8 @@ from refvit.io import save_csv, save_json
 from refvit.studies.optimizers import PILOT_STREAM_TAG
 from refvit.sweep import run_one
 
+from .problems import table_row
+
 DATA = DataConfig(N=10, M=4, d=12, mu_norm=3.0, sigma_p=2.0, sigma_w=0.5, n_test=6, flip_rate=0.2)
 MODEL = ModelConfig(d_h=3, d_v=2, init_scale=4.0)
 
@@ -117,7 +119,7 @@ def test_the_fit_bootstrap_draws_from_its_own_stream(tmp_path):
     N = rng.choice([2, 4, 8, 16], size=n)
     snr = rng.choice([0.1, 0.2, 0.4, 0.8], size=n)
     loss = np.where(rng.random(n) < 1 / (1 + np.exp(-(1 + np.log(N) + 2 * np.log(snr)))), 0.05, 0.5)
-    rows = [{"N": int(N[i]), "snr": float(snr[i]), "converged": True, "test_loss": float(loss[i])} for i in range(n)]
+    rows = [table_row(N=int(N[i]), snr=float(snr[i]), test_loss=float(loss[i])) for i in range(n)]
     save_csv(tmp_path / "table.csv", rows, list(rows[0]))
     save_json(tmp_path / "sweep.json", {"data": {"sigma_p": 4.0, "snr_axis_sigma": 0.2, "d": 100}})
     table_before = (tmp_path / "table.csv").read_bytes()
