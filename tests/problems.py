@@ -1,5 +1,10 @@
-"""Shared test problems: the three regimes every gradient check runs in (imported by the test modules)."""
+"""Shared test helpers (imported by the test modules): the three regimes every gradient check runs in, a full
+sweep-table row, and an independent Newton fit of the logistic boundary."""
+import numpy as np
+from scipy.special import expit
+
 from refvit import DataConfig, ModelConfig, init_params, make_dataset, streams, train
+from refvit.results import COLUMNS
 
 
 def small_problem(init: str, sigma0: float = 1e-3, seed: int = 0):
@@ -28,10 +33,23 @@ REGIMES = {
 def table_row(**values) -> dict:
     """A row of a sweep table with every column of ``refvit.results.COLUMNS``: the given values, and placeholders
     (zeros, status from ``converged``) for the columns a test does not look at."""
-    from refvit.results import COLUMNS
     row = {c: 0.0 for c in COLUMNS}
     row.update(N=2, repeat=0, seed=0, steps=1, converged=True)
     row.update(values)
     if "status" not in values:
         row["status"] = "converged" if row["converged"] else "max_steps"
     return {c: row[c] for c in COLUMNS}
+
+
+def newton_logistic(F, b):
+    """Maximum likelihood for logistic regression on (1, F) by plain Newton without standardization: a second code
+    path to the fit's estimate (docs/math.md (11.4)), shared by the fit tests."""
+    G = np.column_stack([np.ones(len(b)), F])
+    w = np.zeros(G.shape[1])
+    for _ in range(100):
+        p = expit(G @ w)
+        step = np.linalg.solve(G.T @ (G * (p * (1 - p))[:, None]), G.T @ (b - p))
+        w += step
+        if np.max(np.abs(step)) < 1e-13:
+            break
+    return w

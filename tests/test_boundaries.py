@@ -12,7 +12,7 @@ from refvit.fit import fit_sweep
 from refvit.io import save_csv, save_json
 from refvit.tokens import unique_tokens
 
-from .problems import table_row
+from .problems import newton_logistic, table_row
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -45,19 +45,6 @@ def test_a_loss_equal_to_the_threshold_is_not_below_it(rule):
 # non-converged runs are left out of the boundary fit (docs/math.md §11)
 # ---------------------------------------------------------------------------------------------------------------
 
-def newton(F, b):
-    """Maximum likelihood for logistic regression on (1, F): plain Newton, a second code path (math 11.4)."""
-    G = np.column_stack([np.ones(len(b)), F])
-    w = np.zeros(3)
-    for _ in range(100):
-        p = expit(G @ w)
-        step = np.linalg.solve(G.T @ (G * (p * (1 - p))[:, None]), G.T @ (b - p))
-        w += step
-        if np.max(np.abs(step)) < 1e-13:
-            break
-    return w
-
-
 def test_fit_sweep_leaves_out_runs_that_did_not_converge(tmp_path):
     rng = np.random.default_rng(2)
     n = 120
@@ -76,8 +63,8 @@ def test_fit_sweep_leaves_out_runs_that_did_not_converge(tmp_path):
     save_json(tmp_path / "sweep.json", {"data": {"sigma_p": 4.0, "snr_axis_sigma": 0.2, "d": 2000}})
     fit = fit_sweep(tmp_path, n_boot=0)
     ok = converged
-    w = newton(np.column_stack([np.log(N[ok]), np.log(snr[ok])]), (loss[ok] < 0.2).astype(float))
-    w_all = newton(np.column_stack([np.log(N), np.log(snr)]), (loss < 0.2).astype(float))
+    w = newton_logistic(np.column_stack([np.log(N[ok]), np.log(snr[ok])]), (loss[ok] < 0.2).astype(float))
+    w_all = newton_logistic(np.column_stack([np.log(N), np.log(snr)]), (loss < 0.2).astype(float))
     assert abs(w_all[2] / w_all[1] - w[2] / w[1]) > 0.1     # the case is one where the inclusion matters
     # 1e-8: two Newton fits of the same likelihood, each converged to ~1e-12 in β (well conditioned, n = 90)
     assert fit["beta"] == pytest.approx(list(w), rel=1e-8)

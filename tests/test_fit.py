@@ -6,6 +6,8 @@ import pytest
 
 from refvit.fit import fit_boundary, is_separable
 
+from .problems import newton_logistic
+
 
 def synthetic(a=2.0, C=2.5, slope=4.0, reps=4, seed=0):
     """Labels drawn from P(benign) = σ(slope·(log N + a log SNR − log C)) on the Figure-1 grid (SNR = ‖μ‖/128)."""
@@ -14,17 +16,6 @@ def synthetic(a=2.0, C=2.5, slope=4.0, reps=4, seed=0):
     snr = np.tile(np.repeat(np.arange(1, 101), reps), 10) / 128.0          # ‖μ‖/(σ_p √d) with σ_p = 4, d = 1024
     z = slope * (np.log(N) + a * np.log(snr) - math.log(C))
     return N, snr, rng.random(N.size) < 1.0 / (1.0 + np.exp(-z))
-
-
-def newton_logistic(F, b, iters=50):
-    """Independent reference: unpenalized logistic MLE by Newton-Raphson (IRLS) on raw features with intercept."""
-    G = np.column_stack([np.ones(len(F)), F])
-    w = np.zeros(G.shape[1])
-    for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-G @ w))
-        H = G.T @ (G * (p * (1 - p))[:, None])
-        w += np.linalg.solve(H, G.T @ (b - p))
-    return w
 
 
 def test_recovers_a_known_boundary_from_synthetic_labels():

@@ -24,7 +24,7 @@ from refvit.results import sweep_run_file
 from refvit.studies.common import group_stats
 from refvit.sweep import Sweep, run_one, write_table
 
-from .problems import table_row
+from .problems import newton_logistic, table_row
 
 # the table's column order, written out here (not imported) so that a reordered or missing column fails
 EXPECTED_COLUMNS = ["N", "mu_norm", "repeat", "seed", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "steps", "status",
@@ -109,19 +109,6 @@ def test_write_table_sorts_rows_numerically_with_the_documented_columns(tmp_path
 # ---------------------------------------------------------------------------------------------------------------
 # the bootstrap intervals of the boundary fit
 # ---------------------------------------------------------------------------------------------------------------
-
-def newton_logistic(F, b):
-    """Plain Newton's method on (1, F) without standardization: a second code path to the MLE (docs/math.md (11.4))."""
-    G = np.column_stack([np.ones(len(b)), F])
-    w = np.zeros(G.shape[1])
-    for _ in range(100):
-        p = expit(G @ w)
-        step = np.linalg.solve(G.T @ (G * (p * (1 - p))[:, None]), G.T @ (b - p))
-        w += step
-        if np.max(np.abs(step)) < 1e-13:
-            break
-    return w
-
 
 def relation(w):
     return w[2] / w[1], -w[0] / w[1], 2 * math.log(9) / w[2]   # a, log C, width (math 11.2)
