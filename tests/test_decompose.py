@@ -4,7 +4,7 @@ cases.
 (a) replays the §5.2/§5.3 recursions from each step's forward cache; (b) solves the Gram system on the dense
 weights. They share no code but the token bookkeeping, so their agreement checks both.
 
-Tolerance 1e-10 relative (the issue's criterion): (a) and (b) differ by rounding. On the measured runs the gap is
+Tolerance 1e-10 relative (the agreement criterion of the span tests): (a) and (b) differ by rounding. On the measured runs the gap is
 ≤1e-13 (the token matrices have condition number ≤ 4, and ‖W(t)‖/‖W(t) − W(0)‖ ≤ 10); a wrong factor (‖w_O‖², ‖u‖²,
 1/N) or a wrong token gives O(1).
 """

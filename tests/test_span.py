@@ -1,6 +1,6 @@
 """The span-coordinate trainer (docs/math.md §8) against the dense reference: same trajectory, exact test outputs.
 
-Tolerance 1e-10 relative (the issue's criterion): the two paths differ only in the order of floating-point sums,
+Tolerance 1e-10 relative (the agreement criterion of the span trainer): the two paths differ only in the order of floating-point sums,
 ~1e-16 per operation; over 200 steps the measured gap is ~1e-14, so 1e-10 leaves four decades while a real error
 (a missing Gram factor, a wrong scatter, a preconditioned step) shows at ≥1e-3 after a few steps.
 """

@@ -1,4 +1,5 @@
-"""Issue 8 studies: the learning-rate rule on stubs with known answers, a tiny study end to end, its tables against
+"""The optimizer and label-noise studies: the learning-rate rule on stubs with known answers, a tiny study end to
+end, its tables against
 direct recomputation from the saved runs, resuming, and the figure scripts on its saved results.
 
 (SignGD = −η·sign(∇), Adam against a hand-written recursion and the exact flip count are tested in test_train.py
