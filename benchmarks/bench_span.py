@@ -60,7 +60,8 @@ class Timed:
 
     def __init__(self, inner, clock: dict):
         self.inner, self.clock = inner, clock
-        self.state0, self.y, self.X_test, self.y_test = inner.state0, inner.y, inner.X_test, inner.y_test
+        self.state0, self.X, self.y = inner.state0, inner.X, inner.y
+        self.X_test, self.y_test = inner.X_test, inner.y_test
 
     def _call(self, name, *args):
         t0 = CLOCK()

@@ -37,7 +37,7 @@ class CoefficientTracker:
     def __init__(self, objective: Objective, X, y, config: TrainConfig, core: str = "numpy"):
         require_gd(config.optimizer, "the coefficient recursions (docs/math.md (7.2))")
         self.inner = objective
-        self.state0, self.y = objective.state0, objective.y
+        self.state0, self.X, self.y = objective.state0, objective.X, objective.y
         self.X_test, self.y_test = objective.X_test, objective.y_test
         self.tokens = unique_tokens(np.asarray(X, dtype=np.float64))
         self.norm2 = np.sum(self.tokens.U ** 2, axis=1)

@@ -67,6 +67,7 @@ class History:
 class Objective(Protocol):
     """What ``run`` trains. ``state0`` is a NamedTuple of float64 arrays with a field named ``w_O``."""
     state0: tuple
+    X: np.ndarray                    # (N, M, d) training images
     y: np.ndarray                    # (N,) training labels
     X_test: np.ndarray | None        # (n_test, M, d) or None
     y_test: np.ndarray | None        # (n_test,) or None
@@ -139,8 +140,6 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     rows = []                    # the step of each recorded row (``history_every``)
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
     stop_after_update = False    # the authors' rule: the check passed before the update just taken
-
-
     bar = tqdm(total=cfg.steps, desc="train", unit="step") if progress else None
     for t in range(cfg.steps + 1):
         with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and reported

@@ -19,13 +19,14 @@ import pytest
 import refvit.io as rio
 import refvit.sweep as sweep_mod
 from analysis import fig_heatmap
-from refvit import DataConfig, ModelConfig, TrainConfig, forward
+from refvit import DataConfig, ModelConfig, Params, TrainConfig, forward
 from refvit.cli import main as cli_main
 from refvit.data import streams
 from refvit.experiment import draw_cell
 from refvit.fit import describe, fit_boundary, fit_sweep
 from refvit.results import load_history, sweep_run_file
 from refvit.sweep import Sweep, run_sweep
+from refvit.tracking import track_train
 from refvit.train import train
 
 from .test_sweep import REPO, csv_without_seconds, tiny_sweep
@@ -242,3 +243,13 @@ def test_history_every_keeps_every_kth_row_and_the_last(tmp_path):
         np.testing.assert_array_equal(thin[key], series[thin.step])   # exact: the same trajectory, subsampled
         np.testing.assert_array_equal(last[key], series[-1:])
     assert thin.final_train_loss == full.final_train_loss
+
+
+def test_overflow_is_named_under_the_coefficient_tracker_too():
+    """The tracker is an objective like the others: an overflow at the start gets the same status and message."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((4, 3, 8)) * 1e200            # finite tokens whose logits overflow in float64
+    p = Params(*(rng.standard_normal(s) for s in ((8, 2), (8, 2), (8, 2), (2,))))
+    with np.errstate(over="ignore"):
+        _, hist, _ = track_train(p, X, np.array([1.0, -1.0, 1.0, -1.0]), config=TrainConfig(lr=0.1, steps=3))
+    assert hist.status == "overflow" and "overflowed" in hist.message and hist.steps == 0
