@@ -101,9 +101,10 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
     y = labels(cfg, n, rng)
     X = np.zeros((n, cfg.M, cfg.d))
     X[:, 0] = np.where(y[:, None] > 0, mu_plus, mu_minus)   # x_{i,0} = μ_{ỹ_i} (math 1.3)
-    X[:, 1] = cfg.sigma_p * rng.standard_normal((n, cfg.d))   # ξ_i = σ_p g_{i,1} (math 1.3)
+    # the scaled draws are written straight into X (no second temporary of their size); same numbers
+    np.multiply(rng.standard_normal((n, cfg.d)), cfg.sigma_p, out=X[:, 1])   # ξ_i = σ_p g_{i,1} (math 1.3)
     if cfg.other_tokens == "weak_gaussian" and cfg.M > 2:
-        X[:, 2:] = cfg.sigma_w * rng.standard_normal((n, cfg.M - 2, cfg.d))   # σ_w g_{i,l} (math 1.3)
+        np.multiply(rng.standard_normal((n, cfg.M - 2, cfg.d)), cfg.sigma_w, out=X[:, 2:])   # σ_w g_{i,l} (math 1.3)
     if cfg.project_noise:
         X[:, 1:] = _project_off(X[:, 1:], mu_plus, mu_minus)   # (math 1.4)
     return X, y

@@ -21,7 +21,9 @@ def init_params(cfg: ModelConfig, d: int, rng: np.random.Generator) -> Params:
     shapes = ((d, cfg.d_h), (d, cfg.d_h), (d, cfg.d_v))
     if cfg.init == "torch_uniform_scaled":
         bound = 1.0 / math.sqrt(d)
-        W = [rng.uniform(-bound, bound, size=s) / cfg.init_scale for s in shapes]   # (math 3.6)
+        W = [rng.uniform(-bound, bound, size=s) for s in shapes]
+        for w in W:
+            w /= cfg.init_scale                                           # in place; (math 3.6)
     else:
         W = [cfg.sigma0 * rng.standard_normal(s) for s in shapes]   # (math 3.7)
     bound_o = 1.0 / math.sqrt(cfg.d_v)

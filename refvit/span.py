@@ -63,13 +63,17 @@ class SpanObjective:
         two cost about the same next to the Gram products (one core, N=20, M=16, d_h=512: forward 0.17 vs 0.14 ms,
         backward ≈1.2 ms each), and the numpy core needs no compilation.
     basis : "auto" (tokens if n_u ≤ d, else orthonormal), "tokens" or "orthonormal" (module docstring).
+    grad_w_O : False when w_O is frozen (``TrainConfig.train_w_O=False``, how ``make_objective`` builds it): the
+        ∇w_O entry of each gradient is then zeros, not computed, which saves reading W_V(0) (d × d_v) and U
+        (n_u × d) at every step (docs/math.md (8.8)); nothing else changes, to the bit.
 
     State: (A_Q (r, d_h), A_K (r, d_h), A_V (r, d_v), w_O (d_v,)), all zero but w_O at the start.
     """
 
     VW0_MAX_TOKENS = 64   # precompute U·W_V(0) up to this many unique tokens (see __init__)
 
-    def __init__(self, params, X, y, X_test=None, y_test=None, core: str = "numpy", basis: str = "auto"):
+    def __init__(self, params, X, y, X_test=None, y_test=None, core: str = "numpy", basis: str = "auto",
+                 grad_w_O: bool = True):
         # Inputs are assumed checked, as for DenseObjective: ``train`` and ``span_train`` validate them once.
         if basis not in BASES:
             raise ValueError(f"unknown basis {basis!r}; choose one of {', '.join(map(repr, BASES))}")
@@ -83,6 +87,7 @@ class SpanObjective:
         if basis == "auto":
             basis = "tokens" if tok.n_unique <= X.shape[2] else "orthonormal"
         self.basis = basis
+        self.grad_w_O = grad_w_O
         W_Q0, W_K0, W_V0, w_O0 = params
         if basis == "tokens":
             self.P = U.T                                # (d, r) r = n_u: the tokens themselves (math 8.2)
@@ -134,9 +139,12 @@ class SpanObjective:
         Gamma_Q = self._coef(tok.scatter(dQ))           # (r, d_h)  ∇W_Q = P Γ_Q (math 8.5)
         Gamma_K = self._coef(tok.scatter(dK))           # (r, d_h)  ∇W_K = P Γ_K (math 8.5)
         Gamma_V = np.outer(self._coef(dvu), w_O)        # (r, d_v)  ∇W_V = Xᵀ dv w_Oᵀ = P Γ_V (math 8.5)
-        # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)  (math 8.8)
-        dW0 = self.VW0.T @ dvu if self.VW0 is not None else self.params0.W_V.T @ (tok.U.T @ dvu)
-        dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)         # (math 8.8)
+        if self.grad_w_O:
+            # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)  (math 8.8)
+            dW0 = self.VW0.T @ dvu if self.VW0 is not None else self.params0.W_V.T @ (tok.U.T @ dvu)
+            dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)     # (math 8.8)
+        else:
+            dw_O = np.zeros_like(w_O)                   # w_O frozen: not computed (see grad_w_O)
         return Evaluation(mean_loss(f, self.y), SpanState(Gamma_Q, Gamma_K, Gamma_V, dw_O), f, Cache(Q, K, v, Z, S, abar))
 
     def _dense_qk(self, A_Q, A_K) -> np.ndarray:

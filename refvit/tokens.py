@@ -20,11 +20,16 @@ class TokenSet(NamedTuple):
     index: (n, M) int, X[i, l] = U[index[i, l]]; -1 marks a zero token.
     counts: (n_u,) occurrences of each unique token.
     Et: sparse (n_u, n·M) 0/1 matrix Eᵀ: Eᵀ D sums the rows of repeated tokens (zero tokens left out).
+    first: (n_u,) int, flat position (i·M + l) of each unique token's first occurrence.
+    repeated: ((u, positions), ...) for each token u that occurs more than once, its flat positions in increasing
+        order; empty when more than ``REPEATED_MAX`` tokens repeat (``scatter`` then multiplies by Eᵀ).
     """
     U: np.ndarray
     index: np.ndarray
     counts: np.ndarray
     Et: scipy.sparse.csr_matrix
+    first: np.ndarray
+    repeated: tuple
 
     @property
     def n_unique(self) -> int:
@@ -36,7 +41,15 @@ class TokenSet(NamedTuple):
         docs/math.md (7.3), (8.5).
         """
         flat = D.reshape(self.index.size, -1)
-        return np.asarray(self.Et @ flat).reshape((self.n_unique,) + D.shape[2:])
+        if self.first is None:
+            return np.asarray(self.Et @ flat).reshape((self.n_unique,) + D.shape[2:])
+        # Few repeated tokens (μ±): gather each token's first row, then add the rows of each repeated token one
+        # after the other in order of position (a running sum: np.add.reduce may sum pairwise), as the product with
+        # Eᵀ (CSR) does. Same bits (a -0.0 may stay -0.0), without the sparse-matrix overhead.
+        out = flat[self.first]
+        for u, pos in self.repeated:
+            out[u] = np.add.accumulate(flat[pos], axis=0)[-1]
+        return out.reshape((self.n_unique,) + D.shape[2:])
 
     def gather(self, V: np.ndarray) -> np.ndarray:
         """E V (docs/math.md (8.4)): rows V (n_u, ...) back to every token position -> (n, M, ...), 0 at zero tokens."""
@@ -44,6 +57,9 @@ class TokenSet(NamedTuple):
         if self.Et.nnz < self.index.size:              # some zero tokens: their projections are exactly 0
             out[self.index < 0] = 0.0
         return out
+
+
+REPEATED_MAX = 16   # up to this many repeated tokens, ``scatter`` sums them row by row instead of using Eᵀ
 
 
 # odd 64-bit multipliers for an exact integer row hash (wrapping arithmetic, so the summation order is irrelevant)
@@ -82,7 +98,13 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
     index = np.full(n * M, -1, dtype=np.int64)
     index[nonzero] = inverse
     Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (inverse, nonzero)), shape=(U.shape[0], n * M))
-    return TokenSet(U, index.reshape(n, M), np.bincount(inverse, minlength=U.shape[0]), Et)
+    counts = np.bincount(inverse, minlength=U.shape[0])
+    shared_tokens = np.flatnonzero(counts > 1)
+    first = repeated = None
+    if shared_tokens.size <= REPEATED_MAX:
+        first = nonzero[np.unique(inverse, return_index=True)[1]]   # position of each token's first occurrence
+        repeated = tuple((int(u), nonzero[inverse == u]) for u in shared_tokens)
+    return TokenSet(U, index.reshape(n, M), counts, Et, first, repeated)
 
 
 def orthonormal_basis(U: np.ndarray) -> np.ndarray:

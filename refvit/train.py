@@ -252,5 +252,6 @@ def make_objective(config: TrainConfig, params, X, y, X_test=None, y_test=None, 
     ``SpanObjective`` (token basis ``basis``) for "span", else ``DenseObjective``."""
     params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
     if config.coords == "span":
-        return SpanObjective(params, X, y, X_test, y_test, core=config.backend, basis=basis)
+        return SpanObjective(params, X, y, X_test, y_test, core=config.backend, basis=basis,
+                             grad_w_O=config.train_w_O)
     return DenseObjective(params, X, y, X_test, y_test, config.backend)

@@ -11,6 +11,7 @@ import pytest
 
 from refvit.config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
 from refvit.data import make_dataset, streams
+import refvit.tokens as tokens_mod
 from refvit.tokens import unique_tokens
 from refvit.tracking import CoefficientTracker, span_decomposition, span_train
 from refvit.gradcheck import rel_error
@@ -220,3 +221,26 @@ def test_span_train_returns_its_decomposition():
     assert hist.status == "converged"
     # with noise not projected, V₊ moves by γ₊ plus cross terms; the coefficient itself must have grown
     assert dec.gamma_plus > 0 > dec.gamma_minus and np.all(data.y * dec.rho > 0)
+
+
+@pytest.mark.parametrize("n_repeated", [2, tokens_mod.REPEATED_MAX + 1])
+def test_scatter_is_the_sparse_product_to_the_bit(n_repeated):
+    """Few repeated tokens: rows gathered and summed in position order; many: the product with Eᵀ. Same bits."""
+    data, _ = problem(DataConfig(N=40, M=3, d=16, n_test=2), ModelConfig(d_h=2, d_v=2))
+    X = data.X.copy()
+    for k in range(n_repeated - 2):                     # beyond μ±: noise tokens shared by samples k and k + 20
+        X[k + 20, 1] = X[k, 1]
+    tok = unique_tokens(X)
+    assert int(np.sum(tok.counts > 1)) == n_repeated and (tok.first is None) == (n_repeated > tokens_mod.REPEATED_MAX)
+    D = np.random.default_rng(1).standard_normal((40, 3, 5))
+    assert np.array_equal(tok.scatter(D), np.asarray(tok.Et @ D.reshape(120, 5)))
+    assert np.array_equal(tok.scatter(D[..., 0]), tok.Et @ D[..., 0].ravel())
+
+
+def test_frozen_w_O_skips_its_gradient_without_changing_the_trajectory():
+    data, p0 = problem(DataConfig(N=6, M=3, d=32, n_test=4), ModelConfig(d_h=4, d_v=4))
+    cfg = TrainConfig(lr=0.5, steps=20, coords="span")
+    runs = [run(SpanObjective(p0, data.X, data.y, grad_w_O=g), cfg) for g in (True, False)]
+    for a, b in zip(runs[0][0], runs[1][0]):
+        assert np.array_equal(a, b)
+    assert np.array_equal(runs[0][1]["train_loss"], runs[1][1]["train_loss"])
