@@ -98,6 +98,7 @@ def check_backward_steps(ctx) -> list:
         e["nbv"].append(err(a[2], b[2]))
     F = TOL_FD, "central FD h=1e-5 in float64: ~1e-10 relative; saturated/large-margin instances need more"
     R = TOL_ROUND, "two float64 code paths: summation order only"
+    KINV = 1e-9, "K⁻¹ recovery loses ~cond(K) ≤ 1e3 digits on top of rounding"
     return [
         _row("4.1", "c_i = ℓ'(y_i f_i) y_i / N", "model:logistic_loss_derivative (loss_grads_cache)",
              "central FD of L_S in f", e["4.1"], *F),
@@ -112,10 +113,10 @@ def check_backward_steps(ctx) -> list:
         _row("4.7", "dZ = S ⊙ (dS − rowsum(S ⊙ dS)𝟙ᵀ)", "model:attention_backward (dZ = dQ K⁻¹, d_h = M)",
              "central FD of ⟨dS, softmax(Z)⟩", e["4.7"], *F),
         _row("4.8", "dZ = c G, G = (1/M) s(v − Σ s v)", "model:attention_backward (dZ = dQ K⁻¹)",
-             "independent G", e["4.8"], 1e-9, "K⁻¹ recovery loses ~cond(K) ≤ 1e3 digits on top of rounding"),
+             "independent G", e["4.8"], *KINV),
         _row("4.8", "G = ∂f/∂Z", "model:attention_backward (dZ = dQ K⁻¹)", "central FD of f in Z", e["4.8f"], *F),
         _row("4.9", "Σ_j G_lj = 0", "model:attention_backward (dZ = dQ K⁻¹)", "row sums / max|dZ|", e["4.9"],
-             1e-9, "K⁻¹ recovery loses ~cond(K) ≤ 1e3 digits on top of rounding"),
+             *KINV),
         _row("4.10", "dQ = dZ K, dK = dZᵀ Q", "model:attention_backward", "central FD of the core in Q, K",
              e["4.10"], *F),
         _row("4.10", "dQ, dK: numba = numpy", "_kernels:attention_backward", "model.attention_backward",

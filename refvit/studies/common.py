@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 from ..config import BOUNDARY_N_SNR2
-from ..io import read_csv
 
 PRESETS = ("quick", "full")
 
@@ -36,11 +35,6 @@ def regime_of(n_snr2: float, factor: float = 2.0) -> str:
     if n_snr2 <= BOUNDARY_N_SNR2 / factor:
         return "harmful"
     return "transition"
-
-
-def table_rows(path) -> list[dict]:
-    """The rows of a sweep's table.csv."""
-    return read_csv(path)
 
 
 def group_stats(rows: list[dict]) -> dict:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..config import BOUNDARY_N_SNR2, DataConfig, ModelConfig, TrainConfig, figure1_setting
 from ..executors import executor_context
-from ..io import save_csv, write_manifest
+from ..io import read_csv, save_csv, write_manifest
 from ..results import COLUMNS
 from ..sweep import Sweep, run_sweep
-from .common import PRESETS, SUMMARY_COLUMNS, coords_for, group_stats, regime_of, table_rows
+from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import lr_tag
 
 
@@ -91,7 +91,7 @@ def write_label_noise_tables(meta: dict, out) -> dict:
     out = Path(out)
     table, summary = [], []
     for p in meta["flip_rates"]:
-        rows = table_rows(out / p_folder(p) / "table.csv")
+        rows = read_csv(out / p_folder(p) / "table.csv")
         for r in rows:
             table.append({"flip_rate": p, "n_flipped": int(round(p * r["N"])),
                           "group": regime_of(r["N_snr2"], meta["benign_factor"]), **r})
