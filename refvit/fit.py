@@ -49,7 +49,7 @@ def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
     Linear program: maximize Σ_i sgn_i·g_iᵀw subject to sgn_i·g_iᵀw ≥ 0 and |w| ≤ 1 (standardized features); the
     optimum is > 0 exactly when such a w exists.
     """
-    G = _design(F)
+    G = _design(F)[0]
     A = (2.0 * b - 1.0)[:, None] * G                          # rows sgn_i·g_i
     res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * G.shape[1], method="highs")
     # 1e-7 on a sum of n terms of size ≤ |g|·|w| ~ 1: far above the LP's 1e-9 feasibility tolerance, far below
@@ -57,17 +57,17 @@ def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
     return bool(res.status == 0 and -res.fun > 1e-7)
 
 
-def _design(F: np.ndarray) -> np.ndarray:
+def _design(F: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(G, m, s): the design [1 | (F − m)/s] with F's column means m and stds s (standardized, for conditioning)."""
     m, s = F.mean(axis=0), F.std(axis=0)
-    return np.column_stack([np.ones(len(F)), (F - m) / s])   # standardized, for conditioning
+    return np.column_stack([np.ones(len(F)), (F - m) / s]), m, s
 
 
 def _fit_logistic(F: np.ndarray, b: np.ndarray, method: str = "mle") -> np.ndarray:
     """β (k+1,) maximizing the log-likelihood of labels b ∈ {0,1} on features F (n, k) plus an intercept, or for
     method="firth" the Jeffreys-penalized log-likelihood ℓ(β) + ½ log det I(β). Newton's method with step halving
     on standardized features, to |score| < 1e-10·n."""
-    G = _design(F)
-    m, s = F.mean(axis=0), F.std(axis=0)
+    G, m, s = _design(F)
     sgn = 2.0 * b - 1.0
 
     def objective(w):
