@@ -85,3 +85,56 @@ def label_noise_summary(out, command: str = "") -> str:
                      f"test 0-1 error {_fmt(r['test_error_mean'])} ± {_fmt(r['test_error_std'])}; test loss "
                      f"{_fmt(r['test_loss_mean'])}; steps median {_fmt(r['steps_median'], 'g')}")
     return "\n".join(lines) + "\n"
+
+
+def sharpness_summary(out, command: str = "") -> str:
+    """The text summary of a saved sharpness study folder: one line per condition (conditions.csv)."""
+    out = Path(out)
+    meta = load_json(out / "study.json")
+    rule = "eta = 0.1*1024/d" if meta["lr_scaling"] == "inverse_d" else "eta fixed"
+    lines = [command or f"refvit study sharpness --preset {meta['name']}",
+             f"Figure-1 setting, {rule}; N in {meta['Ns']}, {len(meta['snrs'])} SNRs in [{min(meta['snrs']):.3g}, "
+             f"{max(meta['snrs']):.3g}] (sigma_p convention), {meta['repeats']} seeds per cell; fits with "
+             f"{meta['n_boot']} bootstrap resamples, 95% intervals; width = 10%-90% benign in log(N*SNR^2) at fixed N",
+             f"{'condition':22s} {'eta':>8s} {'runs':>11s} {'a [95% CI]':>22s} {'C [95% CI]':>22s} "
+             f"{'width [95% CI]':>22s}  fit, excluded runs"]
+    for r in read_csv(out / "conditions.csv"):
+        def ci(k, spec):
+            return f"{_fmt(r[k], spec)} [{_fmt(r[k + '_lo'], spec)}, {_fmt(r[k + '_hi'], spec)}]"
+        lines.append(f"{r['condition']:22s} {r['lr']:8.4g} {r['n_converged']:>5d}/{r['n_runs']:<5d} "
+                     f"{ci('a', '.3f'):>22s} {ci('C', '.3g'):>22s} {ci('width', '.3f'):>22s}  "
+                     f"{r['method']}{' (separable)' if r['separable'] else ''}, {r['excluded']}")
+    lines.append("width at each N separately [95% CI; resamples without an estimate]:")
+    for r in read_csv(out / "widths.csv"):
+        w = "separable (sharper than the grid)" if r["separable"] else \
+            f"{_fmt(r['width'], '.3f')} [{_fmt(r['width_lo'], '.3f')}, {_fmt(r['width_hi'], '.3f')}; " \
+            f"{r['n_boot_no_estimate']}]"
+        lines.append(f"  {r['condition']:22s} N={r['N']:<3d} {r['n_benign']:>4d}/{r['n']:<4d} benign  {w}")
+    return "\n".join(lines) + "\n"
+
+
+def phase_summary(out, command: str = "") -> str:
+    """The text summary of a saved phase study folder: per condition the median phase lengths with intervals, then
+    the fitted exponents (summary.csv, scaling.csv)."""
+    out = Path(out)
+    meta = load_json(out / "study.json")
+    lines = [command or f"refvit study phases --preset {meta['name']}",
+             f"{meta['runs']} seeds per condition; T1: attention {meta['delta_uniform']:.0%} away from 1/M, T2: gap at "
+             f"{1 - meta['delta_settled']:.0%} of its largest change, T3: training loss < 0.01; medians [95% bootstrap "
+             "intervals] in steps; censored runs counted (c=)"]
+
+    def med(r, k):
+        c = f" c={r[k + '_censored']}" if r[k + "_censored"] else ""
+        return f"{_fmt(r[k + '_median'], 'g')} [{_fmt(r[k + '_lo'], 'g')}, {_fmt(r[k + '_hi'], 'g')}]{c}"
+    for r in read_csv(out / "summary.csv"):
+        lines.append(f"  {r['setting']:8s} N={r['N']:<3d} |mu|={r['mu_norm']:<5g} eta={r['lr']:<6g} "
+                     f"N*SNR^2={r['N_snr2']:<7.3g} benign {r['n_benign']}/{r['n_runs']}, signal wins "
+                     f"{r['n_signal_winner']}/{r['n_runs']}: phase 1 {med(r, 'len1')}; phase 2 {med(r, 'len2')}; "
+                     f"T3 {med(r, 't3')}")
+    lines.append("exponents: log(steps) = c + p1 log(N*SNR^2) + p2 log(eta) + p3 log|mu| [95% bootstrap intervals]")
+    for r in read_csv(out / "scaling.csv"):
+        def p(k):
+            return f"{_fmt(r[k], '.2f')} [{_fmt(r[k + '_lo'], '.2f')}, {_fmt(r[k + '_hi'], '.2f')}]"
+        lines.append(f"  {r['setting']:8s} {r['side']:7s} {r['key']:4s} runs {r['n']} (excluded {r['n_excluded']}): "
+                     f"p1 {p('p_N_snr2')}, p2 {p('p_lr')}, p3 {p('p_mu_norm')}")
+    return "\n".join(lines) + "\n"

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-dynamics", action="store_true", help="skip the Figure-3 dynamics runs")
     r.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam) and label-noise studies", formatter_class=FORMATTER,
+    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies", formatter_class=FORMATTER,
                        description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
                                    "finish a killed run), then draw its figures and a text summary into FIGURES.")
     s.add_argument("study", choices=(*STUDIES, "all"))

@@ -16,7 +16,8 @@ probability goes from 10 % to 90 % over Δ log SNR = 2·ln 9 / β₂, i.e. ‖μ
 Δ log(N·SNR²) = 4·ln 9 / β₂.
 
 Confidence intervals: percentile bootstrap over runs (resampled with replacement; an explicit Generator).
-Resamples without both classes, or (for MLE) separable ones, have no estimate; they are counted, not hidden.
+Resamples without both classes, (for MLE) separable ones, and those where Newton's method does not converge have
+no estimate; they are counted, not hidden.
 Non-converged runs are left out (the authors stored them as NaN, docs/math.md §10.1), and so are runs whose test
 loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow,
 nonfinite_test) and ``describe`` prints those counts.
@@ -40,6 +41,11 @@ from .results import COLUMNS
 
 METHODS = ("mle", "firth")
 WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
+
+
+class FitDidNotConverge(ValueError):
+    """Newton's method did not reach the score tolerance in 200 steps (near-separated labels, or Firth's fit on
+    labels no line explains)."""
 
 
 def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
@@ -97,7 +103,7 @@ def _fit_logistic(F: np.ndarray, b: np.ndarray, method: str = "mle") -> np.ndarr
         w = w + step
         val, p, info = new
     else:
-        raise ValueError("the logistic fit did not converge in 200 Newton steps; check the benign labels")
+        raise FitDidNotConverge("the logistic fit did not converge in 200 Newton steps; check the benign labels")
     slopes = w[1:] / s                                        # back to the original features
     return np.concatenate([[w[0] - slopes @ m], slopes])
 
@@ -167,10 +173,14 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
                     (method == "mle" and is_separable(Fi, bi)):
                 none += 1                     # no boundary in this resample (one class, a constant, separable)
                 continue
-            boots.append(_relation(_fit_logistic(Fi, bi, method)))
+            try:
+                boots.append(_relation(_fit_logistic(Fi, bi, method)))
+            except FitDidNotConverge:
+                none += 1                     # no estimate in this resample either: counted with the others
         if not boots:
             raise ValueError(f"none of the {n_boot} bootstrap resamples has a finite estimate (one class, a "
-                             "constant N or SNR, or separable labels); use more runs, method='firth' or n_boot=0")
+                             "constant N or SNR, separable labels, or no convergence); use more runs, "
+                             "method='firth' or n_boot=0")
         A = np.array(boots)                    # (n_ok, 3): a, log C, width
         q = [(1 - level) / 2, (1 + level) / 2]
         out["ci_a"] = [float(x) for x in np.quantile(A[:, 0], q)]
@@ -183,6 +193,40 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
         if n_boot:
             c_axis = np.exp(A[:, 1] + A[:, 0] * math.log(sigma_ratio))
             out["ci_C_axis"] = [float(x) for x in np.quantile(c_axis, q)]
+    return out
+
+
+def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95) -> dict:
+    """The transition width at one N: P(benign) = σ(β₀ + β log SNR) by exact maximum likelihood, and its width
+    w = 4·ln 9 / β in log(N·SNR²) (docs/math.md (12.4) with β for β₂), with a percentile-bootstrap interval.
+
+    snr, benign : (n,) arrays of one training-set size. Returns width, ci_width (None without n_boot or estimates),
+    separable (then width is None: the transition is sharper than the grid resolves), n, n_benign,
+    n_boot_no_estimate (resamples with one class, one SNR, separable labels or no convergence).
+    """
+    snr, b = np.asarray(snr, dtype=np.float64), np.asarray(benign, dtype=np.float64)
+    if snr.ndim != 1 or snr.shape != b.shape or np.any(snr <= 0) or not np.all((b == 0) | (b == 1)):
+        raise ValueError("snr must be positive and benign 0/1, as 1-D arrays of one length")
+    F = np.log(snr)[:, None]
+    out = {"n": int(len(b)), "n_benign": int(b.sum()), "width": None, "ci_width": None, "separable": False,
+           "n_boot_no_estimate": 0}
+    if b.min() == b.max() or np.ptp(F) == 0:
+        return out                                  # one class or one SNR: no transition in these runs
+    if is_separable(F, b):
+        return {**out, "separable": True}
+    out["width"] = float(2 * WIDTH_LOG / _fit_logistic(F, b)[1])
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(b), size=len(b))
+        if b[idx].min() == b[idx].max() or np.ptp(F[idx]) == 0 or is_separable(F[idx], b[idx]):
+            continue
+        try:
+            boots.append(2 * WIDTH_LOG / _fit_logistic(F[idx], b[idx])[1])
+        except FitDidNotConverge:
+            continue
+    out["n_boot_no_estimate"] = int(n_boot - len(boots))
+    if boots:
+        out["ci_width"] = [float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])]
     return out
 
 

@@ -17,6 +17,8 @@ from analysis.fig_dynamics import figure3
 from analysis.fig_heatmap import figure1
 from analysis.fig_labelnoise import labelnoise_figure
 from analysis.fig_optimizers import optimizer_figures
+from analysis.fig_phases import phase_figures
+from analysis.fig_sharpness import sharpness_figures
 
 from . import dynamics as dyn
 from .coefficients import train_and_save, weights_and_save
@@ -26,7 +28,8 @@ from .experiment import cell_key, run_cell
 from .fit import fit_sweep
 from .io import atomic_write, load_json, save_json
 from .results import save_history
-from .studies import STUDIES, LabelNoiseStudy, OptimizerStudy, run_label_noise, run_optimizers
+from .studies import (STUDIES, LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy, run_label_noise,
+                      run_optimizers, run_phases, run_sharpness)
 from .studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS, Sweep, run_sweep
 
@@ -128,6 +131,10 @@ def draw_study(kind: str, tag: str, results="results", figures="results/figures"
     figures = Path(figures)
     if kind == "optimizers":
         return optimizer_figures(d, figures / f"{tag}_heatmaps.png", figures / f"{tag}_dynamics.png")
+    if kind == "sharpness":
+        return sharpness_figures(d, figures / f"{tag}_fit.png", figures / f"{tag}_curves.png")
+    if kind == "phases":
+        return phase_figures(d, figures / f"{tag}_runs.png", figures / f"{tag}_lengths.png")
     return [labelnoise_figure(d, figures / f"{tag}.png")]
 
 
@@ -145,6 +152,10 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
         if kind == "optimizers":
             run_optimizers(getattr(OptimizerStudy, preset)(seed=seed, lr_rule=lr_rule), d, executor, workers,
                            progress)
+        elif kind == "sharpness":
+            run_sharpness(getattr(SharpnessStudy, preset)(seed=seed), d, executor, workers, progress)
+        elif kind == "phases":
+            run_phases(getattr(PhaseStudy, preset)(seed=seed), d, executor, workers, progress)
         else:
             run_label_noise(getattr(LabelNoiseStudy, preset)(seed=seed), d, executor, workers, progress)
         save_json(d / "timing.json", {"runs_seconds": time.perf_counter() - t0})
@@ -153,7 +164,8 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
     drawn = draw_study(kind, tag, results, figures)
     cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
         (f" --lr-rule {lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else "")
-    text = (summaries.optimizer_summary if kind == "optimizers" else summaries.label_noise_summary)(d, cmd)
+    text = {"optimizers": summaries.optimizer_summary, "label-noise": summaries.label_noise_summary,
+            "sharpness": summaries.sharpness_summary, "phases": summaries.phase_summary}[kind](d, cmd)
     _write_text(d / "summary.txt", text)
     drawn.append(_write_text(Path(figures) / f"{tag}_summary.txt", text))
     print(text, end="")

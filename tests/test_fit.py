@@ -120,3 +120,21 @@ def test_unknown_method_and_bad_n_boot_are_refused():
         fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=0, method="ridge")
     with pytest.raises(ValueError, match="n_boot must be a whole number"):
         fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=-1)
+
+
+def test_a_bootstrap_resample_whose_newton_iteration_fails_is_counted_not_fatal(monkeypatch):
+    """A resample on which Newton's method does not converge has no estimate, like a separable one: the fit goes on
+    and reports it in n_boot_no_estimate. (Firth's fit on the nearly separated labels of a tiny sweep did this.)"""
+    import refvit.fit as fit_mod
+    N, snr, b = synthetic(reps=1)
+    real, calls = fit_mod._fit_logistic, []
+
+    def flaky(F, labels, method="mle"):
+        calls.append(1)
+        if len(calls) > 1 and len(calls) % 3 == 0:          # the full-data fit (call 1) converges; every 3rd resample not
+            raise fit_mod.FitDidNotConverge("planted")
+        return real(F, labels, method)
+    monkeypatch.setattr(fit_mod, "_fit_logistic", flaky)
+    fit = fit_boundary(N, snr, b, np.random.default_rng(0), n_boot=30)
+    assert fit["n_boot_no_estimate"] == 10 and fit["n_boot_used"] == 20
+    assert fit["ci_a"][0] < fit["a"] < fit["ci_a"][1]
