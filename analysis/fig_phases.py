@@ -11,7 +11,6 @@ Reads only STUDY_DIR/study.json, summary.csv and the history files of the runs d
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.config import BOUNDARY_N_SNR2  # noqa: E402
+from analysis.common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_csv, save_figure  # noqa: E402
 from refvit.phases import detect_phases  # noqa: E402
 from refvit.results import load_history  # noqa: E402
@@ -133,15 +133,8 @@ def phase_figures(study_dir, out_runs, out_lengths, dpi: int = 110) -> list[Path
 
 @one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="folder written by `refvit study phases`")
-    p.add_argument("--out-runs", default="figures/phases_runs.png", help="output PNG of the phase-shaded runs")
-    p.add_argument("--out-lengths", default="figures/phases_lengths.png", help="output PNG of the phase lengths")
-    p.add_argument("--dpi", type=int, default=110)
-    a = p.parse_args(argv)
-    for path in phase_figures(a.study_dir, a.out_runs, a.out_lengths, a.dpi):
-        print(f"wrote {path}")
-    return 0
+    return study_figures_main(argv, __doc__, "phases", (("runs", "figures/phases_runs.png", "output PNG of the phase-shaded runs"),
+                               ("lengths", "figures/phases_lengths.png", "output PNG of the phase lengths")), phase_figures)
 
 
 if __name__ == "__main__":

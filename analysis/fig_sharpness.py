@@ -11,7 +11,6 @@ Reads only STUDY_DIR/study.json, conditions.csv, widths.csv and each condition's
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
+from analysis.common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 
 VARIANT_STYLE = {"authors": ("k", "o"), "projected": ("C0", "s"), "zero_tokens": ("C2", "D"),
@@ -173,15 +173,8 @@ def sharpness_figures(study_dir, out_fit, out_curves, dpi: int = 110) -> list[Pa
 
 @one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study_dir", help="folder written by `refvit study sharpness`")
-    p.add_argument("--out-fit", default="figures/sharpness_fit.png", help="output PNG of a and the width vs d")
-    p.add_argument("--out-curves", default="figures/sharpness_curves.png", help="output PNG of the benign curves")
-    p.add_argument("--dpi", type=int, default=110)
-    a = p.parse_args(argv)
-    for path in sharpness_figures(a.study_dir, a.out_fit, a.out_curves, a.dpi):
-        print(f"wrote {path}")
-    return 0
+    return study_figures_main(argv, __doc__, "sharpness", (("fit", "figures/sharpness_fit.png", "output PNG of a and the width vs d"),
+                               ("curves", "figures/sharpness_curves.png", "output PNG of the benign curves")), sharpness_figures)
 
 
 if __name__ == "__main__":

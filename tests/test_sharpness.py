@@ -149,6 +149,9 @@ def test_figures_and_summary_are_drawn_from_the_saved_results_only(tiny, tmp_pat
     _, out = tiny
     paths = fig_sharpness.sharpness_figures(out, tmp_path / "fit.png", tmp_path / "curves.png")
     assert all(p.stat().st_size > 10_000 for p in paths)            # a drawn figure, not an empty canvas
+    assert fig_sharpness.main([str(out), "--out-fit", str(tmp_path / "f.png"), "--out-curves",
+                               str(tmp_path / "c.png"), "--dpi", "40"]) == 0 and (tmp_path / "c.png").exists()
+    assert fig_sharpness.main([str(tmp_path / "missing")]) == 2                # one line, status 2
     text = summaries.sharpness_summary(out)
     assert text.count("\n") == 3 + 3 + 1 + 6 and "d0128_zero_tokens" in text   # head, conditions, widths
 
