@@ -202,19 +202,23 @@ def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: 
 
     snr, benign : (n,) arrays of one training-set size. Returns width, ci_width (None without n_boot or estimates),
     separable (then width is None: the transition is sharper than the grid resolves), n, n_benign,
-    n_boot_no_estimate (resamples with one class, one SNR, separable labels or no convergence).
+    n_boot_no_estimate (resamples with one class, one SNR, separable labels or no convergence) and message (why
+    width is None, else "").
     """
     snr, b = np.asarray(snr, dtype=np.float64), np.asarray(benign, dtype=np.float64)
     if snr.ndim != 1 or snr.shape != b.shape or np.any(snr <= 0) or not np.all((b == 0) | (b == 1)):
         raise ValueError("snr must be positive and benign 0/1, as 1-D arrays of one length")
     F = np.log(snr)[:, None]
     out = {"n": int(len(b)), "n_benign": int(b.sum()), "width": None, "ci_width": None, "separable": False,
-           "n_boot_no_estimate": 0}
-    if b.min() == b.max() or np.ptp(F) == 0:
-        return out                                  # one class or one SNR: no transition in these runs
+           "n_boot_no_estimate": 0, "message": ""}
+    if len(b) == 0 or b.min() == b.max() or np.ptp(F) == 0:
+        return {**out, "message": "no runs, one class or one SNR: no transition to fit"}
     if is_separable(F, b):
-        return {**out, "separable": True}
-    out["width"] = float(2 * WIDTH_LOG / _fit_logistic(F, b)[1])
+        return {**out, "separable": True, "message": "separable: sharper than the grid resolves"}
+    try:
+        out["width"] = float(2 * WIDTH_LOG / _fit_logistic(F, b)[1])
+    except FitDidNotConverge as e:
+        return {**out, "message": str(e)}
     boots = []
     for _ in range(n_boot):
         idx = rng.integers(0, len(b), size=len(b))

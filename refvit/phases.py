@@ -68,6 +68,7 @@ def detect_phases(attn_signal, attn_noise, train_loss, M: int, delta_uniform: fl
     t2 = winner = None
     if t1 is not None and gmax > 0:
         t2 = _first(np.abs(dg) >= (1 - delta_settled) * gmax, t1)
-        winner = "signal" if dg[t2] > 0 else "noise"
+        if t2 is not None:     # None when the gap peaked before T₁ and never came back to 90 % of that peak
+            winner = "signal" if dg[t2] > 0 else "noise"
     t3 = _first(L < loss_threshold)
     return Phases(t1, t2, t3, winner, gmax)

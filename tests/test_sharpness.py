@@ -9,7 +9,7 @@ import pytest
 from analysis import fig_sharpness, summaries
 from refvit.config import figure1_setting
 from refvit.experiment import draw_cell
-from refvit.fit import WIDTH_LOG, fit_boundary
+from refvit.fit import fit_boundary
 from refvit.io import load_json, read_csv
 from refvit.model import forward, forward_cache, mean_loss
 from refvit.studies import VARIANTS, SharpnessStudy, run_sharpness
@@ -95,7 +95,6 @@ def test_width_is_recovered_from_a_known_logistic_transition():
         fit = fit_boundary(N, snr, b, np.random.default_rng([rep, 1]), n_boot=100)
         row = condition_row({"folder": "x", "d": 1024, "variant": "authors", "lr": 0.1, "max_step": 0.5},
                             [{"converged": True}] * len(b), {**fit, "excluded": {}})
-        assert row["width"] == pytest.approx(4 * WIDTH_LOG / 2 / fit["beta"][2])   # 4 ln 9 / β₂
         # independent check of the width's meaning: the fitted probability is 10 % and 90 % at its two ends
         b0, b1, b2 = fit["beta"]
         centre = -(b0 + b1 * math.log(4.0)) / b2 * 2 + math.log(4.0)               # log(N·SNR²) at 50 %, N = 4
@@ -104,7 +103,8 @@ def test_width_is_recovered_from_a_known_logistic_transition():
             assert 1 / (1 + math.exp(-logit)) == pytest.approx(p, abs=1e-12)     # rounding only
         covered += row["width_lo"] <= truth <= row["width_hi"]
         errors.append(row["width"] - truth)
-    # 1,600 labels across the transition pin the width to ~±10 %: the mean error of 10 replications is within 5 %
+    # 1,600 labels across the transition pin the width to ~±6 % (one s.d. over seeds): the mean of 10 replications
+    # has a standard error of ~2 %, so 5 % is 2.5 of them
     assert abs(np.mean(errors)) < 0.05 * truth
     # 95 % intervals: P(fewer than 8 of 10 cover) ≈ 1 % for a correct interval (and these seeds are fixed)
     assert covered >= 8
@@ -178,10 +178,13 @@ def test_width_at_one_n_is_recovered_and_separable_labels_are_named():
         assert not w["separable"] and w["n"] == 400
         covered += w["ci_width"][0] <= truth <= w["ci_width"][1]
         est.append(w["width"])
-    # 400 labels pin the width to ~±12 % each: the mean of 10 replications is within 6 %
-    assert abs(np.mean(est) - truth) < 0.06 * truth
+    # 400 labels pin the width to ~±11 % each (one s.d. over seeds): the mean of 10 replications has a standard
+    # error of ~3.6 %, so 12 % is about 3 of them
+    assert abs(np.mean(est) - truth) < 0.12 * truth
     assert covered >= 8           # 95 % intervals: fewer than 8 of 10 has probability ≈ 1 %
     sep = fit_width(np.array([0.2, 0.3, 0.5, 0.7]), np.array([0, 0, 1, 1]), np.random.default_rng(0), n_boot=10)
     assert sep["separable"] and sep["width"] is None
     none = fit_width(np.array([0.2, 0.3]), np.array([1, 1]), np.random.default_rng(0), n_boot=10)
-    assert none["width"] is None and not none["separable"]
+    assert none["width"] is None and not none["separable"] and none["message"]
+    empty = fit_width(np.array([]), np.array([]), np.random.default_rng(0), n_boot=10)   # an N with no converged run
+    assert empty["width"] is None and empty["n"] == 0

@@ -7,13 +7,16 @@ alone, so that the exponents of N·SNR², η and ‖μ‖ in the phase lengths c
 
 Run (N, ‖μ‖, r) draws from ``streams(seed, *cell_key(N, ‖μ‖, r))`` at every η: the rate conditions are paired with
 the base rate on the same data and init. Every run is one history file ``<setting>/runs/N010_mu030_lr0.01_r003.npz``,
-written atomically; a rerun skips the files that load and quarantines (moves aside, never deletes) those that do not.
+written atomically, whose summary names its setting, N, ‖μ‖, η, seed and repeat; a rerun skips the files that load
+and name their own run, and quarantines (moves aside, never deletes) the others, which are then recomputed.
 Tables: ``phases.csv`` (one row per run: boundaries and lengths), ``summary.csv`` (per condition: medians with
 bootstrap intervals, censored counts) and ``scaling.csv`` (the fitted exponents, per setting and side of the boundary).
 """
 from __future__ import annotations
 
+import json
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +83,7 @@ class PhaseStudy:
 
     @classmethod
     def quick(cls, seed: int = 0) -> "PhaseStudy":
-        """4 + 4 conditions per setting, 3 seeds (the dynamics setting at 300 steps): 48 runs."""
+        """6 conditions per setting, 3 seeds (the dynamics setting at 300 steps): 36 runs."""
         return cls("quick", {"dynamics": design(10, (10, 30), 0.01, (10, 30), (0.02,), (20,)),
                              "figure1": design(20, (40, 80), 0.1, (40, 80), (0.2,), (10,))}, 3, seed, steps=300,
                    n_boot=200)
@@ -100,12 +103,36 @@ class PhaseStudy:
                 "conditions": {s: [list(c) for c in cs] for s, cs in self.conditions.items()}}
 
 
-def _load_or_quarantine(path: Path):
-    """(summary, arrays) of a saved run, or None when absent; a file that does not load is moved aside."""
+def phase_run(setting: str, N: int, mu: int, lr: float, steps: int, seed: int, repeat: int) -> dict:
+    """One phase run (executes in a worker): ``refvit.dynamics.run_one`` on the setting's configs, with the setting
+    and η added to the stored summary so that a saved file names its whole condition."""
+    arrays = run_one(*setting_configs(setting, N, mu, lr, steps), seed, repeat)
+    summary = {**json.loads(str(arrays["summary"])), "setting": setting, "lr": float(lr)}
+    return {**arrays, "summary": np.array(json.dumps(summary, sort_keys=True, default=float))}
+
+
+def _identity(setting: str, N: int, mu: int, lr: float, seed: int, repeat: int) -> dict:
+    return {"setting": setting, "N": N, "mu_norm": float(mu), "lr": float(lr), "seed": seed, "repeat": repeat}
+
+
+def load_run(path: Path, expect: dict):
+    """(summary, arrays) of a saved run; ``FileProblem`` if it does not load or is another run than ``expect``."""
+    s, a = load_history(path)
+    got = {k: s.get(k) for k in expect}
+    if got != expect:
+        raise FileProblem(path, f"holds the run {got}, not {expect}")
+    for key in ("h_attn_signal", "h_attn_noise", "h_train_loss"):
+        if key not in a or a[key].ndim != 1 or len(a[key]) != s["steps"] + 1:
+            raise FileProblem(path, f"has no {key} series of {s['steps'] + 1} rows")
+    return s, a
+
+
+def _load_or_quarantine(path: Path, expect: dict):
+    """(summary, arrays) of a saved run, or None when absent; a file that fails ``load_run`` is moved aside."""
     if not path.exists():
         return None
     try:
-        return load_history(path)
+        return load_run(path, expect)
     except FileProblem as e:
         quarantine(path, str(e))
         return None
@@ -122,8 +149,8 @@ def run_phases(study: PhaseStudy, out, executor=None, workers: int | None = None
             for r in range(study.runs):
                 total += 1
                 path = out / setting / "runs" / run_file(N, mu, lr, r)
-                if _load_or_quarantine(path) is None:
-                    tasks.append((run_one, (*setting_configs(setting, N, mu, lr, study.steps), study.seed, r), path))
+                if _load_or_quarantine(path, _identity(setting, N, mu, lr, study.seed, r)) is None:
+                    tasks.append((phase_run, (setting, N, mu, lr, study.steps, study.seed, r), path))
     execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=f"phases {study.name}",
             progress=progress, total=total)
     write_phase_tables(study.to_dict(), out)
@@ -170,20 +197,22 @@ RUN_COLUMNS = ["setting", "N", "mu_norm", "lr", "N_snr2", "repeat", "status", "s
 SUMMARY_STATS = [f"{k}_{s}" for k in PHASE_KEYS for s in ("median", "lo", "hi", "censored")]
 
 
+def _stream(seed: int, *names) -> np.random.Generator:
+    """The bootstrap generator of one interval, keyed by what it summarizes (and apart from every run stream), so
+    that adding or removing a condition leaves the other intervals unchanged."""
+    return np.random.default_rng([seed, 0xFA5E, zlib.crc32(repr(names).encode())])
+
+
 def write_phase_tables(meta: dict, out) -> dict:
     """phases.csv (per run), summary.csv (per condition) and scaling.csv (per setting, side and phase)."""
     out = Path(out)
     rows, summary, scaling = [], [], []
-    rng = np.random.default_rng([meta["seed"], 0xFA5E])        # keyed apart from every run stream
     for setting, conds in meta["conditions"].items():
         for N, mu, lr in conds:
             group = []
             for r in range(meta["runs"]):
-                path = out / setting / "runs" / run_file(N, mu, lr, r)
-                s, a = load_history(path)
-                if (s["N"], s["mu_norm"], s["repeat"]) != (N, mu, r):
-                    raise FileProblem(path, f"holds run (N={s['N']}, ‖μ‖={s['mu_norm']}, r={s['repeat']}), not "
-                                      f"(N={N}, ‖μ‖={mu}, r={r}); delete it and rerun")
+                s, a = load_run(out / setting / "runs" / run_file(N, mu, lr, r),
+                                _identity(setting, N, mu, lr, meta["seed"], r))
                 M = setting_configs(setting, N, mu, lr, meta["steps"])[0].M
                 ok = s["status"] in ("converged", "max_steps")
                 ph = detect_phases(a["h_attn_signal"], a["h_attn_noise"], a["h_train_loss"], M) if ok else None
@@ -200,6 +229,7 @@ def write_phase_tables(meta: dict, out) -> dict:
             stats = {"setting": setting, "N": N, "mu_norm": float(mu), "lr": lr, "N_snr2": group[0]["N_snr2"],
                      "n_runs": len(group), "n_benign": sum(g["benign"] for g in group),
                      "n_signal_winner": sum(g["winner"] == "signal" for g in group)}
+            rng = _stream(meta["seed"], setting, N, mu, lr)
             for k in PHASE_KEYS:
                 x = np.array([g[k] for g in group], dtype=float)
                 med = median_ci(x[np.isfinite(x)], rng, meta["n_boot"])
@@ -210,7 +240,8 @@ def write_phase_tables(meta: dict, out) -> dict:
             part = [r for r in rows if r["setting"] == setting and
                     ((r["N_snr2"] >= BOUNDARY_N_SNR2) == (side == "benign"))]
             for k in ("len1", "len2", "t3"):
-                scaling.append({"setting": setting, "side": side, **power_fit(part, k, rng, meta["n_boot"])})
+                scaling.append({"setting": setting, "side": side,
+                                **power_fit(part, k, _stream(meta["seed"], setting, side, k), meta["n_boot"])})
     save_csv(out / "phases.csv", rows, RUN_COLUMNS)
     save_csv(out / "summary.csv", summary, ["setting", "N", "mu_norm", "lr", "N_snr2", "n_runs", "n_benign",
                                             "n_signal_winner", *SUMMARY_STATS])

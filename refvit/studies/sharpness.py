@@ -112,7 +112,8 @@ class SharpnessStudy:
 
     @classmethod
     def full(cls, seed: int = 0) -> "SharpnessStudy":
-        """d ∈ {256, …, 4096} + the 3 variants, N ∈ {2, 4, 8, 16}, 40 SNRs, 10 seeds: 12,800 runs."""
+        """d ∈ {256, …, 4096} + the 3 variants, N ∈ {2, 4, 8, 16}, 40 SNRs, 10 seeds: 12,760 runs (rounding merges
+        two SNRs into one ‖μ‖ at d = 256)."""
         return cls("full", (256, 512, 1024, 2048, 4096), (2, 4, 8, 16), snr_grid(0.28, 1.3, 40), 10, seed)
 
     # --- conditions ---------------------------------------------------------------------------------------------
@@ -141,7 +142,7 @@ class SharpnessStudy:
                 f"lr_scaling={self.lr_scaling!r} gives η = {sw.train.lr:g} at d = {cond[1]} ({cond[0]}), where the "
                 f"cell N = {worst[1]}, ‖μ‖ = {worst[2]} has η·λ = {worst[0]:.2f} >= {STABLE_STEP:g} (docs/math.md "
                 "(12.3)): the first step leaves the small-step regime the study measures; use "
-                "lr_scaling='inverse_d', a smaller SNR grid or fewer large d")
+                "lr_scaling='inverse_d', a lower largest SNR, or fewer large d")
 
     def max_step(self, cond) -> float:
         """The largest η·λ over the cells of a condition (docs/math.md (12.3))."""
