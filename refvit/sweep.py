@@ -202,14 +202,15 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
 
 
 @contextlib.contextmanager
-def claim(out: Path):
-    """Hold an exclusive lock on ``out/.sweep.lock`` while the body runs: one sweep owns a folder at a time."""
+def claim(out: Path, what: str = "sweep"):
+    """Hold an exclusive lock on ``out/.sweep.lock`` while the body runs: one sweep (or study: ``what``) owns a
+    folder at a time."""
     fd = os.open(out / ".sweep.lock", os.O_CREAT | os.O_RDWR, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FileProblem(out, "another sweep is running in this folder (it holds .sweep.lock); wait for it "
+            raise FileProblem(out, f"another {what} is running in this folder (it holds .sweep.lock); wait for it "
                                    "or use another folder") from None
         yield out
     finally:

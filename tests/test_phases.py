@@ -9,10 +9,11 @@ import pytest
 from analysis import fig_phases, summaries
 from refvit.config import dynamics_setting
 from refvit.experiment import cell_key, run_cell
-from refvit.io import read_csv
+from refvit.io import FileProblem, read_csv
 from refvit.phases import detect_phases
 from refvit.studies import PhaseStudy, run_phases
 from refvit.studies.phases import median_ci, power_fit, run_file
+from refvit.sweep import claim
 
 M = 4
 U = 1 / M
@@ -174,6 +175,8 @@ def test_phase_study_end_to_end_with_a_damaged_file(tmp_path):
     run_phases(study, tmp_path, progress=False)
     assert (tmp_path / "phases.csv").read_bytes() == before
     assert len(list((tmp_path / "dynamics" / "quarantine").iterdir())) == 2
+    with claim(tmp_path, "phase study"), pytest.raises(FileProblem, match="another phase study is running"):
+        run_phases(study, tmp_path, progress=False)         # a second process on the same folder is refused
     paths = fig_phases.phase_figures(tmp_path, tmp_path / "runs.png", tmp_path / "lengths.png")
     assert all(p.stat().st_size > 10_000 for p in paths)
     assert fig_phases.main([str(tmp_path), "--out-runs", str(tmp_path / "r.png"), "--out-lengths",

@@ -9,6 +9,7 @@ Run (N, ‖μ‖, r) draws from ``streams(seed, *cell_key(N, ‖μ‖, r))`` at 
 the base rate on the same data and init. Every run is one history file ``<setting>/runs/N010_mu030_lr0.01_r003.npz``,
 written atomically, whose summary names its setting, N, ‖μ‖, η, seed and repeat; a rerun skips the files that load
 and name their own run, and quarantines (moves aside, never deletes) the others, which are then recomputed.
+While it runs, a study holds the folder's lock (``refvit.sweep.claim``): a second one on the same folder is refused.
 Tables: ``phases.csv`` (one row per run: boundaries and lengths), ``summary.csv`` (per condition: medians with
 bootstrap intervals, censored counts) and ``scaling.csv`` (the fitted exponents, per setting and side of the boundary).
 """
@@ -28,7 +29,7 @@ from ..executors import execute
 from ..io import FileProblem, save_csv, save_npz, write_manifest
 from ..phases import DELTA_SETTLED, DELTA_UNIFORM, detect_phases
 from ..results import load_history
-from ..sweep import quarantine
+from ..sweep import claim, quarantine
 from .lr_rule import lr_tag
 
 SETTINGS = ("dynamics", "figure1")
@@ -142,6 +143,11 @@ def run_phases(study: PhaseStudy, out, executor=None, workers: int | None = None
     """Every missing run into out/<setting>/runs/, then the tables (``write_phase_tables``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with claim(out, "phase study"):                  # one process owns the folder while it runs
+        _run_phases(study, out, executor, workers, progress)
+
+
+def _run_phases(study: PhaseStudy, out: Path, executor, workers, progress) -> None:
     write_manifest(out / "study.json", study.to_dict())
     tasks, total = [], 0
     for setting, conds in study.conditions.items():
