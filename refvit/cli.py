@@ -14,7 +14,7 @@ from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
 from .coefficients import SETTINGS
-from .studies import LR_RULES, STUDIES
+from .studies import LR_RULES, LR_SCALINGS, STUDIES
 from .studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS
 
@@ -84,7 +84,8 @@ def cmd_sweep(a) -> int:
 def cmd_study(a) -> int:
     for kind in (STUDIES if a.study == "all" else (a.study,)):
         pipelines.run_study(kind, a.preset, a.results, a.figures, seed=a.seed, workers=a.workers,
-                            progress=not a.no_progress, lr_rule=a.lr_rule, figures_only=a.figures_only)
+                            progress=not a.no_progress, lr_rule=a.lr_rule, figures_only=a.figures_only,
+                            lr_scaling=a.lr_scaling)
     return 0
 
 
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
     s.add_argument("--lr-rule", choices=LR_RULES, default="heldout",
                    help="optimizer study: how each optimizer's rate is picked from the grid (refvit.studies.lr_rule)")
+    s.add_argument("--lr-scaling", choices=LR_SCALINGS, default="inverse_d",
+                   help="sharpness study: the rate at each d (docs/math.md (12.1)); a rule whose first step is "
+                        "unstable on the preset's grid is refused before any run (docs/math.md (12.3))")
     s.add_argument("--results", default="results", help="folder for saved runs")
     s.add_argument("--figures", default="results/figures", help="folder for figures and summaries")
     s.add_argument("--figures-only", action="store_true", help="only redraw figures/summaries from saved results")

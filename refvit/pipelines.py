@@ -119,9 +119,11 @@ def sweep(out, preset: str = "quick", spec=None, seed: int = 0, backend: str | N
     return run_sweep(sw, out, workers=workers, progress=progress)
 
 
-def study_tag(kind: str, preset: str, lr_rule: str = "heldout") -> str:
-    """Name of a study run: "optimizers_quick", "labelnoise_full", "optimizers_quick_largest_stable", …"""
+def study_tag(kind: str, preset: str, lr_rule: str = "heldout", lr_scaling: str = "inverse_d") -> str:
+    """Name of a study run: "optimizers_quick", "labelnoise_full", "optimizers_quick_largest_stable",
+    "sharpness_quick_fixed", …"""
     rule = f"_{lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else ""
+    rule += f"_{lr_scaling}" if kind == "sharpness" and lr_scaling != "inverse_d" else ""
     return f"{kind.replace('-', '')}_{preset}{rule}"
 
 
@@ -139,13 +141,14 @@ def draw_study(kind: str, tag: str, results="results", figures="results/figures"
 
 
 def run_study(kind: str, preset: str, results="results", figures="results/figures", seed: int = 0, workers=None,
-              executor=None, progress: bool = True, lr_rule: str = "heldout", figures_only: bool = False) -> str:
+              executor=None, progress: bool = True, lr_rule: str = "heldout", figures_only: bool = False,
+              lr_scaling: str = "inverse_d") -> str:
     """Run (or resume) one study preset, write its tables, figures and a text summary; return the summary."""
     if kind not in STUDIES:
         raise ValueError(f"unknown study {kind!r}; choose one of {', '.join(STUDIES)} or 'all'")
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
-    tag = study_tag(kind, preset, lr_rule)
+    tag = study_tag(kind, preset, lr_rule, lr_scaling)
     d = Path(results) / f"study_{tag}"
     t0 = time.perf_counter()
     if not figures_only:
@@ -153,7 +156,8 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
             run_optimizers(getattr(OptimizerStudy, preset)(seed=seed, lr_rule=lr_rule), d, executor, workers,
                            progress)
         elif kind == "sharpness":
-            run_sharpness(getattr(SharpnessStudy, preset)(seed=seed), d, executor, workers, progress)
+            run_sharpness(getattr(SharpnessStudy, preset)(seed=seed, lr_scaling=lr_scaling), d, executor, workers,
+                          progress)
         elif kind == "phases":
             run_phases(getattr(PhaseStudy, preset)(seed=seed), d, executor, workers, progress)
         else:
@@ -163,7 +167,8 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
         raise ValueError(f"no saved study in {d}; run `refvit study {kind} --preset {preset}` first")
     drawn = draw_study(kind, tag, results, figures)
     cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
-        (f" --lr-rule {lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else "")
+        (f" --lr-rule {lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else "") + \
+        (f" --lr-scaling {lr_scaling}" if kind == "sharpness" and lr_scaling != "inverse_d" else "")
     text = {"optimizers": summaries.optimizer_summary, "label-noise": summaries.label_noise_summary,
             "sharpness": summaries.sharpness_summary, "phases": summaries.phase_summary}[kind](d, cmd)
     _write_text(d / "summary.txt", text)

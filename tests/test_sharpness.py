@@ -188,3 +188,12 @@ def test_width_at_one_n_is_recovered_and_separable_labels_are_named():
     assert none["width"] is None and not none["separable"] and none["message"]
     empty = fit_width(np.array([]), np.array([]), np.random.default_rng(0), n_boot=10)   # an N with no converged run
     assert empty["width"] is None and empty["n"] == 0
+
+
+def test_command_line_refuses_an_unstable_rate_rule_before_any_run(tmp_path, capsys):
+    from refvit import cli
+    assert cli.main(["study", "sharpness", "--preset", "full", "--lr-scaling", "fixed", "--results",
+                     str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "lr_scaling='fixed'" in err and "d = 4096" in err and err.count("\n") == 1     # one line, no traceback
+    assert not any(tmp_path.iterdir())                                                   # nothing written

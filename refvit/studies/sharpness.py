@@ -106,15 +106,17 @@ class SharpnessStudy:
 
     # --- presets ------------------------------------------------------------------------------------------------
     @classmethod
-    def quick(cls, seed: int = 0) -> "SharpnessStudy":
+    def quick(cls, seed: int = 0, lr_scaling: str = "inverse_d") -> "SharpnessStudy":
         """d ∈ {256, 512, 1024, 2048} + the 3 variants, N ∈ {2, 4, 8, 16}, 14 SNRs, 3 seeds: 1,176 runs."""
-        return cls("quick", (256, 512, 1024, 2048), (2, 4, 8, 16), snr_grid(0.28, 1.3, 14), 3, seed, n_boot=200)
+        return cls("quick", (256, 512, 1024, 2048), (2, 4, 8, 16), snr_grid(0.28, 1.3, 14), 3, seed, n_boot=200,
+                   lr_scaling=lr_scaling)
 
     @classmethod
-    def full(cls, seed: int = 0) -> "SharpnessStudy":
+    def full(cls, seed: int = 0, lr_scaling: str = "inverse_d") -> "SharpnessStudy":
         """d ∈ {256, …, 4096} + the 3 variants, N ∈ {2, 4, 8, 16}, 40 SNRs, 10 seeds: 12,760 runs (rounding merges
         two SNRs into one ‖μ‖ at d = 256)."""
-        return cls("full", (256, 512, 1024, 2048, 4096), (2, 4, 8, 16), snr_grid(0.28, 1.3, 40), 10, seed)
+        return cls("full", (256, 512, 1024, 2048, 4096), (2, 4, 8, 16), snr_grid(0.28, 1.3, 40), 10, seed,
+                   lr_scaling=lr_scaling)
 
     # --- conditions ---------------------------------------------------------------------------------------------
     def conditions(self) -> list[tuple[str, int, str]]:
@@ -139,10 +141,11 @@ class SharpnessStudy:
                      for N in sw.Ns for mu in sw.mu_norms))
         if worst[0] >= STABLE_STEP:
             raise ValueError(
-                f"lr_scaling={self.lr_scaling!r} gives η = {sw.train.lr:g} at d = {cond[1]} ({cond[0]}), where the "
+                f"lr_scaling={self.lr_scaling!r} (--lr-scaling {self.lr_scaling}) gives η = {sw.train.lr:g} at d = "
+                f"{cond[1]} ({cond[0]}), where the "
                 f"cell N = {worst[1]}, ‖μ‖ = {worst[2]} has η·λ = {worst[0]:.2f} >= {STABLE_STEP:g} (docs/math.md "
                 "(12.3)): the first step leaves the small-step regime the study measures; use "
-                "lr_scaling='inverse_d', a lower largest SNR, or fewer large d")
+                "lr_scaling='inverse_d' (the default), a lower largest SNR, or fewer large d")
 
     def max_step(self, cond) -> float:
         """The largest η·λ over the cells of a condition (docs/math.md (12.3))."""
