@@ -108,6 +108,26 @@ def _fit_logistic(F: np.ndarray, b: np.ndarray, method: str = "mle") -> np.ndarr
     return np.concatenate([[w[0] - slopes @ m], slopes])
 
 
+def _bootstrap(F: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int, method: str,
+               statistic) -> tuple[list, int]:
+    """(values, no_estimate): ``statistic(β)`` of the fit on each of ``n_boot`` resamples of the runs (with
+    replacement). A resample with one class, a constant feature, (for MLE) separable labels, or on which Newton's
+    method does not converge has no estimate: it is counted in ``no_estimate``, not hidden."""
+    boots, none = [], 0
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(b), size=len(b))
+        Fi, bi = F[idx], b[idx]
+        if bi.min() == bi.max() or np.any(Fi.min(axis=0) == Fi.max(axis=0)) or \
+                (method == "mle" and is_separable(Fi, bi)):
+            none += 1
+            continue
+        try:
+            boots.append(statistic(_fit_logistic(Fi, bi, method)))
+        except FitDidNotConverge:
+            none += 1
+    return boots, none
+
+
 def _relation(beta: np.ndarray) -> tuple[float, float, float]:
     """(a, log C, width in log SNR) of the contour N·SNR^a = C and its 10 %–90 % band, from β = (β₀, β₁, β₂)."""
     b0, b1, b2 = beta
@@ -165,18 +185,7 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
     out.update(a=a, C=math.exp(log_C), log_C=log_C, beta=[float(x) for x in beta], width_log_snr=width,
                width_log_n_snr2=2 * width, mu_ratio_10_90=math.exp(width))
     if n_boot:
-        boots, none = [], 0
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(b), size=len(b))
-            Fi, bi = F[idx], b[idx]
-            if bi.min() == bi.max() or np.any(Fi.min(axis=0) == Fi.max(axis=0)) or \
-                    (method == "mle" and is_separable(Fi, bi)):
-                none += 1                     # no boundary in this resample (one class, a constant, separable)
-                continue
-            try:
-                boots.append(_relation(_fit_logistic(Fi, bi, method)))
-            except FitDidNotConverge:
-                none += 1                     # no estimate in this resample either: counted with the others
+        boots, none = _bootstrap(F, b, rng, n_boot, method, _relation)
         if not boots:
             raise ValueError(f"none of the {n_boot} bootstrap resamples has a finite estimate (one class, a "
                              "constant N or SNR, separable labels, or no convergence); use more runs, "
@@ -219,16 +228,7 @@ def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: 
         out["width"] = float(2 * WIDTH_LOG / _fit_logistic(F, b)[1])
     except FitDidNotConverge as e:
         return {**out, "message": str(e)}
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(b), size=len(b))
-        if b[idx].min() == b[idx].max() or np.ptp(F[idx]) == 0 or is_separable(F[idx], b[idx]):
-            continue
-        try:
-            boots.append(2 * WIDTH_LOG / _fit_logistic(F[idx], b[idx])[1])
-        except FitDidNotConverge:
-            continue
-    out["n_boot_no_estimate"] = int(n_boot - len(boots))
+    boots, out["n_boot_no_estimate"] = _bootstrap(F, b, rng, n_boot, "mle", lambda beta: 2 * WIDTH_LOG / beta[1])
     if boots:
         out["ci_width"] = [float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])]
     return out
