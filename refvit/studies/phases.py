@@ -216,10 +216,10 @@ def write_phase_tables(meta: dict, out) -> dict:
     for setting, conds in meta["conditions"].items():
         for N, mu, lr in conds:
             group = []
+            M = setting_configs(setting, N, mu, lr, meta["steps"])[0].M      # tokens per image of this condition
             for r in range(meta["runs"]):
                 s, a = load_run(out / setting / "runs" / run_file(N, mu, lr, r),
                                 _identity(setting, N, mu, lr, meta["seed"], r))
-                M = setting_configs(setting, N, mu, lr, meta["steps"])[0].M
                 ok = s["status"] in ("converged", "max_steps")
                 ph = detect_phases(a["h_attn_signal"], a["h_attn_noise"], a["h_train_loss"], M) if ok else None
                 lengths = ph.lengths() if ph else (None, None, None)

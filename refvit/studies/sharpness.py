@@ -101,8 +101,13 @@ class SharpnessStudy:
             raise ValueError(f"variant_d={self.variant_d} must be one of ds={self.ds} (the variants are compared "
                              "with the authors' data model at the same d)")
         for cond in self.conditions():          # builds (and so validates) every Sweep, then the step bound
-            sw = self.sweep(cond)
-            self._check_step(cond, sw)
+            step, N, mu = self.worst_step(cond)
+            if step >= STABLE_STEP:
+                raise ValueError(
+                    f"lr_scaling={self.lr_scaling!r} (--lr-scaling {self.lr_scaling}) gives η = {self.lr(cond[1]):g} "
+                    f"at d = {cond[1]} ({cond[0]}), where the cell N = {N}, ‖μ‖ = {mu} has η·λ = {step:.2f} >= "
+                    f"{STABLE_STEP:g} (docs/math.md (12.3)): the first step leaves the small-step regime the study "
+                    "measures; use lr_scaling='inverse_d' (the default), a lower largest SNR, or fewer large d")
 
     # --- presets ------------------------------------------------------------------------------------------------
     @classmethod
@@ -136,21 +141,10 @@ class SharpnessStudy:
         return Sweep(f"sharpness-{name}", self.Ns, mu_grid(self.snrs, data.sigma_p, d), self.repeats, self.seed,
                      data, self.model, train)
 
-    def _check_step(self, cond, sw: Sweep) -> None:
-        worst = max(((sw.train.lr * step_curvature(sw.data.replace(N=N, mu_norm=float(mu)), sw.model), N, mu)
-                     for N in sw.Ns for mu in sw.mu_norms))
-        if worst[0] >= STABLE_STEP:
-            raise ValueError(
-                f"lr_scaling={self.lr_scaling!r} (--lr-scaling {self.lr_scaling}) gives η = {sw.train.lr:g} at d = "
-                f"{cond[1]} ({cond[0]}), where the "
-                f"cell N = {worst[1]}, ‖μ‖ = {worst[2]} has η·λ = {worst[0]:.2f} >= {STABLE_STEP:g} (docs/math.md "
-                "(12.3)): the first step leaves the small-step regime the study measures; use "
-                "lr_scaling='inverse_d' (the default), a lower largest SNR, or fewer large d")
-
-    def max_step(self, cond) -> float:
-        """The largest η·λ over the cells of a condition (docs/math.md (12.3))."""
+    def worst_step(self, cond) -> tuple[float, int, int]:
+        """(η·λ, N, ‖μ‖) of the cell of a condition with the largest η·λ (docs/math.md (12.3))."""
         sw = self.sweep(cond)
-        return max(sw.train.lr * step_curvature(sw.data.replace(N=N, mu_norm=float(mu)), sw.model)
+        return max((sw.train.lr * step_curvature(sw.data.replace(N=N, mu_norm=float(mu)), sw.model), N, mu)
                    for N in sw.Ns for mu in sw.mu_norms)
 
     def to_dict(self) -> dict:
@@ -160,7 +154,7 @@ class SharpnessStudy:
                 "n_boot": self.n_boot, "data": self.data.to_dict(), "model": self.model.to_dict(),
                 "train": self.train.to_dict(),
                 "conditions": [{"folder": f, "d": d, "variant": v, "lr": self.lr(d),
-                                "max_step": self.max_step((f, d, v))} for f, d, v in self.conditions()]}
+                                "max_step": self.worst_step((f, d, v))[0]} for f, d, v in self.conditions()]}
 
 
 def snr_grid(lo: float, hi: float, n: int) -> tuple:
