@@ -41,6 +41,13 @@ def _fmt(x, spec=".3g"):
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
 
+def _ci(row: dict, stem: str, spec: str, value: str | None = None, note: str = "") -> str:
+    """"x [lo, hi]" from a table row: the value ``row[value or stem]`` and its interval ``<stem>_lo``, ``<stem>_hi``;
+    ``note`` is added inside the brackets ("x [lo, hi; note]")."""
+    note = f"; {note}" if note else ""
+    return f"{_fmt(row[value or stem], spec)} [{_fmt(row[stem + '_lo'], spec)}, {_fmt(row[stem + '_hi'], spec)}{note}]"
+
+
 def optimizer_summary(out, command: str = "") -> str:
     """The text summary of a saved optimizer study folder."""
     out = Path(out)
@@ -99,16 +106,13 @@ def sharpness_summary(out, command: str = "") -> str:
              f"{'condition':22s} {'eta':>8s} {'runs':>11s} {'a [95% CI]':>22s} {'C [95% CI]':>22s} "
              f"{'width [95% CI]':>22s}  fit, excluded runs"]
     for r in read_csv(out / "conditions.csv"):
-        def ci(k, spec):
-            return f"{_fmt(r[k], spec)} [{_fmt(r[k + '_lo'], spec)}, {_fmt(r[k + '_hi'], spec)}]"
         lines.append(f"{r['condition']:22s} {r['lr']:8.4g} {r['n_converged']:>5d}/{r['n_runs']:<5d} "
-                     f"{ci('a', '.3f'):>22s} {ci('C', '.3g'):>22s} {ci('width', '.3f'):>22s}  "
+                     f"{_ci(r, 'a', '.3f'):>22s} {_ci(r, 'C', '.3g'):>22s} {_ci(r, 'width', '.3f'):>22s}  "
                      f"{r['method']}{' (separable)' if r['separable'] else ''}, {r['excluded']}")
     lines.append("width at each N separately [95% CI; resamples without an estimate]:")
     for r in read_csv(out / "widths.csv"):
         w = "separable (sharper than the grid)" if r["separable"] else \
-            f"{_fmt(r['width'], '.3f')} [{_fmt(r['width_lo'], '.3f')}, {_fmt(r['width_hi'], '.3f')}; " \
-            f"{r['n_boot_no_estimate']}]"
+            _ci(r, "width", ".3f", note=str(r["n_boot_no_estimate"]))
         lines.append(f"  {r['condition']:22s} N={r['N']:<3d} {r['n_benign']:>4d}/{r['n']:<4d} benign  {w}")
     return "\n".join(lines) + "\n"
 
@@ -125,7 +129,7 @@ def phase_summary(out, command: str = "") -> str:
 
     def med(r, k):
         c = f" c={r[k + '_censored']}" if r[k + "_censored"] else ""
-        return f"{_fmt(r[k + '_median'], 'g')} [{_fmt(r[k + '_lo'], 'g')}, {_fmt(r[k + '_hi'], 'g')}]{c}"
+        return _ci(r, k, "g", value=k + "_median") + c
     for r in read_csv(out / "summary.csv"):
         lines.append(f"  {r['setting']:8s} N={r['N']:<3d} |mu|={r['mu_norm']:<5g} eta={r['lr']:<6g} "
                      f"N*SNR^2={r['N_snr2']:<7.3g} benign {r['n_benign']}/{r['n_runs']}, signal wins "
@@ -133,8 +137,6 @@ def phase_summary(out, command: str = "") -> str:
                      f"T3 {med(r, 't3')}")
     lines.append("exponents: log(steps) = c + p1 log(N*SNR^2) + p2 log(eta) + p3 log|mu| [95% bootstrap intervals]")
     for r in read_csv(out / "scaling.csv"):
-        def p(k):
-            return f"{_fmt(r[k], '.2f')} [{_fmt(r[k + '_lo'], '.2f')}, {_fmt(r[k + '_hi'], '.2f')}]"
         lines.append(f"  {r['setting']:8s} {r['side']:7s} {r['key']:4s} runs {r['n']} (excluded {r['n_excluded']}): "
-                     f"p1 {p('p_N_snr2')}, p2 {p('p_lr')}, p3 {p('p_mu_norm')}")
+                     f"p1 {_ci(r, 'p_N_snr2', '.2f')}, p2 {_ci(r, 'p_lr', '.2f')}, p3 {_ci(r, 'p_mu_norm', '.2f')}")
     return "\n".join(lines) + "\n"
