@@ -11,6 +11,7 @@ from .core import (
     PAPER_FORM_MAX_M,
     TOL_FD,
     TOL_ROUND,
+    TWO_PATHS,
     _row,
     _with,
     cotangent,
@@ -97,7 +98,7 @@ def check_backward_steps(ctx) -> list:
         e["nbQK"] += [err(a[0], b[0]), err(a[1], b[1])]
         e["nbv"].append(err(a[2], b[2]))
     F = TOL_FD, "central FD h=1e-5 in float64: ~1e-10 relative; saturated/large-margin instances need more"
-    R = TOL_ROUND, "two float64 code paths: summation order only"
+    R = TWO_PATHS
     KINV = 1e-9, "K⁻¹ recovery loses ~cond(K) ≤ 1e3 digits on top of rounding"
     return [
         _row("4.1", "c_i = ℓ'(y_i f_i) y_i / N", "model:logistic_loss_derivative (loss_grads_cache)",

@@ -16,6 +16,7 @@ from .core import (
     TOL_EXACT,
     TOL_FD,
     TOL_ROUND,
+    TWO_PATHS,
     _row,
     err,
     ref_forward,
@@ -100,7 +101,7 @@ def check_forward(ctx) -> list:
         nb = _kernels.attention_forward(cache.Q, cache.K, cache.v)
         npy = model.attention_forward(cache.Q, cache.K, cache.v)
         e["nbf"].append(max(err(a, b) for a, b in zip(nb, npy)))
-    R = TOL_ROUND, "two float64 code paths: summation order only"
+    R = TWO_PATHS
     return [
         _row("2.1", "Q = X W_Q, K = X W_K", "model:forward_cache", "einsum", e["2.1"], *R),
         _row("2.2", "v = X (W_V w_O)", "model:forward_cache", "einsum (X W_V) w_O", e["2.2"], *R),
@@ -152,7 +153,7 @@ def check_loss(ctx) -> list:
         e4 += [err(hist.final_test_loss, ref_loss(ft, inst.y_test)),
                err(hist.final_test_error, np.mean(np.sign(ft) != inst.y_test))]
     rows.append(_row("3.3", "L_S = (1/N) Σ ℓ(y_i f_i)", "model:mean_loss, loss_and_grads", "logaddexp on einsum f",
-                     e3, TOL_ROUND, "two float64 code paths: summation order only"))
+                     e3, *TWO_PATHS))
     rows.append(_row("3.4", "test loss and test 0-1 error", "train:run (History.final_*)",
                      "logaddexp and sign on einsum f", e4, TOL_ROUND, "two float64 code paths"))
     rng = np.random.default_rng(31)

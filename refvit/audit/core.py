@@ -21,6 +21,7 @@ from ..model import Params
 # Two float64 code paths of the same arithmetic (different summation order or association): each differs by
 # ~1e-16 per operation times the number of terms summed (≤ ~1e4 here) and the conditioning; 1e-11 leaves margin.
 TOL_ROUND = 1e-11
+TWO_PATHS = TOL_ROUND, "two float64 code paths: summation order only"   # (tolerance, reason) of a row
 # Central differences with h = 1e-5 in float64: truncation h^2·|f'''|/6 and rounding ε·|L|/h are both ~1e-10
 # relative on O(1) problems. Saturated attention (logits ~10) and large margins (w_O scaled ×~30) raise the third
 # derivatives by (h·|∂z/∂θ|)² and reach ~1e-6, so allow 1e-5; every deliberate break gives errors of order one.
