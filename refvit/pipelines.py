@@ -9,6 +9,7 @@ import json
 import time
 from concurrent.futures import Executor
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from analysis import summaries
 from analysis.fig_coefficients import draw as draw_coefficients
@@ -119,25 +120,46 @@ def sweep(out, preset: str = "quick", spec=None, seed: int = 0, backend: str | N
     return run_sweep(sw, out, workers=workers, progress=progress)
 
 
+class _Study(NamedTuple):
+    """What ``refvit study KIND`` needs to know of one study."""
+    presets: type           # the study class; its ``quick``/``full`` constructors take ``seed`` (and ``option``)
+    run: Callable           # run(study, folder, executor, workers, progress)
+    draw: Callable          # draw(folder, *figure paths)
+    figures: tuple          # suffixes of the figure files, <tag>_<suffix>.png; () for one figure, <tag>.png
+    summary: Callable       # summary(folder, command) -> text
+    option: tuple = ()      # (name, default) of the study's own option, passed to its preset constructor
+
+
+STUDY_KINDS = {
+    "optimizers": _Study(OptimizerStudy, run_optimizers, optimizer_figures, ("heatmaps", "dynamics"),
+                         summaries.optimizer_summary, ("lr_rule", "heldout")),
+    "label-noise": _Study(LabelNoiseStudy, run_label_noise, labelnoise_figure, (), summaries.label_noise_summary),
+    "sharpness": _Study(SharpnessStudy, run_sharpness, sharpness_figures, ("fit", "curves"),
+                        summaries.sharpness_summary, ("lr_scaling", "inverse_d")),
+    "phases": _Study(PhaseStudy, run_phases, phase_figures, ("runs", "lengths"), summaries.phase_summary),
+}
+
+
+def _option(kind: str, options: dict) -> tuple:
+    """(name, value) of the study's own option when it differs from its default, else ()."""
+    opt = STUDY_KINDS[kind].option
+    return (opt[0], options[opt[0]]) if opt and options[opt[0]] != opt[1] else ()
+
+
 def study_tag(kind: str, preset: str, lr_rule: str = "heldout", lr_scaling: str = "inverse_d") -> str:
     """Name of a study run: "optimizers_quick", "labelnoise_full", "optimizers_quick_largest_stable",
     "sharpness_quick_fixed", …"""
-    rule = f"_{lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else ""
-    rule += f"_{lr_scaling}" if kind == "sharpness" and lr_scaling != "inverse_d" else ""
-    return f"{kind.replace('-', '')}_{preset}{rule}"
+    opt = _option(kind, {"lr_rule": lr_rule, "lr_scaling": lr_scaling})
+    return f"{kind.replace('-', '')}_{preset}" + (f"_{opt[1]}" if opt else "")
 
 
 def draw_study(kind: str, tag: str, results="results", figures="results/figures") -> list[Path]:
     """Draw a study's figures from its saved results (results/study_<tag>/) into figures/; returns the PNGs."""
+    k, figures = STUDY_KINDS[kind], Path(figures)
     d = Path(results) / f"study_{tag}"
-    figures = Path(figures)
-    if kind == "optimizers":
-        return optimizer_figures(d, figures / f"{tag}_heatmaps.png", figures / f"{tag}_dynamics.png")
-    if kind == "sharpness":
-        return sharpness_figures(d, figures / f"{tag}_fit.png", figures / f"{tag}_curves.png")
-    if kind == "phases":
-        return phase_figures(d, figures / f"{tag}_runs.png", figures / f"{tag}_lengths.png")
-    return [labelnoise_figure(d, figures / f"{tag}.png")]
+    if not k.figures:
+        return [k.draw(d, figures / f"{tag}.png")]
+    return k.draw(d, *(figures / f"{tag}_{suffix}.png" for suffix in k.figures))
 
 
 def run_study(kind: str, preset: str, results="results", figures="results/figures", seed: int = 0, workers=None,
@@ -148,29 +170,22 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
         raise ValueError(f"unknown study {kind!r}; choose one of {', '.join(STUDIES)} or 'all'")
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
+    k = STUDY_KINDS[kind]
+    options = {"lr_rule": lr_rule, "lr_scaling": lr_scaling}
     tag = study_tag(kind, preset, lr_rule, lr_scaling)
     d = Path(results) / f"study_{tag}"
     t0 = time.perf_counter()
     if not figures_only:
-        if kind == "optimizers":
-            run_optimizers(getattr(OptimizerStudy, preset)(seed=seed, lr_rule=lr_rule), d, executor, workers,
-                           progress)
-        elif kind == "sharpness":
-            run_sharpness(getattr(SharpnessStudy, preset)(seed=seed, lr_scaling=lr_scaling), d, executor, workers,
-                          progress)
-        elif kind == "phases":
-            run_phases(getattr(PhaseStudy, preset)(seed=seed), d, executor, workers, progress)
-        else:
-            run_label_noise(getattr(LabelNoiseStudy, preset)(seed=seed), d, executor, workers, progress)
+        extra = {k.option[0]: options[k.option[0]]} if k.option else {}
+        k.run(getattr(k.presets, preset)(seed=seed, **extra), d, executor, workers, progress)
         save_json(d / "timing.json", {"runs_seconds": time.perf_counter() - t0})
     elif not (d / "study.json").exists():
         raise ValueError(f"no saved study in {d}; run `refvit study {kind} --preset {preset}` first")
     drawn = draw_study(kind, tag, results, figures)
+    opt = _option(kind, options)
     cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
-        (f" --lr-rule {lr_rule}" if kind == "optimizers" and lr_rule != "heldout" else "") + \
-        (f" --lr-scaling {lr_scaling}" if kind == "sharpness" and lr_scaling != "inverse_d" else "")
-    text = {"optimizers": summaries.optimizer_summary, "label-noise": summaries.label_noise_summary,
-            "sharpness": summaries.sharpness_summary, "phases": summaries.phase_summary}[kind](d, cmd)
+        (f" --{opt[0].replace('_', '-')} {opt[1]}" if opt else "")
+    text = k.summary(d, cmd)
     _write_text(d / "summary.txt", text)
     drawn.append(_write_text(Path(figures) / f"{tag}_summary.txt", text))
     print(text, end="")
