@@ -23,7 +23,9 @@ import os
 from typing import NamedTuple
 
 import numpy as np
-from scipy.special import expit
+
+from .primitives import (Evaluation, ModelOverflow, as_float_array, check_forward_finite, dloss_df,  # noqa: F401
+                         logistic_loss, logistic_loss_derivative, mean_loss, overflow_scales, softmax)
 
 
 class Params(NamedTuple):
@@ -44,32 +46,10 @@ class Cache(NamedTuple):
     abar: np.ndarray  # (n, M)       column-mean attention ā_j = (1/M) Σ_l S[l, j]  (math 2.5)
 
 
-class Evaluation(NamedTuple):
-    """One evaluation of the training objective: what the training loop needs at each step."""
-    loss: float          # mean logistic loss L
-    grads: tuple         # gradient of L with respect to the state, the same NamedTuple type as the state
-    f: np.ndarray        # (n,) outputs on the training set
-    cache: Cache         # forward intermediates (for the history and the coefficient tracker)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Input checks: every public entry point runs these once; the training loop does not repeat them per step.
+# (The loss, softmax and array checks every setting shares are in ``refvit.primitives``.)
 # ---------------------------------------------------------------------------------------------------------------
-
-def as_float_array(name: str, a, ndim: int) -> np.ndarray:
-    """Return ``a`` as a C-contiguous float64 array of the given ndim, or raise a ValueError saying what to change."""
-    arr = np.asarray(a)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {arr.shape}")
-    if 0 in arr.shape:
-        raise ValueError(f"{name} has an empty dimension, shape {arr.shape}; every size must be positive")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or inf; check the data or the step size that produced it")
-    return arr
-
 
 def check_params(params) -> Params:
     """Validate shapes (d, d_h), (d, d_h), (d, d_v), (d_v,) and finiteness; return float64 ``Params``."""
@@ -100,27 +80,6 @@ def check_inputs(params, X, y=None):
     if not np.all(np.abs(y) == 1):
         raise ValueError("labels y must be +1 or -1")
     return params, X, y
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Primitives
-# ---------------------------------------------------------------------------------------------------------------
-
-def softmax(Z: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (docs/math.md (2.4)); subtracting the row max changes nothing (docs/math.md (3.5))
-    but prevents overflow."""
-    E = np.exp(Z - Z.max(axis=-1, keepdims=True))
-    return E / E.sum(axis=-1, keepdims=True)
-
-
-def logistic_loss(margins: np.ndarray) -> np.ndarray:
-    """ℓ(z) = log(1 + e^{-z}) as logaddexp(0, -z): no overflow, no lost digits (docs/math.md (3.1))."""
-    return np.logaddexp(0.0, -margins)
-
-
-def logistic_loss_derivative(margins: np.ndarray) -> np.ndarray:
-    """ℓ'(z) = -1 / (1 + e^{z}) = -expit(-z) ∈ (-1, 0), stable for any z (docs/math.md (3.2))."""
-    return -expit(-margins)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,46 +171,12 @@ def backward(df: np.ndarray, cache: Cache, params: Params, X: np.ndarray, backen
     return Params(dW_Q, dW_K, np.outer(du, w_O), W_V.T @ du)   # dW_V, dw_O (math 4.4)
 
 
-def mean_loss(f: np.ndarray, y: np.ndarray) -> float:
-    """L = (1/n) Σ_i ℓ(y_i f_i), the training objective L_S of docs/math.md (3.3)."""
-    return float(np.mean(logistic_loss(y * f)))
-
-
 def loss_grads_cache(params: Params, X: np.ndarray, y: np.ndarray, backend: str = "numpy"):
     """``Evaluation`` (loss, grads, f, cache) for checked inputs; the training loop's single call per step."""
     f, cache = forward_cache(params, X, backend)
     # forward: L = (1/n) Σ_i ℓ(y_i f_i), so dL/df_i = ℓ'(y_i f_i) y_i / n = c_i  (math 4.1)
-    df = logistic_loss_derivative(y * f) * y / X.shape[0]
+    df = dloss_df(f, y)
     return Evaluation(mean_loss(f, y), backward(df, cache, params, X, backend), f, cache)
-
-
-class ModelOverflow(ValueError):
-    """The forward pass on finite inputs gave a non-finite value: the scale of the data or the weights is too large
-    for float64 (not a step-size problem: no update was taken)."""
-
-
-def overflow_scales(X: np.ndarray, f: np.ndarray, cache: Cache | None = None) -> str:
-    """The scales that make a forward pass overflow: max token norm of X, max |logit| and max |f|."""
-    def biggest(a) -> str:
-        a = np.abs(np.asarray(a))
-        n_nan = int(np.isnan(a).sum())
-        return f"{np.max(a, initial=0.0, where=~np.isnan(a)):.3g}" + (f" ({n_nan} NaN)" if n_nan else "")
-
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        peak = np.max(np.abs(X), axis=-1, keepdims=True)            # norms without overflow: ‖x‖ = m·‖x/m‖
-        norms = peak[..., 0] * np.linalg.norm(np.divide(X, peak, out=np.zeros_like(X), where=peak > 0), axis=-1)
-        parts = [f"max token norm {biggest(norms)}"]
-        if cache is not None and getattr(cache, "Z", None) is not None:
-            parts.append(f"max |logit| {biggest(cache.Z)}")
-        parts.append(f"max |f| {biggest(f)}")
-    return ", ".join(parts)
-
-
-def check_forward_finite(X: np.ndarray, f: np.ndarray, cache: Cache | None = None, what: str = "X") -> None:
-    """Raise ``ModelOverflow`` naming the scales when the forward pass on finite ``X`` gave a non-finite f."""
-    if not np.all(np.isfinite(f)):
-        raise ModelOverflow(f"the model overflowed in float64 on {what} (finite inputs, non-finite output): "
-                            f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import numpy as np
 
 from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, mean_loss
 from .tokens import orthonormal_basis, unique_tokens
+from .vit_objective import ViTObjective
 
 BASES = ("auto", "tokens", "orthonormal")
 
@@ -51,7 +52,7 @@ def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a
 
 
-class SpanObjective:
+class SpanObjective(ViTObjective):
     """The span-coordinate backend for ``refvit.train.run`` (docs/math.md §8). Plain GD only.
 
     Parameters

@@ -15,10 +15,10 @@ from .model import attention_core, logistic_loss_derivative
 from .span import SpanObjective, SpanState
 from .tokens import unique_tokens
 from .train import Objective, make_objective, run
+from .vit_objective import ViTObjective
 
 
-
-class CoefficientTracker:
+class CoefficientTracker(ViTObjective):
     """Wrap a training objective and replay the coefficient recursions at every step (docs/math.md (7.5), (7.9),
     (7.14)).
 

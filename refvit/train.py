@@ -1,11 +1,12 @@
-"""Full-batch training (docs/math.md §6): GD (6.1), the paper's; SignGD and Adam (Li et al.; docs/math.md (6.2),
-(6.3)); a per-step history.
+"""Full-batch training (docs/math.md §6), shared by every setting: one loop, the update rules of
+``refvit.optimizers`` (GD (6.1), SignGD (6.2), Adam (6.3)), the stop rules, and a per-step history.
 
-One loop serves every way of training. What it trains is an ``Objective``: it holds the training state as a
-NamedTuple of arrays (``Params`` for dense weights; ``refvit.span.SpanState`` for token coordinates, docs/math.md §8)
-and returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the
-forward ``Cache`` for the history. The optimizer updates every field of the state except the one named ``w_O``,
-which is only updated when ``train_w_O`` is True.
+What the loop trains is an ``Objective`` (the protocol below): a setting's model seen through one small interface. It
+holds the training state as a NamedTuple of arrays (``Params`` for the first setting's dense weights,
+``refvit.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting) and
+returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the forward
+cache, from which the objective's ``record`` computes the history row. The optimizer updates every field of the state
+except those the objective names as frozen.
 """
 from __future__ import annotations
 
@@ -17,28 +18,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .model import (Evaluation, Params, check_inputs, forward_cache, loss_grads_cache, mean_loss, overflow_scales,
-                    resolve_backend)
+from .model import Evaluation, Params, check_inputs, mean_loss, overflow_scales
+from .optimizers import Optimizer
 from .span import SpanObjective
-
-# Quantities recorded at every step t, evaluated at the parameters *before* update t (math §6.1). Token 0 is the
-# signal token, token 1 the noise token, token 2 the first "other" token (NaN when M = 2). "s0" = training sample 0,
-# the sample the authors' dynamics script plots (a y = +1 sample under balanced labels).
-HISTORY_KEYS = (
-    "train_loss", "test_loss",
-    "attn_signal", "attn_noise",            # mean over samples of ā_{i,0} and ā_{i,1}
-    "attn_signal_s0", "attn_noise_s0",      # ā_{0,0}, ā_{0,1}
-    "value_signal", "value_noise",          # mean over samples of y_i v_{i,0}, y_i v_{i,1} (signed value scores)
-    "V_signal_s0", "V_noise_s0",            # v_{0,0} = μ_{y_0}ᵀ W_V w_O and v_{0,1} = ξ_0ᵀ W_V w_O
-    "qk_sig_sig_s0", "qk_sig_noise_s0",     # μᵀ W_Q W_Kᵀ μ and μᵀ W_Q W_Kᵀ ξ for sample 0
-    "qk_other_sig_s0", "qk_other_noise_s0",  # x₃ᵀ W_Q W_Kᵀ μ and x₃ᵀ W_Q W_Kᵀ ξ (x₃ = token 2 as the query)
-    "min_margin",                           # min_i y_i f_i
-)
+from .vit_objective import HISTORY_KEYS, DenseObjective  # noqa: F401  (the first setting's history and objective)
 
 
 @dataclass
 class History:
-    """Per-step record of a training run. ``values[key]`` is an array of length ``len(step)``.
+    """Per-step record of a training run. ``values[key]`` is an array whose first axis has length ``len(step)``
+    (scalars per row, or an array per row for the quantities a setting tracks per sample or per neuron).
 
     status: "converged" (the stopping rule's loss check fell below the threshold, ``TrainConfig.stop_rule``),
             "max_steps" (ran all steps), "diverged" (the loss or gradient became non-finite after updates from a
@@ -65,57 +54,31 @@ class History:
 
 
 class Objective(Protocol):
-    """What ``run`` trains. ``state0`` is a NamedTuple of float64 arrays with a field named ``w_O``."""
+    """What ``run`` trains: one setting's model on one data set. ``state0`` is a NamedTuple of float64 arrays."""
     state0: tuple
-    X: np.ndarray                    # (N, M, d) training images
+    X: np.ndarray                    # (N, ...) training inputs
     y: np.ndarray                    # (N,) training labels
-    X_test: np.ndarray | None        # (n_test, M, d) or None
+    X_test: np.ndarray | None        # (n_test, ...) or None
     y_test: np.ndarray | None        # (n_test,) or None
+    history_keys: tuple              # the keys of ``record``'s rows, with "train_loss" and "test_loss"
 
     def value_and_grad(self, state) -> Evaluation:
-        """Loss, gradient (same type as ``state``), f (N,) and Cache at ``state``."""
+        """Loss, gradient (same type as ``state``), f (N,) and the forward cache at ``state``."""
+
+    def record(self, loss: float, f: np.ndarray, cache) -> dict:
+        """One history row: {key: float or array} for every key of ``history_keys`` but "test_loss"."""
+
+    def frozen(self, cfg: TrainConfig) -> set:
+        """The names of the state fields the optimizer leaves unchanged."""
 
     def test_outputs(self, state) -> np.ndarray:
         """f on the test set, (n_test,)."""
 
-    def params(self, state) -> Params:
-        """The dense ``Params`` that ``state`` stands for."""
+    def test_overflow(self, state) -> str:
+        """The scales that make the test outputs at ``state`` non-finite (for the "nonfinite_test" message)."""
 
-
-class DenseObjective:
-    """Training state = ``Params``; gradients from the reference model with the chosen attention core."""
-
-    def __init__(self, params: Params, X, y, X_test=None, y_test=None, backend: str = "numpy"):
-        self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
-        self.backend = resolve_backend(backend)
-        self.state0 = params
-
-    def value_and_grad(self, state) -> Evaluation:
-        return loss_grads_cache(Params(*state), self.X, self.y, self.backend)   # loss (math 3.3), gradients (math §4)
-
-    def test_outputs(self, state) -> np.ndarray:
-        return forward_cache(Params(*state), self.X_test, self.backend)[0]
-
-    def params(self, state) -> Params:
-        return Params(*state)
-
-
-def _record(rec: dict, loss: float, f, cache, y) -> None:
-    M = cache.S.shape[1]
-    abar, v, Z = cache.abar, cache.v, cache.Z
-    nan = np.nan   # quantities of tokens an image does not have (M = 1: no noise token; M = 2: no other token)
-    row = {
-        "train_loss": loss,
-        "attn_signal": abar[:, 0].mean(), "attn_noise": abar[:, 1].mean() if M > 1 else nan,
-        "attn_signal_s0": abar[0, 0], "attn_noise_s0": abar[0, 1] if M > 1 else nan,
-        "value_signal": (y * v[:, 0]).mean(), "value_noise": (y * v[:, 1]).mean() if M > 1 else nan,
-        "V_signal_s0": v[0, 0], "V_noise_s0": v[0, 1] if M > 1 else nan,
-        "qk_sig_sig_s0": Z[0, 0, 0], "qk_sig_noise_s0": Z[0, 0, 1] if M > 1 else nan,
-        "qk_other_sig_s0": Z[0, 2, 0] if M > 2 else nan, "qk_other_noise_s0": Z[0, 2, 1] if M > 2 else nan,
-        "min_margin": (y * f).min(),
-    }
-    for k, val in row.items():
-        rec[k].append(float(val))
+    def params(self, state):
+        """The setting's parameters (a NamedTuple) that ``state`` stands for."""
 
 
 def _all_finite(arrays) -> bool:
@@ -127,16 +90,20 @@ def _kept(t: int, every: int) -> bool:
     return every > 0 and t % every == 0
 
 
-def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple[Params, History]:
-    """The training loop shared by every objective. Returns the final ``Params`` and the ``History``."""
+def _row_value(val):
+    """A history entry as stored: a float, or a copy of a per-row array."""
+    return np.array(val, dtype=np.float64) if np.ndim(val) else float(val)
+
+
+def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple[tuple, History]:
+    """The training loop shared by every objective. Returns the final parameters and the ``History``."""
     state_type = type(objective.state0)
     state = [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
-    trainable = [name != "w_O" or cfg.train_w_O for name in state_type._fields]   # (math 6.1)
+    frozen = objective.frozen(cfg)
+    trainable = [name not in frozen for name in state_type._fields]   # (math 6.1)
     has_test = objective.X_test is not None
-    b1, b2 = cfg.adam_betas
-    m = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
-    s = [np.zeros_like(a) for a in state] if cfg.optimizer == "adam" else None
-    rec = {k: [] for k in HISTORY_KEYS}
+    optimizer = Optimizer(cfg, state)
+    rec = {k: [] for k in objective.history_keys}
     rows = []                    # the step of each recorded row (``history_every``)
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
     stop_after_update = False    # the authors' rule: the check passed before the update just taken
@@ -159,7 +126,8 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
                 series.pop()
             rows.pop()
         rows.append(t)
-        _record(rec, loss, f, cache, objective.y)
+        for k, val in objective.record(loss, f, cache).items():
+            rec[k].append(_row_value(val))
         evaluate = has_test and cfg.eval_every and t % cfg.eval_every == 0
         rec["test_loss"].append(mean_loss(objective.test_outputs(state_type(*state)), objective.y_test)
                                 if evaluate else np.nan)
@@ -173,20 +141,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
         if t == cfg.steps:
             break
         stop_after_update = below        # "authors": update first, then stop (math 6.6)
-        for k in range(len(state)):
-            if not trainable[k]:
-                continue
-            g = grads[k]
-            if cfg.optimizer == "gd":
-                state[k] -= cfg.lr * g                     # (math 6.1)
-            elif cfg.optimizer == "signgd":
-                state[k] -= cfg.lr * np.sign(g)            # (math 6.2)
-            else:  # Adam with bias correction (Kingma & Ba 2015, Algorithm 1) (math 6.3)
-                m[k] = b1 * m[k] + (1 - b1) * g
-                s[k] = b2 * s[k] + (1 - b2) * g * g
-                m_hat = m[k] / (1 - b1 ** (t + 1))
-                s_hat = s[k] / (1 - b2 ** (t + 1))
-                state[k] -= cfg.lr * m_hat / (np.sqrt(s_hat) + cfg.adam_eps)
+        optimizer.step(state, grads, trainable, t)
         steps_taken += 1
         if bar is not None:
             bar.update(1)
@@ -202,11 +157,9 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
             final_test = mean_loss(f_test, objective.y_test)                      # (math 3.4)
             final_error = float(np.mean(np.sign(f_test) != objective.y_test))    # (math 3.4)
         else:                    # not a number to report: a status of its own, with the scales that overflowed
-            with np.errstate(over="ignore", invalid="ignore"):
-                f_dense, cache_test = forward_cache(objective.params(state_type(*state)), objective.X_test)
             status, message = "nonfinite_test", (
                 f"after {steps_taken} updates ({status}) the model overflowed in float64 on the test set (finite "
-                f"inputs): {overflow_scales(objective.X_test, f_dense, cache_test)}; reduce the scale of the data "
+                f"inputs): {objective.test_overflow(state_type(*state))}; reduce the scale of the data "
                 "or of the init")
         if rec["test_loss"]:
             rec["test_loss"][-1] = final_test
