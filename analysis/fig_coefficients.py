@@ -3,7 +3,7 @@ saved file.
 
     python -m analysis.fig_coefficients results/coefficients_figure1_N20_mu80.npz --out figures/c.png
 
-The results file is written by ``refvit coefficients train`` or ``weights`` (``refvit/coefficients.py``); this
+The results file is written by ``refvit coefficients train`` or ``weights`` (``refvit/jiang2024/coefficients.py``); this
 script only reads it.
 """
 from __future__ import annotations

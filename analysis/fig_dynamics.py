@@ -3,7 +3,7 @@ regime.
 
 Usage: python -m analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
 
-Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.dynamics``. Rows: training and
+Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.jiang2024.dynamics``. Rows: training and
 test loss; attention on the signal and noise token of training sample 0 (the authors' plot); its value scores
 μ₊ᵀW_V w_O and ξ₀ᵀW_V w_O; the QK bilinear forms μᵀW_QW_Kᵀμ and μᵀW_QW_Kᵀξ (signal query), x₃ᵀW_QW_Kᵀμ and
 x₃ᵀW_QW_Kᵀξ (the third token as query, as the authors plot); and the decomposed coefficients γ₊, −γ₋ and the mean
@@ -119,7 +119,7 @@ def figure3(dyn_dir, out, k: float = 2.0, dpi: int = 110) -> Path:
 @one_line_errors   # a missing or damaged results file: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dyn_dir", help="folder written by refvit.dynamics.run_dynamics")
+    p.add_argument("dyn_dir", help="folder written by refvit.jiang2024.dynamics.run_dynamics")
     p.add_argument("--out", default="figures/figure3.png", help="output PNG")
     p.add_argument("--k", type=float, default=2.0, help="band half-width in standard deviations (authors: 1)")
     p.add_argument("--dpi", type=int, default=110)

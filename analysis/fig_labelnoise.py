@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
-from refvit.studies import p_folder  # noqa: E402
+from refvit.jiang2024.studies import p_folder  # noqa: E402
 
 ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
 GROUPS = (("benign", "C0", "o"), ("transition", "C1", "D"), ("harmful", "C3", "s"))

@@ -13,7 +13,7 @@ Figure 1 (--out-heatmaps):
          setting and regime (Figure-1 cells: benign N·SNR² ≥ 5, harmful ≤ 1.25, the rest "transition"; dynamics
          setting: its two regimes); dots are runs, bars medians;
   row 3  the learning-rate rule's pilots: mean held-out loss and median steps at every scanned rate, chosen rate
-         circled (``refvit.studies.choose_lr``).
+         circled (``refvit.jiang2024.studies.choose_lr``).
 Figure 2 (--out-dynamics): fixed-length training curves in the dynamics setting, one column per series with curves: losses, attention of training sample 0 on its signal and noise tokens, and its value scores
   μ₊ᵀW_V w_O, ξ₀ᵀW_V w_O, for each regime; mean ± k·std over runs (``fig_dynamics.band``).
 """

@@ -20,12 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.config import BOUNDARY_N_SNR2  # noqa: E402
+from refvit.jiang2024.config import BOUNDARY_N_SNR2  # noqa: E402
 from analysis.common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_csv, save_figure  # noqa: E402
-from refvit.phases import detect_phases  # noqa: E402
+from refvit.jiang2024.phases import detect_phases  # noqa: E402
 from refvit.results import load_history  # noqa: E402
-from refvit.studies.phases import run_file, setting_configs  # noqa: E402
+from refvit.jiang2024.studies.phases import run_file, setting_configs  # noqa: E402
 
 PHASE_COLORS = ("#d9e8f5", "#fbe3c4", "#dcefd9")      # phase 1, 2, 3 shading
 LENGTHS = (("len1", "phase 1: T₁", "C0"), ("len2", "phase 2: T₂ − T₁", "C1"), ("t3", "to convergence: T₃", "C2"))

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
+from refvit.jiang2024.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
 from analysis.common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from refvit.fit import describe
 from refvit.io import load_json, read_csv
-from refvit.studies import lr_tag
+from refvit.jiang2024.studies import lr_tag
 
 
 def reproduce_summary(sweep_dir) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from refvit import Params, dynamics_setting, figure1_setting, init_params, make_dataset, streams
 from refvit.gradcheck import rel_error
-from refvit.model import loss_grads_cache, logistic_loss_derivative, mean_loss, softmax
+from refvit.jiang2024.model import loss_grads_cache, logistic_loss_derivative, mean_loss, softmax
 
 
 def naive_loss_and_grads(params: Params, X, y):

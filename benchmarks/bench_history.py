@@ -9,8 +9,8 @@ row costs while training, and (b) the bytes per row of the returned History arra
 import argparse
 import tracemalloc
 
-from refvit.config import figure1_setting
-from refvit.experiment import run_cell
+from refvit.jiang2024.config import figure1_setting
+from refvit.jiang2024.experiment import run_cell
 
 
 def peak_bytes(every: int, steps: int):

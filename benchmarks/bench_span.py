@@ -4,7 +4,7 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_span.py          # one core
     python benchmarks/bench_span.py --json results/bench_span.json  # also save the numbers
 
-Also in the same run: the span step through ``refvit.train.run`` (loop included: (time of S steps − time of 0
+Also in the same run: the span step through ``refvit.trainer.run`` (loop included: (time of S steps − time of 0
 steps)/S), a PyTorch float64 autograd GD step of the same model on the same data and weights when torch is
 installed (validated against the dense gradient first), and a numpy dgemm of the span step's two Gram-product
 shapes, (n_u × r)·(r × d_h) twice, as the rate the span step's FLOPs are compared with. The targets it reports
@@ -26,12 +26,13 @@ import time
 import numpy as np
 
 from refvit import dynamics_setting, figure1_setting
-from refvit.experiment import cell_key, draw_cell
+from refvit.jiang2024.experiment import cell_key, draw_cell
 from refvit.gradcheck import rel_error
 from refvit.io import save_json
-from refvit.model import loss_grads_cache
-from refvit.span import SpanObjective
-from refvit.train import make_objective, run
+from refvit.jiang2024.model import loss_grads_cache
+from refvit.jiang2024.span import SpanObjective
+from refvit.jiang2024.train import make_objective
+from refvit.trainer import run
 
 # the three ways a cell is timed: TrainConfig changes of each
 WAYS = {"numpy": {"coords": "dense", "backend": "numpy"}, "numba": {"coords": "dense", "backend": "numba"},
@@ -83,7 +84,7 @@ def torch_step_fn(p3, X, y, lr, train_w_O):
 
 
 def loop_step_time(obj_factory, train_cfg, repeat, steps=20):
-    """Per-step time of the span step through ``refvit.train.run`` (history and updates included): (time of
+    """Per-step time of the span step through ``refvit.trainer.run`` (history and updates included): (time of
     steps + 1 steps − time of 1 step)/steps, so that setup and the first evaluation (at A = 0) cancel."""
     cfg = train_cfg.replace(coords="span", loss_threshold=None)
     t_s = median_time(lambda: run(obj_factory(), cfg.replace(steps=steps + 1)), max(5, repeat // 2))

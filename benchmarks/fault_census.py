@@ -19,11 +19,11 @@ import numpy as np
 import refvit.io as rio
 from refvit import DataConfig, ModelConfig, TrainConfig, forward
 from refvit.cli import main as cli_main
-from refvit.data import streams
-from refvit.experiment import draw_cell
+from refvit.streams import streams
+from refvit.jiang2024.experiment import draw_cell
 from refvit.results import load_history, sweep_run_file
 from refvit.sweep import Sweep, run_sweep
-from refvit.train import train
+from refvit.jiang2024.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = Sweep("tiny", (2, 4), (1, 8), 3, 0, DataConfig(N=2, M=3, d=64, mu_norm=1.0, sigma_p=1.0, sigma_w=0.05,

@@ -4,11 +4,14 @@ Public API (stable): ``Params``, ``forward``, ``loss_and_grads``, ``train``, ``g
 and the data model. See README.md for the glossary mapping each symbol of the paper to its name here.
 """
 from . import gradcheck
-from .config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting, snr
-from .data import Dataset, make_dataset, sample, streams
-from .init import init_params
-from .model import Params, forward, loss_and_grads
-from .train import History, train
+from .jiang2024.config import DataConfig, ModelConfig, dynamics_setting, figure1_setting, snr
+from .config import TrainConfig
+from .jiang2024.data import Dataset, make_dataset, sample
+from .streams import streams
+from .jiang2024.init import init_params
+from .jiang2024.model import Params, forward, loss_and_grads
+from .trainer import History
+from .jiang2024.train import train
 
 __version__ = "0.1.0"
 

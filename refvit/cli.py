@@ -13,9 +13,9 @@ from . import audit, golden, pipelines
 from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
-from .coefficients import SETTINGS
-from .studies import LR_RULES, LR_SCALINGS, STUDIES
-from .studies.common import PRESETS as STUDY_PRESETS
+from .jiang2024.coefficients import SETTINGS
+from .jiang2024.studies import LR_RULES, LR_SCALINGS, STUDIES
+from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quick: coarse grids, a few minutes on 2 cores; full: larger grids, more seeds")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
     s.add_argument("--lr-rule", choices=LR_RULES, default="heldout",
-                   help="optimizer study: how each optimizer's rate is picked from the grid (refvit.studies.lr_rule)")
+                   help="optimizer study: how each optimizer's rate is picked from the grid (refvit.jiang2024.studies.lr_rule)")
     s.add_argument("--lr-scaling", choices=LR_SCALINGS, default="inverse_d",
                    help="sharpness study: the rate at each d (docs/math.md (12.1)); a rule whose first step is "
                         "unstable on the preset's grid is refused before any run (docs/math.md (12.3))")

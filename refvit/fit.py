@@ -34,9 +34,9 @@ import numpy as np
 from scipy.optimize import linprog
 from scipy.special import expit
 
-from .config import BENIGN_LOSS
+from .jiang2024.config import BENIGN_LOSS
 from .io import load_json, one_line_errors, read_columns, save_json
-from .model import logistic_loss
+from .primitives import logistic_loss
 from .results import COLUMNS
 
 METHODS = ("mle", "firth")
@@ -205,6 +205,19 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
     return out
 
 
+def _one_variable(x, good, name: str) -> tuple[np.ndarray, np.ndarray, dict, str]:
+    """(F = log x as an (n, 1) design, b, the counts, why there is nothing to fit or "") for a 1-D logistic fit."""
+    x, b = np.asarray(x, dtype=np.float64), np.asarray(good, dtype=np.float64)
+    if x.ndim != 1 or x.shape != b.shape or not np.all(np.isfinite(x)) or np.any(x <= 0) or \
+            not np.all((b == 0) | (b == 1)):
+        raise ValueError(f"{name} must be finite and positive and the labels 0/1, as 1-D arrays of one length")
+    F = np.log(x)[:, None]
+    counts = {"n": int(len(b)), "n_benign": int(b.sum())}
+    why = f"no runs, one class or one {name}: no transition to fit" if (
+        len(b) == 0 or b.min() == b.max() or np.ptp(F) == 0) else ""
+    return F, b, counts, why
+
+
 def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95) -> dict:
     """The transition width at one N: P(benign) = σ(β₀ + β log SNR) by exact maximum likelihood, and its width
     w = 4·ln 9 / β in log(N·SNR²) (docs/math.md (12.4) with β for β₂), with a percentile-bootstrap interval.
@@ -214,14 +227,10 @@ def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: 
     n_boot_no_estimate (resamples with one class, one SNR, separable labels or no convergence) and message (why
     width is None, else "").
     """
-    snr, b = np.asarray(snr, dtype=np.float64), np.asarray(benign, dtype=np.float64)
-    if snr.ndim != 1 or snr.shape != b.shape or np.any(snr <= 0) or not np.all((b == 0) | (b == 1)):
-        raise ValueError("snr must be positive and benign 0/1, as 1-D arrays of one length")
-    F = np.log(snr)[:, None]
-    out = {"n": int(len(b)), "n_benign": int(b.sum()), "width": None, "ci_width": None, "separable": False,
-           "n_boot_no_estimate": 0, "message": ""}
-    if len(b) == 0 or b.min() == b.max() or np.ptp(F) == 0:
-        return {**out, "message": "no runs, one class or one SNR: no transition to fit"}
+    F, b, counts, why = _one_variable(snr, benign, "snr")
+    out = {**counts, "width": None, "ci_width": None, "separable": False, "n_boot_no_estimate": 0, "message": ""}
+    if why:
+        return {**out, "message": why}
     if is_separable(F, b):
         return {**out, "separable": True, "message": "separable: sharper than the grid resolves"}
     try:
@@ -231,6 +240,36 @@ def fit_width(snr, benign, rng: np.random.Generator, n_boot: int = 1000, level: 
     boots, out["n_boot_no_estimate"] = _bootstrap(F, b, rng, n_boot, "mle", lambda beta: 2 * WIDTH_LOG / beta[1])
     if boots:
         out["ci_width"] = [float(x) for x in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])]
+    return out
+
+
+def fit_threshold(x, good, rng: np.random.Generator, n_boot: int = 1000, level: float = 0.95) -> dict:
+    """The value of x where runs start to generalize: P(good) = σ(β₀ + β₁ log x) by exact maximum likelihood, and its
+    50 % point x* = exp(−β₀/β₁) with a percentile-bootstrap interval (docs/math.md (15.3)).
+
+    x, good : (n,) arrays (e.g. the SNR of each run and whether its test error is small). Returns threshold and
+    ci_threshold (None without estimates), separable, bracket (for separable labels that increase with x: the
+    largest x of a bad run and the smallest x of a good one, between which any threshold fits), n, n_benign (good
+    runs), n_boot_no_estimate and message (why threshold is None, else "").
+    """
+    F, b, counts, why = _one_variable(x, good, "x")
+    out = {**counts, "threshold": None, "ci_threshold": None, "separable": False, "bracket": None,
+           "n_boot_no_estimate": 0, "message": ""}
+    if why:
+        return {**out, "message": why}
+    if is_separable(F, b):
+        xs = np.exp(F[:, 0])
+        lo, hi = float(xs[b == 0].max()), float(xs[b == 1].min())
+        return {**out, "separable": True, "bracket": [lo, hi] if lo < hi else None,
+                "message": "separable: every threshold between the bracket's ends fits"}
+    try:
+        beta = _fit_logistic(F, b)
+    except FitDidNotConverge as e:
+        return {**out, "message": str(e)}
+    out["threshold"] = float(np.exp(-beta[0] / beta[1]))
+    boots, out["n_boot_no_estimate"] = _bootstrap(F, b, rng, n_boot, "mle", lambda c: np.exp(-c[0] / c[1]))
+    if boots:
+        out["ci_threshold"] = [float(v) for v in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])]
     return out
 
 

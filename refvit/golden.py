@@ -31,7 +31,7 @@ from . import __version__
 from .crosscheck import (SMALL_CASES, STEPS, CaseSpec, block_error, build_case, reference_step, select_cases,
                          trajectory_error)
 from .io import atomic_write, load_json, load_npz, save_json
-from .model import Params, forward, loss_and_grads
+from .jiang2024.model import Params, forward, loss_and_grads
 
 FORMAT = 1
 DEFAULT_TRAJ_STEPS = (0, 1, 2, 5, 10, 20)   # a subset keeps the committed set small; traj_loss has every step

@@ -21,17 +21,17 @@ from analysis.fig_optimizers import optimizer_figures
 from analysis.fig_phases import phase_figures
 from analysis.fig_sharpness import sharpness_figures
 
-from . import dynamics as dyn
-from .coefficients import train_and_save, weights_and_save
-from .config import figure1_setting
+from .jiang2024 import dynamics as dyn
+from .jiang2024.coefficients import train_and_save, weights_and_save
+from .jiang2024.config import figure1_setting
 from .executors import available_cores
-from .experiment import cell_key, run_cell
+from .jiang2024.experiment import cell_key, run_cell
 from .fit import fit_sweep
 from .io import atomic_write, load_json, save_json
 from .results import save_history
-from .studies import (STUDIES, LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy, run_label_noise,
-                      run_optimizers, run_phases, run_sharpness)
-from .studies.common import PRESETS as STUDY_PRESETS
+from .jiang2024.studies import (STUDIES, LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
+                                run_label_noise, run_optimizers, run_phases, run_sharpness)
+from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS, Sweep, run_sweep
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
@@ -201,7 +201,7 @@ def coefficients(mode: str, *, file=None, results="results", figures="results/fi
                  draw: bool = True, results_file=None, save_weights: bool = False, setting: str = "figure1",
                  N: int | None = None, mu: float = 80.0, seed: int = 0, steps: int | None = None,
                  train_w_O: bool = False, coords: str = "span", backend: str = "numpy") -> Path:
-    """``refvit coefficients train|weights|draw``: compute and save (``refvit.coefficients``), then draw."""
+    """``refvit coefficients train|weights|draw``: compute and save (``refvit.jiang2024.coefficients``), then draw."""
     if mode == "train":
         name = f"coefficients_{setting}{f'_N{N}' if N is not None else ''}_mu{mu:g}{'_wO' if train_w_O else ''}"
         saved = Path(results) / f"{name}.npz" if results_file is None else Path(results_file)

@@ -1,7 +1,7 @@
 """The ground every setting stands on: stable loss and softmax primitives, input checks, the ``Evaluation`` that the
 shared trainer receives from a model, and the overflow report.
 
-Nothing here knows a model. Each setting's reference file (``refvit.model`` for the first setting,
+Nothing here knows a model. Each setting's reference file (``refvit.jiang2024.model`` for the first setting,
 ``refvit.li2025.model`` for the second) builds on these, so the loss, its derivative and the softmax are written once.
 """
 from __future__ import annotations

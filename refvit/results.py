@@ -3,7 +3,7 @@
 A sweep folder holds ``sweep.json`` (its settings), ``runs/<sweep_run_file>`` (one JSON row per run) and
 ``table.csv`` (``COLUMNS``); a dynamics folder holds ``dynamics.json`` and one history file per run
 (``dynamics_run_file``). A history file is an .npz written by ``save_history``: ``step``, ``h_<key>`` for every
-``refvit.train.HISTORY_KEYS`` entry, ``summary`` (the run's summary row as JSON text) and any extra arrays.
+``refvit.jiang2024.objective.HISTORY_KEYS`` entry, ``summary`` (the run's summary row as JSON text) and any extra arrays.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ COLUMN_TYPES = {"N": int, "mu_norm": float, "repeat": int, "seed": int, "snr": f
                 "N_snr2": float, "N_snr_axis2": float, "steps": int, "status": str, "converged": bool,
                 "train_loss": float, "test_loss": float, "test_error": float, "attn_signal": float,
                 "attn_noise": float, "seconds": float, "cpu_seconds": float}
-# A run's outcome (``refvit.train.History.status``; "nonfinite_test": trained, but its test loss is not finite).
+# A run's outcome (``refvit.trainer.History.status``; "nonfinite_test": trained, but its test loss is not finite).
 STATUSES = ("converged", "max_steps", "diverged", "overflow", "nonfinite_test")
 TRAINED = ("converged", "max_steps")       # statuses whose losses and test error are promised finite
 ALWAYS_FINITE = ("mu_norm", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "seconds", "cpu_seconds")

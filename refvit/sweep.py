@@ -7,7 +7,7 @@ Layout of a sweep folder (``results/sweep_<preset>/``):
     table.csv    the tidy table, one row per run of the grid, sorted by (N, ‖μ‖, repeat); rebuilt from runs/
 
 Reproducibility. Run (N, ‖μ‖, r) draws its data, test set and init from ``streams(seed, *cell_key(N, ‖μ‖, r))``
-(``refvit.data.streams``), so any cell is reproducible alone and the order in which runs finish does not matter.
+(``refvit.streams.streams``), so any cell is reproducible alone and the order in which runs finish does not matter.
 A killed sweep restarted on the same folder skips every run that has a file and computes only the rest; since each
 finished run's row is stored once and never recomputed, the final table equals the uninterrupted one *in every
 column except* the timing columns ``seconds`` and ``cpu_seconds`` (wall-clock and worker CPU time, recorded per run
@@ -30,21 +30,17 @@ the table keeps it and the fit counts it among the excluded runs (``refvit.fit``
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
-import os
-import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DataConfig, ModelConfig, TrainConfig, figure1_setting
+from .jiang2024.config import DataConfig, ModelConfig, figure1_setting
+from .config import TrainConfig
 from .executors import execute
-from .experiment import cell_key, run_cell
+from .jiang2024.experiment import cell_key, run_cell
 from .io import FileProblem, check_writable, load_json, save_csv, save_json, write_manifest
 from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
+from .runstore import claim, quarantine, settings_hash
 
 PRESETS = ("quick", "paper")
 
@@ -135,8 +131,7 @@ class Sweep:
 
     def settings_hash(self) -> str:
         """A hash of ``settings()``: stored in sweep.json and in every run file, and checked on every read."""
-        text = json.dumps(self.settings(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return settings_hash(self.settings())
 
     def to_dict(self) -> dict:
         return {"name": self.name, "Ns": list(self.Ns), "mu_norms": list(self.mu_norms), "repeats": self.repeats,
@@ -199,35 +194,6 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
         execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), {**row, **stamp}), executor, workers,
                 desc=f"sweep {sweep.name}", progress=progress, total=len(specs))
         return write_table(sweep, out)
-
-
-@contextlib.contextmanager
-def claim(out: Path, what: str = "sweep"):
-    """Hold an exclusive lock on ``out/.sweep.lock`` while the body runs: one sweep (or study: ``what``) owns a
-    folder at a time."""
-    fd = os.open(out / ".sweep.lock", os.O_CREAT | os.O_RDWR, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FileProblem(out, f"another {what} is running in this folder (it holds .sweep.lock); wait for it "
-                                   "or use another folder") from None
-        yield out
-    finally:
-        os.close(fd)                 # closing the descriptor releases the lock
-
-
-def quarantine(path: Path, reason: str) -> Path:
-    """Move a bad run file to ``quarantine/`` beside ``runs/`` (never deleted), say so on stderr, return the move."""
-    folder = path.parent.parent / "quarantine"
-    folder.mkdir(exist_ok=True)
-    dest, k = folder / path.name, 0
-    while dest.exists():
-        k += 1
-        dest = folder / f"{path.name}.{k}"
-    os.replace(path, dest)
-    print(f"refvit: warning: {reason}; moved to {dest}, the run will be recomputed", file=sys.stderr)
-    return dest
 
 
 def verified_run(sweep: Sweep, out, N: int, mu: int, r: int) -> dict | None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
-from refvit import formulas
-from refvit.model import Params
+from refvit.jiang2024 import formulas
+from refvit.jiang2024.model import Params
 
 shapes = st.fixed_dictionaries({
     "n": st.integers(1, 4), "M": st.integers(2, 5), "d": st.integers(2, 6),

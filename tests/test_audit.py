@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from refvit import audit, formulas, model
+from refvit import audit
+from refvit.jiang2024 import formulas, model
 
 MATH = Path(__file__).resolve().parents[1] / "docs" / "math.md"
 TAGS = set(re.findall(r"\\tag\{([0-9]+\.[0-9]+)\}", MATH.read_text(encoding="utf-8")))

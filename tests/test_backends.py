@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 
 from refvit import Params, figure1_setting, init_params, loss_and_grads, make_dataset, streams, train
-from refvit import _kernels
+from refvit.jiang2024 import _kernels
 from refvit.gradcheck import rel_error
-from refvit.model import attention_backward, attention_forward, forward_cache, resolve_backend
+from refvit.jiang2024.model import attention_backward, attention_forward, forward_cache, resolve_backend
 
 from .strategies import problems, summand_scale
 

@@ -7,10 +7,10 @@ import pytest
 from scipy.special import expit
 
 from refvit import DataConfig, ModelConfig, init_params, make_dataset, streams, train
-from refvit.decompose import TokenSolver, name_coefficients
+from refvit.jiang2024.decompose import TokenSolver, name_coefficients
 from refvit.fit import fit_sweep
 from refvit.io import save_csv, save_json
-from refvit.tokens import unique_tokens
+from refvit.jiang2024.tokens import unique_tokens
 
 from .problems import newton_logistic, table_row
 
@@ -72,7 +72,7 @@ def test_fit_sweep_leaves_out_runs_that_did_not_converge(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# a coefficient treated as absent at an index boundary (refvit.decompose.name_coefficients)
+# a coefficient treated as absent at an index boundary (refvit.jiang2024.decompose.name_coefficients)
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_name_coefficients_at_the_first_and_last_index_and_for_absent_tokens():
@@ -97,7 +97,7 @@ def test_name_coefficients_at_the_first_and_last_index_and_for_absent_tokens():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# identifiability at the edges (refvit.decompose.TokenSolver, docs/math.md (7.17), (7.18))
+# identifiability at the edges (refvit.jiang2024.decompose.TokenSolver, docs/math.md (7.17), (7.18))
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_exactly_rank_deficient_tokens_are_not_identifiable_and_the_others_are():

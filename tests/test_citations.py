@@ -155,10 +155,10 @@ def _function_source(path: str, name: str) -> str:
 
 
 @pytest.mark.parametrize("path, name", [
-    ("refvit/model.py", "backward"),
-    ("refvit/model.py", "attention_backward"),
-    ("refvit/formulas.py", "gradients"),
-    ("refvit/_kernels.py", "_attention_backward"),
+    ("refvit/jiang2024/model.py", "backward"),
+    ("refvit/jiang2024/model.py", "attention_backward"),
+    ("refvit/jiang2024/formulas.py", "gradients"),
+    ("refvit/jiang2024/_kernels.py", "_attention_backward"),
 ])
 def test_every_gradient_function_cites_its_equations(numbers, path, name):
     tags, sections = numbers

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 import refvit.io as io_mod
-from refvit.config import DataConfig, ModelConfig, TrainConfig
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
 from refvit.sweep import Sweep, run_sweep
 
 OLD = b"previous complete content\n" * 200

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from refvit import cli, crosscheck as cc
-from refvit.config import dynamics_setting, figure1_setting
+from refvit.jiang2024.config import dynamics_setting, figure1_setting
 from refvit.gradcheck import directional_check, rel_error
-from refvit.model import Params, backward, forward, forward_cache, loss_and_grads, loss_grads_cache
-from refvit.train import train
+from refvit.jiang2024.model import Params, backward, forward, forward_cache, loss_and_grads, loss_grads_cache
+from refvit.jiang2024.train import train
 
 
-# --- user implementations built from refvit.model ---------------------------------------------------------------
+# --- user implementations built from refvit.jiang2024.model ---------------------------------------------------------------
 
 def make_step(grad_fn, scale=1.0, train_w_O=False):
     """GD step θ − scale·lr·∇L from a grad_fn; w_O updated only if train_w_O."""
@@ -287,7 +287,7 @@ def test_bad_arguments_raise_value_error():
 
 USER_MODULE = '''
 import numpy as np
-from refvit.model import forward as _f, loss_and_grads as _lg
+from refvit.jiang2024.model import forward as _f, loss_and_grads as _lg
 
 def forward(W_Q, W_K, W_V, w_O, X):
     return _f((W_Q, W_K, W_V, w_O), X)

@@ -8,7 +8,7 @@ import pytest
 from scipy.special import expit
 
 from refvit import crosscheck as cc
-from refvit.model import Params, loss_and_grads
+from refvit.jiang2024.model import Params, loss_and_grads
 
 
 # --- an implementation in einsum, with switches for the mistakes -------------------------------------------------
@@ -257,7 +257,7 @@ def test_reference_unaffected_by_a_function_that_mutates_its_inputs():
 
 
 def test_reference_outputs_are_the_model_outputs():
-    # the einsum implementation agrees with refvit.model to summation order (1e-12: measured ≤ 1e-14)
+    # the einsum implementation agrees with refvit.jiang2024.model to summation order (1e-12: measured ≤ 1e-14)
     fwd, grad = user_model()
     for spec in cc.select_cases("quick"):
         c = cc.build_case(spec)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from refvit import cli, crosscheck as cc
-from refvit.model import forward, loss_and_grads
+from refvit.jiang2024.model import forward, loss_and_grads
 
 
 def fwd(W_Q, W_K, W_V, w_O, X):
@@ -212,7 +212,7 @@ def test_float32_trajectory_tolerance_fails_a_0_1_percent_step_size_error():
 
 USER = textwrap.dedent("""
     import numpy as np
-    from refvit.model import forward, loss_and_grads
+    from refvit.jiang2024.model import forward, loss_and_grads
 
     def fwd(W_Q, W_K, W_V, w_O, X):
         return forward((W_Q, W_K, W_V, w_O), X)

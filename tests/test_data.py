@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from refvit import DataConfig, ModelConfig, init_params, make_dataset, sample, snr, streams
-from refvit.data import flip_labels
+from refvit.jiang2024.data import flip_labels
 
 
 def test_signal_token_and_balance():

@@ -15,15 +15,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from refvit.config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
-from refvit.data import make_dataset, streams
-from refvit.decompose import compare, recover, summaries
-from refvit.tracking import CoefficientTracker, track_train
+from refvit.jiang2024.config import DataConfig, ModelConfig, dynamics_setting, figure1_setting
+from refvit.config import TrainConfig
+from refvit.jiang2024.data import make_dataset
+from refvit.streams import streams
+from refvit.jiang2024.decompose import compare, recover, summaries
+from refvit.jiang2024.tracking import CoefficientTracker, track_train
 from refvit.gradcheck import rel_error
-from refvit.init import init_params
+from refvit.jiang2024.init import init_params
 from refvit.io import load_npz, save_npz
-from refvit.model import Params, loss_and_grads
-from refvit.train import DenseObjective, run
+from refvit.jiang2024.model import Params, loss_and_grads
+from refvit.jiang2024.objective import DenseObjective
+from refvit.trainer import run
 
 TOL = 1e-10   # see module docstring
 

@@ -21,13 +21,13 @@ import refvit.sweep as sweep_mod
 from analysis import fig_heatmap
 from refvit import DataConfig, ModelConfig, Params, TrainConfig, forward
 from refvit.cli import main as cli_main
-from refvit.data import streams
-from refvit.experiment import draw_cell
+from refvit.streams import streams
+from refvit.jiang2024.experiment import draw_cell
 from refvit.fit import describe, fit_boundary, fit_sweep
 from refvit.results import load_history, sweep_run_file
 from refvit.sweep import Sweep, run_sweep
-from refvit.tracking import track_train
-from refvit.train import train
+from refvit.jiang2024.tracking import track_train
+from refvit.jiang2024.train import train
 
 from .test_sweep import REPO, csv_without_seconds, tiny_sweep
 

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from analysis import fig_dynamics, fig_heatmap
-from refvit.config import DataConfig, ModelConfig, TrainConfig
-from refvit.dynamics import Dynamics, run_dynamics
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
+from refvit.jiang2024.dynamics import Dynamics, run_dynamics
 from refvit.fit import fit_sweep
 from refvit.io import load_json
 from refvit.sweep import Sweep, run_sweep
@@ -101,7 +102,7 @@ def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):
     for name in ("harmful", "benign"):
         for r in runs[name]:
             if "c_gamma_plus" not in r:
-                pytest.fail("refvit.decompose is present but the dynamics runs carry no coefficients")
+                pytest.fail("refvit.jiang2024.decompose is present but the dynamics runs carry no coefficients")
             # (math 7.7): with ℓ' < 0, γ₊ never decreases, γ₋ never increases, y_iρ_i never decreases
             assert np.all(np.diff(r["c_gamma_plus"]) >= 0) and np.all(np.diff(r["c_gamma_minus"]) <= 0)
             assert np.all(np.diff(r["c_y_rho"], axis=0) >= 0)

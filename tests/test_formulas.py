@@ -1,4 +1,4 @@
-"""Paper-form gradients (docs/math.md (4.15)–(4.18), refvit.formulas) against the chain-rule backward (refvit.model).
+"""Paper-form gradients (docs/math.md (4.15)–(4.18), refvit.jiang2024.formulas) against the chain-rule backward (refvit.jiang2024.model).
 
 Tolerance 1e-12 relative: the two are the same real numbers summed in different orders; float64 rounding of
 sums over a few hundred O(1) terms stays below ~1e-14 relative, and any algebraic slip is O(1e-2) or larger.
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 
-import refvit.model as model
-from refvit import Params, formulas, loss_and_grads
+import refvit.jiang2024.model as model
+from refvit import Params, loss_and_grads
+from refvit.jiang2024 import formulas
 from refvit.gradcheck import rel_error
 
 from .strategies import problems, summand_scale

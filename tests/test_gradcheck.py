@@ -9,9 +9,9 @@ tiny init ∇W_Q and ∇W_K are ~1e-4 of the loss scale, so the loss's rounding 
 import numpy as np
 import pytest
 
-import refvit.model as model
+import refvit.jiang2024.model as model
 from refvit import Params, figure1_setting, gradcheck, init_params, loss_and_grads, make_dataset, streams
-from refvit.model import backward, forward_cache, mean_loss
+from refvit.jiang2024.model import backward, forward_cache, mean_loss
 
 from .problems import REGIMES
 

@@ -1,7 +1,7 @@
 """The attention core off the beaten path: logits all very negative, all very positive, spread over ±800 in one
 row, exact ties, M = 1.
 
-Both cores (``refvit.model`` numpy and ``refvit._kernels`` numba; the latter also as plain Python under
+Both cores (``refvit.jiang2024.model`` numpy and ``refvit.jiang2024._kernels`` numba; the latter also as plain Python under
 NUMBA_DISABLE_JIT=1 in .ci/run) against a float64 reference written here: scipy's softmax for the forward and the
 explicit softmax Jacobian diag(s) − s sᵀ (docs/math.md (4.6)) for the backward.
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from refvit import _kernels, model
+from refvit.jiang2024 import _kernels, model
 
 CORES = {"numpy": (model.attention_forward, model.attention_backward),
          "numba": (_kernels.attention_forward, _kernels.attention_backward)}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from analysis import fig_phases, summaries
-from refvit.config import dynamics_setting
-from refvit.experiment import cell_key, run_cell
+from refvit.jiang2024.config import dynamics_setting
+from refvit.jiang2024.experiment import cell_key, run_cell
 from refvit.io import FileProblem, read_csv
-from refvit.phases import detect_phases
-from refvit.studies import PhaseStudy, run_phases
-from refvit.studies.phases import median_ci, power_fit, run_file
+from refvit.jiang2024.phases import detect_phases
+from refvit.jiang2024.studies import PhaseStudy, run_phases
+from refvit.jiang2024.studies.phases import median_ci, power_fit, run_file
 from refvit.sweep import claim
 
 M = 4

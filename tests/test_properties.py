@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings, strategies as st
 
 from refvit import forward, loss_and_grads
 from refvit.gradcheck import rel_error
-from refvit.model import attention_backward, attention_forward, backward, forward_cache, softmax
+from refvit.jiang2024.model import attention_backward, attention_forward, backward, forward_cache, softmax
 
 from .strategies import problems, random_problem, seeds, shapes
 

@@ -16,12 +16,13 @@ from scipy.special import expit, softmax
 
 from analysis.fig_heatmap import cell_grid
 from analysis.summaries import label_noise_summary, reproduce_summary
-from refvit.config import DataConfig, ModelConfig, TrainConfig
-from refvit.experiment import cell_key, run_cell
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
+from refvit.jiang2024.experiment import cell_key, run_cell
 from refvit.fit import fit_boundary
 from refvit.io import save_csv, save_json
 from refvit.results import sweep_run_file
-from refvit.studies.common import group_stats
+from refvit.jiang2024.studies.common import group_stats
 from refvit.sweep import Sweep, run_one, write_table
 
 from .problems import newton_logistic, table_row
@@ -33,7 +34,7 @@ EXPECTED_COLUMNS = ["N", "mu_norm", "repeat", "seed", "snr", "snr_axis", "N_snr2
 
 
 def ref_forward(params, X):
-    """f (n,) and ā (n, M) of docs/math.md (2.7), written independently of refvit.model."""
+    """f (n,) and ā (n, M) of docs/math.md (2.7), written independently of refvit.jiang2024.model."""
     W_Q, W_K, W_V, w_O = params
     Z = np.einsum("nle,nje->nlj", X @ W_Q, X @ W_K)          # z_lj = x_lᵀ W_Q W_Kᵀ x_j  (math 2.3)
     abar = softmax(Z, axis=-1).mean(axis=1)                   # ā_j  (math 2.4, 2.5)

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from analysis import fig_sharpness, summaries
-from refvit.config import figure1_setting
-from refvit.experiment import draw_cell
+from refvit.jiang2024.config import figure1_setting
+from refvit.jiang2024.experiment import draw_cell
 from refvit.fit import fit_boundary
 from refvit.io import load_json, read_csv
-from refvit.model import forward, forward_cache, mean_loss
-from refvit.studies import VARIANTS, SharpnessStudy, run_sharpness
-from refvit.studies.sharpness import condition_row, mu_grid, snr_grid, step_curvature
+from refvit.jiang2024.model import forward, forward_cache, mean_loss
+from refvit.jiang2024.studies import VARIANTS, SharpnessStudy, run_sharpness
+from refvit.jiang2024.studies.sharpness import condition_row, mu_grid, snr_grid, step_curvature
 
 
 def test_rate_rule_keeps_eta_times_noise_norm_fixed_and_the_snr_grid_covers_the_same_range():

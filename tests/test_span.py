@@ -9,16 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refvit.config import DataConfig, ModelConfig, TrainConfig, dynamics_setting, figure1_setting
-from refvit.data import make_dataset, streams
-import refvit.tokens as tokens_mod
-from refvit.tokens import unique_tokens
-from refvit.tracking import CoefficientTracker, span_decomposition, span_train
+from refvit.jiang2024.config import DataConfig, ModelConfig, dynamics_setting, figure1_setting
+from refvit.config import TrainConfig
+from refvit.jiang2024.data import make_dataset
+from refvit.streams import streams
+import refvit.jiang2024.tokens as tokens_mod
+from refvit.jiang2024.tokens import unique_tokens
+from refvit.jiang2024.tracking import CoefficientTracker, span_decomposition, span_train
 from refvit.gradcheck import rel_error
-from refvit.init import init_params
-from refvit.model import Params, forward, loss_and_grads, mean_loss
-from refvit.span import SpanObjective
-from refvit.train import DenseObjective, run, train
+from refvit.jiang2024.init import init_params
+from refvit.jiang2024.model import Params, forward, loss_and_grads, mean_loss
+from refvit.jiang2024.span import SpanObjective
+from refvit.jiang2024.objective import DenseObjective
+from refvit.trainer import run
+from refvit.jiang2024.train import train
 
 TOL = 1e-10   # see module docstring
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from refvit import TrainConfig, figure1_setting, forward, loss_and_grads, train
-from refvit.experiment import draw_cell
-from refvit.model import mean_loss
+from refvit.jiang2024.experiment import draw_cell
+from refvit.jiang2024.model import mean_loss
 
 CELLS = ((4, 20.0), (10, 60.0), (20, 80.0))     # harmful, near the boundary, benign (N, ‖μ‖)
 WAYS = ({"coords": "dense", "backend": "numpy"}, {"coords": "dense", "backend": "numba"},

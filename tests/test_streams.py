@@ -1,6 +1,6 @@
 """The random streams: each one reproduced here from its seed key alone, and each independent of the others.
 
-``refvit.data.streams(seed, *key)`` spawns three generators (data, test, init) from SeedSequence([seed, *key])
+``refvit.streams.streams(seed, *key)`` spawns three generators (data, test, init) from SeedSequence([seed, *key])
 (docs/math.md §1.2). The draws of each are reproduced below from numpy alone, in the documented order: training
 noise tokens, other tokens, then the label flips (data stream); the test set (test stream); W_Q, W_K, W_V, w_O
 (init stream). Changing what one stream draws must leave the others bit-identical. All comparisons are exact:
@@ -10,11 +10,12 @@ import math
 
 import numpy as np
 
-from refvit.config import DataConfig, ModelConfig, TrainConfig
-from refvit.experiment import cell_key, draw_cell, run_cell
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
+from refvit.jiang2024.experiment import cell_key, draw_cell, run_cell
 from refvit.fit import fit_boundary, fit_sweep
 from refvit.io import save_csv, save_json
-from refvit.studies.optimizers import PILOT_STREAM_TAG
+from refvit.jiang2024.studies.optimizers import PILOT_STREAM_TAG
 from refvit.sweep import run_one
 
 from .problems import table_row

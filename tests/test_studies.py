@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 from analysis import fig_labelnoise, fig_optimizers
-from refvit.config import DataConfig, ModelConfig, TrainConfig
-from refvit.experiment import run_cell
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
+from refvit.jiang2024.experiment import run_cell
 from refvit.io import load_json, read_columns as load_table, read_csv
 from refvit.pipelines import draw_study as draw
-from refvit.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, regime_of,
-                            run_label_noise, run_optimizers)
+from refvit.jiang2024.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr,
+                                      regime_of, run_label_noise, run_optimizers)
 
 
 # --- the rule on stubs ---------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import refvit.sweep as sweep_mod
-from refvit.config import DataConfig, ModelConfig, TrainConfig
-from refvit.experiment import run_cell
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.config import TrainConfig
+from refvit.jiang2024.experiment import run_cell
 from refvit.executors import BLAS_ENV, default_executor
 from refvit.io import read_columns as load_table
 from refvit.results import TIMING_COLUMNS, sweep_run_file

@@ -4,7 +4,7 @@ import pytest
 
 from refvit import DataConfig, ModelConfig, Params, figure1_setting, init_params, loss_and_grads, make_dataset
 from refvit import streams, train
-from refvit.experiment import run_cell
+from refvit.jiang2024.experiment import run_cell
 
 
 def small(seed=0, sigma0=0.3):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from refvit import DataConfig, ModelConfig, Params, TrainConfig, forward, loss_and_grads, train
-from refvit.data import sample
+from refvit.jiang2024.data import sample
 
 
 def ok():

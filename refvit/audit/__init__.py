@@ -15,7 +15,7 @@ Instances (all float64, from explicit ``np.random.default_rng(seed)``): small ra
 d_h ≠ d_v, saturated attention (large logits) and large margins; and the paper's two settings
 (``figure1_setting``, ``dynamics_setting``) with N = 4, at their initialisation and after a few GD steps.
 
-Shapes follow ``refvit.model``: X (n, M, d), y (n,), W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
+Shapes follow ``refvit.jiang2024.model``: X (n, M, d), y (n,), W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
 """
 from __future__ import annotations
 

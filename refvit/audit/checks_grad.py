@@ -4,27 +4,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.special
 
-from .. import _kernels, formulas, gradcheck, model
-from ..model import Params
-from .core import (
-    H_FD,
-    PAPER_FORM_MAX_M,
-    TOL_FD,
-    TOL_ROUND,
-    TWO_PATHS,
-    _row,
-    _with,
-    cotangent,
-    dir_error,
-    err,
-    fd_cotangent_grads,
-    fd_loss_grads,
-    ref_core,
-    ref_forward,
-    ref_G,
-    ref_loss,
-    ref_lprime,
-)
+from ..jiang2024 import _kernels, formulas, model
+from .. import gradcheck
+from ..jiang2024.model import Params
+from .core import (H_FD, PAPER_FORM_MAX_M, TOL_FD, TOL_ROUND, TWO_PATHS, _row, _with, cotangent, dir_error, err,
+                   fd_cotangent_grads, fd_loss_grads, ref_core, ref_forward, ref_G, ref_loss, ref_lprime)
 
 # ---------------------------------------------------------------------------------------------------------------
 # §4 gradients

@@ -6,23 +6,11 @@ import math
 import numpy as np
 import scipy.special
 
-from .. import _kernels, config, data, formulas, init, model
-from ..config import DataConfig, ModelConfig
-from ..train import train as train_fn
-from .core import (
-    H_FD,
-    PAPER_FORM_MAX_M,
-    STAT_SIGMAS,
-    TOL_EXACT,
-    TOL_FD,
-    TOL_ROUND,
-    TWO_PATHS,
-    _row,
-    err,
-    ref_forward,
-    ref_loss,
-    ref_lprime,
-)
+from ..jiang2024 import _kernels, config, data, formulas, init, model
+from ..jiang2024.config import DataConfig, ModelConfig
+from ..jiang2024.train import train as train_fn
+from .core import (H_FD, PAPER_FORM_MAX_M, STAT_SIGMAS, TOL_EXACT, TOL_FD, TOL_ROUND, TWO_PATHS, _row, err,
+                   ref_forward, ref_loss, ref_lprime)
 
 # ---------------------------------------------------------------------------------------------------------------
 # §1 data and SNR

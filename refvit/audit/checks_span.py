@@ -5,12 +5,13 @@ import math
 
 import numpy as np
 
-from .. import decompose, gradcheck, model, span, tokens, tracking
+from ..jiang2024 import decompose, model, span, tokens, tracking
+from .. import gradcheck
 from ..config import TrainConfig
-from ..model import Params
-from ..train import make_objective
-from ..train import run as train_run
-from ..train import train as train_fn
+from ..jiang2024.model import Params
+from ..jiang2024.train import make_objective
+from ..trainer import run as train_run
+from ..jiang2024.train import train as train_fn
 from .core import H_FD, TOL_EXACT, TOL_FD, TOL_TRAJ, _row, err, ref_forward, ref_loss
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 
-from .. import model
-from ..model import Params
-from ..train import train as train_fn
+from ..jiang2024 import model
+from ..jiang2024.model import Params
+from ..jiang2024.train import train as train_fn
 from .core import TOL_EXACT, TOL_ROUND, _row, cotangent, err, ref_forward, ref_G, ref_lprime
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,9 @@ from typing import Callable, NamedTuple
 import numpy as np
 import scipy.special
 
-from .. import config, data, gradcheck, init
-from ..model import Params
+from .. import gradcheck
+from ..jiang2024 import config, data, init
+from ..jiang2024.model import Params
 
 # ---------------------------------------------------------------------------------------------------------------
 # Tolerances. Every one says why it has that size.

@@ -2,7 +2,7 @@
 known mistake a mismatch matches.
 
 Your functions are plain callables on numpy arrays; wrap a framework model in a few lines (see the adapters in
-examples/ and the guide docs/crosscheck.md). The contracts, with the dimension letters of ``refvit.model`` (n samples, M tokens, d token dimension,
+examples/ and the guide docs/crosscheck.md). The contracts, with the dimension letters of ``refvit.jiang2024.model`` (n samples, M tokens, d token dimension,
 d_h query/key width, d_v value width):
 
 ``forward_fn(W_Q, W_K, W_V, w_O, X) -> f``
@@ -33,7 +33,7 @@ with ``.detach().cpu().numpy()``). An exception, a wrong shape or a call that ex
 for that case (saying what is required, what came and how to fix it), not raised.
 
 How the comparison works: in each case the reference evaluates *the same* inputs your functions receive (in
-float32 mode, the float32-rounded inputs) in float64 with ``refvit.model``. Each block gets one relative error,
+float32 mode, the float32-rounded inputs) in float64 with ``refvit.jiang2024.model``. Each block gets one relative error,
 max|yours − ref| / max(max|yours|, max|ref|) (see ``block_error``), compared with a tolerance for the dtype
 (``TOLERANCES``; float32 trajectories in rounding budgets, ``rounding_budget``). When something fails, every
 known mistake of ``CATALOGUE`` is run as a variant of the model (a "mutant") on the same inputs; a mistake is

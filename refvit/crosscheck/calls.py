@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..model import Params
+from ..jiang2024.model import Params
 from .cases import Case
 from .metrics import describe_values
 

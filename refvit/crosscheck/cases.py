@@ -11,10 +11,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..config import DataConfig, ModelConfig
-from ..data import default_signals, sample, streams
-from ..init import init_params
-from ..model import Params, loss_and_grads
+from ..jiang2024.config import DataConfig, ModelConfig
+from ..jiang2024.data import default_signals, sample
+from ..streams import streams
+from ..jiang2024.init import init_params
+from ..jiang2024.model import Params, loss_and_grads
 
 DTYPES = ("float64", "float32")
 GRAD_BLOCKS = ("dW_Q", "dW_K", "dW_V", "dw_O")
@@ -80,7 +81,7 @@ class CaseSpec:
     step size and seed.
 
     M = 1 is built directly (one token μ_y + σ_p·noise per image), since ``DataConfig`` needs a signal and a noise
-    token; everything else uses ``refvit.data.sample`` with balanced labels. ``init`` and its scale are those of
+    token; everything else uses ``refvit.jiang2024.data.sample`` with balanced labels. ``init`` and its scale are those of
     ``ModelConfig``. The same spec always gives the same arrays (``streams(seed)``).
     """
     name: str
@@ -113,7 +114,7 @@ class CaseSpec:
 # Label patterns (first N entries of the pattern, repeated): implementations that assume alternating or balanced
 # labels, or both classes in every batch, fail on the others. All are legal inputs of the loss (docs/math.md (3.3)).
 LABEL_PATTERNS = {
-    "balanced": None,                                   # +1, −1, +1, … (the authors' code, refvit.data)
+    "balanced": None,                                   # +1, −1, +1, … (the authors' code, refvit.jiang2024.data)
     "unbalanced": (1, 1, -1, 1, 1, -1, 1),              # 5 of 7 positive, not alternating
     "blocks": (1, 1, 1, -1, -1, -1),                    # all positives first
     "negative_only": (-1,),                             # one class absent from the batch
@@ -202,7 +203,7 @@ def build_case(spec: CaseSpec) -> Case:
         if pattern is not None:
             y = np.resize(np.array(pattern, dtype=np.float64), spec.N)
         X = spec.sigma_p * rng.data.standard_normal((spec.N, 1, spec.d))
-        X[y > 0, 0, 0] += spec.mu_norm            # μ₊ = ‖μ‖e₁, μ₋ = ‖μ‖e₂ as in refvit.data
+        X[y > 0, 0, 0] += spec.mu_norm            # μ₊ = ‖μ‖e₁, μ₋ = ‖μ‖e₂ as in refvit.jiang2024.data
         X[y < 0, 0, 1] += spec.mu_norm
     model = ModelConfig(d_h=spec.d_h, d_v=spec.d_v, init=spec.init, init_scale=spec.init_scale, sigma0=spec.sigma0)
     return Case(spec, init_params(model, spec.d, rng.init), X, y)
@@ -237,7 +238,7 @@ def select_cases(cases="all") -> tuple[CaseSpec, ...]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reference: refvit.model in float64
+# Reference: refvit.jiang2024.model in float64
 # ---------------------------------------------------------------------------------------------------------------
 
 def reference_step(params: Params, X, y, lr: float, train_w_O: bool) -> Params:

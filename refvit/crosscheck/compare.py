@@ -1,4 +1,4 @@
-"""The reference's numbers (refvit.model in float64) and the errors of yours against them or against a mutant's:
+"""The reference's numbers (refvit.jiang2024.model in float64) and the errors of yours against them or against a mutant's:
 values, GD trajectories (float64: displacement-relative; float32: in rounding budgets) and the trainer blocks."""
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..model import Params, forward, loss_and_grads
+from ..jiang2024.model import Params, forward, loss_and_grads
 from .calls import _Outputs
 from .cases import F32_GRAD_ROUNDING, F32_UNIT, GRAD_BLOCKS, TRAINER_BLOCKS, TRAJ_BLOCKS, tolerance
 from .metrics import block_error, grad_zero_level, rounding_budget, trajectory_error
 
 def _model_outputs(model, p0, X, y, want_grads: bool) -> _Outputs:
-    """``model``: None for the reference (refvit.model), else a ``Variant``."""
+    """``model``: None for the reference (refvit.jiang2024.model), else a ``Variant``."""
     if model is None:
         f = forward(p0, X)
         loss, grads = loss_and_grads(p0, X, y) if want_grads else (None, None)

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..model import Params
+from ..jiang2024.model import Params
 from .calls import _Outputs
 from .cases import GRAD_BLOCKS, TRAINER_BLOCKS, TRAJ_BLOCKS, Case, tolerance
 from .compare import _compare, _model_outputs, _RefTraj, _traj_errors, _within

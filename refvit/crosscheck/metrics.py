@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from ..gradcheck import compare_error
-from ..model import Params
+from ..jiang2024.model import Params
 from .cases import TRAJ_FLOOR
 
 

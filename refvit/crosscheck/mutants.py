@@ -1,6 +1,6 @@
 """The catalogue of known mistakes: one small dtype-generic model (``Variant``) with a switch per mistake.
 
-``Variant()`` with no switch is the reference itself (a second implementation, tested against ``refvit.model``);
+``Variant()`` with no switch is the reference itself (a second implementation, tested against ``refvit.jiang2024.model``);
 each ``Mistake`` of ``CATALOGUE`` is a ``Variant`` with one switch set, run as a "mutant" on the inputs of a case
 to see whether a failing implementation matches it.
 """
@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import expit
 
-from ..model import Params
+from ..jiang2024.model import Params
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..model import Params
+from ..jiang2024.model import Params
 from .calls import DEFAULT_TIMEOUT, ContractError, _Raised, _user_outputs
 from .cases import DTYPES, GRAD_BLOCKS, STEPS, CaseSpec, build_case, select_cases, tolerance
-from .compare import (_compare, _model_outputs, _reference_trajectory, _RefTraj, _trainer_errors,
-                      _traj_errors)
+from .compare import _compare, _model_outputs, _reference_trajectory, _RefTraj, _trainer_errors, _traj_errors
 from .diagnosis import _diagnose, _State
 from .metrics import describe_values
 from .report import BlockResult, CaseResult, Report

@@ -10,11 +10,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import BOUNDARY_N_SNR2, DataConfig, ModelConfig, TrainConfig, figure1_setting
-from ..executors import executor_context
-from ..io import read_csv, save_csv, write_manifest
-from ..results import COLUMNS
-from ..sweep import Sweep, run_sweep
+from ..config import BOUNDARY_N_SNR2, DataConfig, ModelConfig, figure1_setting
+from ...config import TrainConfig
+from ...executors import executor_context
+from ...io import read_csv, save_csv, write_manifest
+from ...results import COLUMNS
+from ...sweep import Sweep, run_sweep
 from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import lr_tag
 

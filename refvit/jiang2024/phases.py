@@ -1,6 +1,6 @@
 """The three phases of a training run, detected from its recorded history (docs/math.md §12.4).
 
-Inputs are the per-step series every run records (``refvit.train.HISTORY_KEYS``, row t = before update t): the mean
+Inputs are the per-step series every run records (``refvit.jiang2024.objective.HISTORY_KEYS``, row t = before update t): the mean
 attention to the signal token a_s(t) and to the noise token a_n(t), and the training loss L(t). With
 δ₁ = ``DELTA_UNIFORM``, δ₂ = ``DELTA_SETTLED`` and τ = ``LOSS_THRESHOLD``:
 

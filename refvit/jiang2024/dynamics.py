@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DataConfig, ModelConfig, TrainConfig, dynamics_setting
-from .executors import execute
+from .config import DataConfig, ModelConfig, dynamics_setting
+from ..config import TrainConfig
+from ..executors import execute
 from .experiment import cell_key, run_cell
-from .io import save_npz, write_manifest
-from .results import dynamics_run_file, history_arrays
+from ..io import save_npz, write_manifest
+from ..results import dynamics_run_file, history_arrays
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
 
@@ -73,7 +74,7 @@ class Dynamics:
 def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int) -> dict:
     """One dynamics run (executes in a worker). Returns the arrays of its history file, never the d×d_h weights.
 
-    With GD, training runs under ``refvit.tracking.CoefficientTracker``, which replays the recursions of
+    With GD, training runs under ``refvit.jiang2024.tracking.CoefficientTracker``, which replays the recursions of
     docs/math.md (7.5), (7.6) from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and c_y_rho
     (steps+1, N) = y_i ρ_i. The trajectory is the same as without it (the tracker never changes a weight).
     """

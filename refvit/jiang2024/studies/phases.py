@@ -9,7 +9,7 @@ Run (N, ‖μ‖, r) draws from ``streams(seed, *cell_key(N, ‖μ‖, r))`` at 
 the base rate on the same data and init. Every run is one history file ``<setting>/runs/N010_mu030_lr0.01_r003.npz``,
 written atomically, whose summary names its setting, N, ‖μ‖, η, seed and repeat; a rerun skips the files that load
 and name their own run, and quarantines (moves aside, never deletes) the others, which are then recomputed.
-While it runs, a study holds the folder's lock (``refvit.sweep.claim``): a second one on the same folder is refused.
+While it runs, a study holds the folder's lock (``refvit.runstore.claim``): a second one on the same folder is refused.
 Tables: ``phases.csv`` (one row per run: boundaries and lengths), ``summary.csv`` (per condition: medians with
 bootstrap intervals, censored counts) and ``scaling.csv`` (the fitted exponents, per setting and side of the boundary).
 """
@@ -25,11 +25,11 @@ import numpy as np
 
 from ..config import BENIGN_LOSS, BOUNDARY_N_SNR2, dynamics_setting, figure1_setting
 from ..dynamics import run_one
-from ..executors import execute
-from ..io import FileProblem, save_csv, save_npz, write_manifest
+from ...executors import execute
+from ...io import FileProblem, save_csv, save_npz, write_manifest
 from ..phases import DELTA_SETTLED, DELTA_UNIFORM, detect_phases
-from ..results import load_history
-from ..sweep import claim, quarantine
+from ... import runstore
+from ...runstore import claim
 from .lr_rule import lr_tag
 
 SETTINGS = ("dynamics", "figure1")
@@ -105,7 +105,7 @@ class PhaseStudy:
 
 
 def phase_run(setting: str, N: int, mu: int, lr: float, steps: int, seed: int, repeat: int) -> dict:
-    """One phase run (executes in a worker): ``refvit.dynamics.run_one`` on the setting's configs, with the setting
+    """One phase run (executes in a worker): ``refvit.jiang2024.dynamics.run_one`` on the setting's configs, with the setting
     and η added to the stored summary so that a saved file names its whole condition."""
     arrays = run_one(*setting_configs(setting, N, mu, lr, steps), seed, repeat)
     summary = {**json.loads(str(arrays["summary"])), "setting": setting, "lr": float(lr)}
@@ -116,27 +116,16 @@ def _identity(setting: str, N: int, mu: int, lr: float, seed: int, repeat: int) 
     return {"setting": setting, "N": N, "mu_norm": float(mu), "lr": float(lr), "seed": seed, "repeat": repeat}
 
 
-def load_run(path: Path, expect: dict):
-    """(summary, arrays) of a saved run; ``FileProblem`` if it does not load or is another run than ``expect``."""
-    s, a = load_history(path)
-    got = {k: s.get(k) for k in expect}
-    if got != expect:
-        raise FileProblem(path, f"holds the run {got}, not {expect}")
-    for key in ("h_attn_signal", "h_attn_noise", "h_train_loss"):
-        if key not in a or a[key].ndim != 1 or len(a[key]) != s["steps"] + 1:
-            raise FileProblem(path, f"has no {key} series of {s['steps'] + 1} rows")
+PHASE_SERIES = ("h_attn_signal", "h_attn_noise", "h_train_loss")
+
+
+def load_run(path: Path, expect: dict, series=PHASE_SERIES):
+    """(summary, arrays) of a saved run; ``FileProblem`` if it does not load, is another run than ``expect``, or
+    lacks a per-step series of steps + 1 rows (``refvit.runstore.load_run``)."""
+    s, a = runstore.load_run(path, expect, series)
+    if len(a["step"]) != s["steps"] + 1:
+        raise FileProblem(path, f"has {len(a['step'])} history rows, not one per step ({s['steps'] + 1})")
     return s, a
-
-
-def _load_or_quarantine(path: Path, expect: dict):
-    """(summary, arrays) of a saved run, or None when absent; a file that fails ``load_run`` is moved aside."""
-    if not path.exists():
-        return None
-    try:
-        return load_run(path, expect)
-    except FileProblem as e:
-        quarantine(path, str(e))
-        return None
 
 
 def run_phases(study: PhaseStudy, out, executor=None, workers: int | None = None, progress: bool = True) -> None:
@@ -155,7 +144,8 @@ def _run_phases(study: PhaseStudy, out: Path, executor, workers, progress) -> No
             for r in range(study.runs):
                 total += 1
                 path = out / setting / "runs" / run_file(N, mu, lr, r)
-                if _load_or_quarantine(path, _identity(setting, N, mu, lr, study.seed, r)) is None:
+                expect = _identity(setting, N, mu, lr, study.seed, r)
+                if runstore.load_or_quarantine(path, expect, load=load_run) is None:
                     tasks.append((phase_run, (setting, N, mu, lr, study.steps, study.seed, r), path))
     execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=f"phases {study.name}",
             progress=progress, total=total)

@@ -13,8 +13,8 @@ Gradients of a quantity are named d<name>.
 
 The value path never forms X·W_V: f depends on (W_V, w_O) only through u = W_V w_O (docs/math.md (5.2)), so it costs
 O(n M d) instead of O(n M d d_v). The attention core (logits → softmax → ā, and its backward) is the only part with
-a second, numba-compiled implementation (``refvit._kernels``); everything else here is shared by both backends.
-``refvit.formulas`` writes the same gradients as the per-sample, per-token sums of docs/math.md §4.3, and the tests
+a second, numba-compiled implementation (``refvit.jiang2024._kernels``); everything else here is shared by both backends.
+``refvit.jiang2024.formulas`` writes the same gradients as the per-sample, per-token sums of docs/math.md §4.3, and the tests
 prove the three (chain rule, paper form, finite differences) equal.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .primitives import (Evaluation, ModelOverflow, as_float_array, check_forward_finite, dloss_df,  # noqa: F401
-                         logistic_loss, logistic_loss_derivative, mean_loss, overflow_scales, softmax)
+from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_forward_finite, dloss_df, logistic_loss,
+                          logistic_loss_derivative, mean_loss, overflow_scales, softmax)
 
 
 class Params(NamedTuple):
@@ -133,7 +133,7 @@ def resolve_backend(backend: str) -> str:
 def attention_core(backend: str = "numpy"):
     """(attention_forward, attention_backward) of the chosen backend: "numpy", "numba" or "auto"."""
     if resolve_backend(backend) == "numba":
-        from . import _kernels   # here, not at the top: importing it compiles nothing but loads numba (~0.3 s)
+        from . import _kernels  # here, not at the top: importing it compiles nothing but loads numba (~0.3 s)
         return _kernels.attention_forward, _kernels.attention_backward
     return attention_forward, attention_backward
 

@@ -4,7 +4,7 @@
                                                                                             (docs/math.md (7.4))
     W_Q(t) = W_Q(0) + Σ_u u α_uᵀ,    W_K(t) = W_K(0) + Σ_u u β_uᵀ    (u over the training tokens; docs/math.md (7.13))
 
-(a) ``refvit.tracking.CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD
+(a) ``refvit.jiang2024.tracking.CoefficientTracker`` — *tracked*: wraps the objective of any backend and replays the GD
     recursions of docs/math.md (7.5), (7.6) (γ, ρ from ā and ℓ' of each step) and (7.14) (α_u, β_u from the
     per-token left factors of each step), using only that step's forward cache. It never reads the weights.
 (b) ``recover`` — *recovered*: from saved W(0), W(t) and the training tokens alone, by solving the Gram system
@@ -12,7 +12,7 @@
     which gives the same solution without squaring the condition number.
 
 This module is the pure solver: weights (or coordinates) in, coefficients out. Both return a ``Decomposition``
-indexed by the *unique non-zero* training tokens (``refvit.tokens.TokenSet``):
+indexed by the *unique non-zero* training tokens (``refvit.jiang2024.tokens.TokenSet``):
 coef_u = ‖u‖²·b_u, where b is the token coordinate vector of (W_V(t) − W_V(0))·w_O(t) (docs/math.md (7.10)).
 
 What can be recovered, and what cannot (never a silent wrong answer; docs/math.md §7.5, (7.18)):
@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .gradcheck import rel_error
+from ..gradcheck import rel_error
 from .model import check_inputs, check_params
 from .tokens import TokenSet, unique_tokens
 

@@ -25,12 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import BENIGN_LOSS, DataConfig, ModelConfig, TrainConfig, figure1_setting
-from ..executors import executor_context
-from ..fit import fit_sweep, fit_width
-from ..io import load_json, read_csv, save_csv, write_manifest
-from ..results import COLUMNS
-from ..sweep import Sweep, run_sweep
+from ..config import BENIGN_LOSS, DataConfig, ModelConfig, figure1_setting
+from ...config import TrainConfig
+from ...executors import executor_context
+from ...fit import fit_sweep, fit_width
+from ...io import load_json, read_csv, save_csv, write_manifest
+from ...results import COLUMNS
+from ...sweep import Sweep, run_sweep
 
 LR_SCALINGS = ("inverse_d", "fixed")
 # one switch of docs/math.md §9.2 at a time, from the authors' data model towards the theory's reading

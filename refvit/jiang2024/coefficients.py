@@ -6,7 +6,7 @@
     refvit coefficients weights W.npz                                 # decompose saved weights, save, draw
     refvit coefficients draw results/coefficients_figure1_N20_mu80.npz --out figures/c.png
 
-"train" runs the cell under ``refvit.tracking.CoefficientTracker`` (tracked coefficients at every step) and also
+"train" runs the cell under ``refvit.jiang2024.tracking.CoefficientTracker`` (tracked coefficients at every step) and also
 recovers the final coefficients from W(0), W(t) by the Gram system; both and their agreement are saved.
 "weights" reads an .npz with W_Q0, W_K0, W_V0, w_O0, W_Q, W_K, W_V, w_O, X, y, mu_plus, mu_minus (``train
 --save-weights`` writes one) and saves the recovered decomposition only: no time series can be recovered from two
@@ -23,7 +23,7 @@ import numpy as np
 from .config import dynamics_setting, figure1_setting
 from .decompose import compare, recover, summaries
 from .experiment import cell_key, run_cell
-from .io import FileProblem, load_npz, save_npz
+from ..io import FileProblem, load_npz, save_npz
 from .model import Params
 
 SETTINGS = {"figure1": figure1_setting, "dynamics": dynamics_setting}

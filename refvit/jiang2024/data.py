@@ -1,4 +1,4 @@
-"""The data model of docs/math.md §1 and the random streams every experiment draws from.
+"""The data model of the first setting (docs/math.md §1).
 
 An image X ∈ ℝ^{M×d} has the signal token μ_y at position 0, the noise token ξ at position 1 and "other" tokens at
 2..M-1. The model has no positional encoding, so positions are only a convention (docs/math.md (1.3), (5.1)).
@@ -10,28 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import DataConfig
-
-
-class Streams(NamedTuple):
-    """Independent generators: changing the init scale never changes the data, and vice versa."""
-    data: np.random.Generator
-    test: np.random.Generator
-    init: np.random.Generator
-
-
-def streams(seed: int, *key: int) -> Streams:
-    """Three independent generators derived from ``(seed, *key)``, e.g. ``streams(0, N, mu_norm, repeat)``.
-
-    Each key gives the same numbers whatever else was run before it, so one cell of a sweep is reproducible alone.
-    See docs/math.md §1.2.
-    """
-    parts = [seed, *key]
-    bad = [p for p in parts if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)) or p < 0]
-    if bad:   # int() would truncate a float silently: streams(1.7) must not be streams(1)
-        raise ValueError(f"seed and keys must be non-negative integers, got {bad[0]!r} in {tuple(parts)!r}")
-    parts = [int(p) for p in parts]
-    data, test, init = np.random.SeedSequence(parts).spawn(3)
-    return Streams(np.random.default_rng(data), np.random.default_rng(test), np.random.default_rng(init))
+from ..streams import Streams, streams  # noqa: F401  (the streams every experiment draws from)
 
 
 class Dataset(NamedTuple):

@@ -3,14 +3,13 @@
 
 What the loop trains is an ``Objective`` (the protocol below): a setting's model seen through one small interface. It
 holds the training state as a NamedTuple of arrays (``Params`` for the first setting's dense weights,
-``refvit.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting) and
+``refvit.jiang2024.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting) and
 returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the forward
 cache, from which the objective's ``record`` computes the history row. The optimizer updates every field of the state
 except those the objective names as frozen.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,10 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .model import Evaluation, Params, check_inputs, mean_loss, overflow_scales
+from .primitives import Evaluation, mean_loss, overflow_scales
 from .optimizers import Optimizer
-from .span import SpanObjective
-from .vit_objective import HISTORY_KEYS, DenseObjective  # noqa: F401  (the first setting's history and objective)
 
 
 @dataclass
@@ -85,9 +82,21 @@ def _all_finite(arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def _kept(t: int, every: int) -> bool:
-    """Whether step t's history row is kept for good (``TrainConfig.history_every``; the last row always is)."""
-    return every > 0 and t % every == 0
+def log_steps(last: int, per_decade: int) -> np.ndarray:
+    """The steps 0..``last`` of a log-spaced grid: every step up to ``per_decade``, then round(10^(j/per_decade)),
+    and ``last`` itself. Sorted, unique, int64."""
+    if per_decade <= 0 or last < 0:
+        raise ValueError(f"log_steps needs per_decade >= 1 and last >= 0, got {per_decade!r}, {last!r}")
+    j_max = int(np.ceil(per_decade * np.log10(max(last, 1)))) + 1
+    grid = np.rint(10.0 ** (np.arange(j_max + 1) / per_decade)).astype(np.int64)
+    steps = np.concatenate([np.arange(min(per_decade, last) + 1), grid[grid <= last], [last]])
+    return np.unique(steps)
+
+
+def _kept(t: int, cfg: TrainConfig, grid: frozenset) -> bool:
+    """Whether step t's history row is kept for good (``TrainConfig.history_every``, ``history_per_decade``; the
+    last row always is)."""
+    return (cfg.history_every > 0 and t % cfg.history_every == 0) or t in grid
 
 
 def _row_value(val):
@@ -104,7 +113,8 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
     has_test = objective.X_test is not None
     optimizer = Optimizer(cfg, state)
     rec = {k: [] for k in objective.history_keys}
-    rows = []                    # the step of each recorded row (``history_every``)
+    rows = []                    # the step of each recorded row (``history_every``, ``history_per_decade``)
+    grid = frozenset(log_steps(cfg.steps, cfg.history_per_decade).tolist()) if cfg.history_per_decade else frozenset()
     steps_taken, status, loss, message = 0, "max_steps", np.nan, ""
     stop_after_update = False    # the authors' rule: the check passed before the update just taken
     bar = tqdm(total=cfg.steps, desc="train", unit="step") if progress else None
@@ -121,7 +131,7 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
                 message = (f"loss or gradient became non-finite at step {t} after {t} finite updates "
                            f"(lr={cfg.lr:g}, optimizer={cfg.optimizer}); reduce lr")
             break
-        if rows and not _kept(rows[-1], cfg.history_every):
+        if rows and not _kept(rows[-1], cfg, grid):
             for series in rec.values():  # the previous row was only kept in case it was the last one
                 series.pop()
             rows.pop()
@@ -165,46 +175,5 @@ def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple
             rec["test_loss"][-1] = final_test
     history = History(step=np.asarray(rows, dtype=np.int64), values={k: np.asarray(v) for k, v in rec.items()},
                       status=status, steps=steps_taken, final_train_loss=float(loss), final_test_loss=float(final_test),
-                      final_test_error=final_error, message=message, config=dataclasses.asdict(cfg))
+                      final_test_error=final_error, message=message, config=cfg.to_dict())
     return objective.params(state_type(*state)), history
-
-
-def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None = None, progress: bool = False,
-          **options) -> tuple[Params, History]:
-    """Train from ``params`` on (X (N, M, d), y (N,)) with full-batch updates.
-
-    Give either ``config=TrainConfig(...)`` or its fields as keywords, e.g.
-    ``train(p, X, y, lr=0.1, steps=1000, optimizer="gd", train_w_O=False, loss_threshold=0.01)``.
-    With a test set (X_test, y_test) the final test loss is reported and, with ``eval_every=k``, recorded every k
-    steps. Returns (final Params, History). A non-finite loss stops training with ``history.status == "diverged"``.
-    """
-    if config is None:
-        missing = [k for k in ("lr", "steps") if k not in options]
-        if missing:
-            raise ValueError(f"train() needs {' and '.join(missing)} (or a config=TrainConfig(...))")
-        config = TrainConfig.from_dict(options)
-    elif options:
-        raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
-    return run(make_objective(config, params, X, y, X_test, y_test), config, progress)
-
-
-def check_train_inputs(params, X, y, X_test=None, y_test=None):
-    """Validate a training set and an optional test set once; returns float64 (params, X, y, X_test, y_test)."""
-    params, X, y = check_inputs(params, X, y)
-    if (X_test is None) != (y_test is None):
-        raise ValueError("give both X_test and y_test, or neither")
-    if X_test is not None:
-        _, X_test, y_test = check_inputs(params, X_test, y_test)
-        if X_test.shape[1] != X.shape[1]:
-            raise ValueError(f"X_test has M={X_test.shape[1]} tokens but X has M={X.shape[1]}")
-    return params, X, y, X_test, y_test
-
-
-def make_objective(config: TrainConfig, params, X, y, X_test=None, y_test=None, basis: str = "auto") -> Objective:
-    """Check the inputs and build the objective of ``config.coords`` with the attention core ``config.backend``:
-    ``SpanObjective`` (token basis ``basis``) for "span", else ``DenseObjective``."""
-    params, X, y, X_test, y_test = check_train_inputs(params, X, y, X_test, y_test)
-    if config.coords == "span":
-        return SpanObjective(params, X, y, X_test, y_test, core=config.backend, basis=basis,
-                             grad_w_O=config.train_w_O)
-    return DenseObjective(params, X, y, X_test, y_test, config.backend)

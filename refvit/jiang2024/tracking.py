@@ -3,19 +3,20 @@
 Two ways to get the signal/noise coefficients of a GD run while it trains (docs/math.md §7.2–§7.4, §8):
 ``CoefficientTracker`` wraps any objective and replays the coefficient recursions from each step's forward cache;
 ``span_train`` trains in token coordinates, where the coefficients *are* the state. Both hand the result to the
-pure solver ``refvit.decompose``.
+pure solver ``refvit.jiang2024.decompose``.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .config import TrainConfig, require_gd
+from ..config import TrainConfig, require_gd
 from .decompose import Decomposition, from_token_coordinates, name_coefficients, recover_from_deltas, residuals
 from .model import attention_core, logistic_loss_derivative
 from .span import SpanObjective, SpanState
 from .tokens import unique_tokens
-from .train import Objective, make_objective, run
-from .vit_objective import ViTObjective
+from ..trainer import Objective, run
+from .train import make_objective
+from .objective import ViTObjective
 
 
 class CoefficientTracker(ViTObjective):
@@ -128,7 +129,7 @@ def span_decomposition(objective: SpanObjective, state: SpanState | None = None,
     In the token basis the rows of A_Q, A_K are α_u, β_u and A_V w_O = b gives coef_u = ‖u‖² b_u
     (docs/math.md §8, (7.10)).
     In the orthonormal basis the rows name basis vectors; the per-token coefficients are then recovered from
-    P·A by ``refvit.decompose`` where they are identifiable and reported as NaN where not.
+    P·A by ``refvit.jiang2024.decompose`` where they are identifiable and reported as NaN where not.
     signals : (μ₊, μ₋), each (d,), to name γ₊ and γ₋; without it γ± are NaN.
     params : dense weights W(t) from another run (e.g. the dense trainer) to measure the reconstruction
         residual ‖W(t) − W(0) − Σ_u u·coef_u‖ / ‖W(t) − W(0)‖ against; without it the residual is NaN (against
@@ -136,7 +137,7 @@ def span_decomposition(objective: SpanObjective, state: SpanState | None = None,
     """
     if state is None:
         if objective.final_state is None:
-            raise ValueError("no final state yet: train first (refvit.train.run calls params() at the end)")
+            raise ValueError("no final state yet: train first (refvit.trainer.run calls params() at the end)")
         state = objective.final_state
     A_Q, A_K, A_V, w_O = state
     if objective.basis == "tokens":

@@ -4,7 +4,7 @@
 noisy data; docs/math.md (6.2), (6.3)). GD, SignGD and Adam are compared in two settings: the Figure-1 setting
 (docs/math.md §10.1; ``figure1_setting``) and the dynamics setting (docs/math.md §10.2; ``dynamics_setting``). GD runs
 on the exact span backend (docs/math.md §8); SignGD and Adam need a dense backend ("auto"): their elementwise updates
-leave the token span. Each optimizer's rate comes from ``refvit.studies.lr_rule``.
+leave the token span. Each optimizer's rate comes from ``refvit.jiang2024.studies.lr_rule``.
 """
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import (BOUNDARY_N_SNR2, LOSS_THRESHOLD, OPTIMIZERS, DataConfig, ModelConfig, TrainConfig,
-                      dynamics_setting, figure1_setting)
+from ..config import BOUNDARY_N_SNR2, LOSS_THRESHOLD, DataConfig, ModelConfig, dynamics_setting, figure1_setting
+from ...config import OPTIMIZERS, TrainConfig
 from ..dynamics import REGIMES, Dynamics, run_dynamics
-from ..executors import executor_context
-from ..io import load_json, read_csv, save_csv, save_json, write_manifest
-from ..results import COLUMNS
-from ..sweep import Sweep, run_sweep
+from ...executors import executor_context
+from ...io import load_json, read_csv, save_csv, save_json, write_manifest
+from ...results import COLUMNS
+from ...sweep import Sweep, run_sweep
 from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import LR_RULES, choose_lr, lr_tag
 
@@ -32,7 +32,7 @@ class Setting:
     data/model/train : templates (N and ‖μ‖ replaced per run; train.steps is the step budget, stop at loss < 0.01).
     Ns, mu_norms, repeats : the comparison grid (one ``Sweep`` per optimizer).
     pilot_Ns, pilot_mus, pilot_repeats : the pilot grid of the learning-rate rule.
-    regimes, curve_runs, curve_steps, curve_eval_every : fixed-length training curves (``refvit.dynamics``) at the
+    regimes, curve_runs, curve_steps, curve_eval_every : fixed-length training curves (``refvit.jiang2024.dynamics``) at the
         chosen rates, ``curve_runs`` per regime (none if curve_runs = 0). eval_every: test loss every k steps.
         curve_optimizers : which optimizers get curves (None: all). A dense step of the dynamics setting costs ~0.1 s of
         CPU (d=2048, d_h=1024) and a dense test evaluation ~0.25 s, so the quick preset draws GD and SignGD only.
@@ -123,7 +123,7 @@ def figure1_optimizer_setting(Ns, mus, repeats, budget) -> Setting:
 def dynamics_optimizer_setting(repeats, curve_runs, curve_steps, eval_every, budget=500,
                                curve_optimizers=None) -> Setting:
     """Dynamics setting (docs/math.md §10.2), N = 10: the harmful ‖μ‖ = 1 (N·SNR² = 0.005) and the benign ‖μ‖ = 30 (4.4)
-    of ``refvit.dynamics``; the pilot uses the same two cells (the N grid has one value)."""
+    of ``refvit.jiang2024.dynamics``; the pilot uses the same two cells (the N grid has one value)."""
     data, model, train = dynamics_setting()
     mus = tuple(mu for _, mu in REGIMES)
     return Setting("dynamics", data, model, train.replace(steps=budget, loss_threshold=LOSS_THRESHOLD),

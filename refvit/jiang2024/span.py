@@ -9,7 +9,7 @@ Basis P (d, r), chosen once from the *unique non-zero* training tokens U (n_u, d
     "tokens"      P = Uᵀ (r = n_u): row u of A belongs to token u (μ₊, μ₋, ξ_i, x_{i,l}), so the coefficients of
                   docs/math.md §7.2–§7.4 are read off directly. Used whenever n_u ≤ d. It stays exact even if the
                   tokens are linearly dependent (the coefficients are then the ones GD accumulates, but no longer
-                  the only ones that give W(t); ``refvit.decompose`` says which are identifiable).
+                  the only ones that give W(t); ``refvit.jiang2024.decompose`` says which are identifiable).
     "orthonormal" P = an orthonormal basis of span(U) from a pivoted QR (r = rank ≤ d). Used when n_u > d, where
                   the token basis would cost more than the dense model. Rows of A then name basis vectors, not
                   tokens.
@@ -33,7 +33,7 @@ import numpy as np
 
 from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, mean_loss
 from .tokens import orthonormal_basis, unique_tokens
-from .vit_objective import ViTObjective
+from .objective import ViTObjective
 
 BASES = ("auto", "tokens", "orthonormal")
 
@@ -53,7 +53,7 @@ def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class SpanObjective(ViTObjective):
-    """The span-coordinate backend for ``refvit.train.run`` (docs/math.md §8). Plain GD only.
+    """The span-coordinate backend for ``refvit.trainer.run`` (docs/math.md §8). Plain GD only.
 
     Parameters
     ----------
@@ -110,7 +110,7 @@ class SpanObjective(ViTObjective):
         self._test_calls = 0
         self._test_tokens = self._test_cache = None
 
-    # --- the interface used by refvit.train.run ----------------------------------------------------------------
+    # --- the interface used by refvit.trainer.run ----------------------------------------------------------------
 
     def _coef(self, Gamma_tok: np.ndarray) -> np.ndarray:
         """Left-factor coefficients Γ in P from per-unique-token rows Eᵀ D (docs/math.md (8.5)): identity for tokens."""
@@ -209,7 +209,7 @@ class SpanObjective(ViTObjective):
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t) (docs/math.md (8.1)). The loop calls this once at the end; the coordinates
         are kept as ``final_state`` so that the decomposition can be read from them
-        (``refvit.tracking.span_decomposition``)."""
+        (``refvit.jiang2024.tracking.span_decomposition``)."""
         self.final_state = SpanState(*(np.array(a, copy=True) for a in state))
         A_Q, A_K, A_V, w_O = state
         W = self._dense_qk(A_Q, A_K)

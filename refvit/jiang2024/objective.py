@@ -1,11 +1,11 @@
 """What the shared trainer needs of the first setting beyond a loss and a gradient: the quantities each step records,
 which block stays frozen, and how an overflow on the test set is described. ``DenseObjective`` trains the weights
-themselves; ``refvit.span.SpanObjective`` trains token coordinates and shares everything here."""
+themselves; ``refvit.jiang2024.span.SpanObjective`` trains token coordinates and shares everything here."""
 from __future__ import annotations
 
 import numpy as np
 
-from .config import TrainConfig
+from ..config import TrainConfig
 from .model import Evaluation, Params, forward_cache, loss_grads_cache, overflow_scales, resolve_backend
 
 # Quantities recorded at every step t, evaluated at the parameters *before* update t (math §6.1). Token 0 is the
@@ -24,7 +24,7 @@ HISTORY_KEYS = (
 
 
 class ViTObjective:
-    """The parts of the ``refvit.train.Objective`` protocol that every objective of the first setting shares.
+    """The parts of the ``refvit.trainer.Objective`` protocol that every objective of the first setting shares.
 
     Subclasses set ``X``, ``y``, ``X_test``, ``y_test`` and ``state0`` and define ``value_and_grad``,
     ``test_outputs`` and ``params``.

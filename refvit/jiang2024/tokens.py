@@ -1,7 +1,7 @@
 """The distinct non-zero tokens of a batch, and a basis of their span (docs/math.md §7.1, (8.2)).
 
 Every GD update of W_Q, W_K and W_V lies in the span of the training tokens, so the span trainer
-(``refvit.span``), the decomposition (``refvit.decompose``) and the coefficient tracker (``refvit.tracking``) all
+(``refvit.jiang2024.span``), the decomposition (``refvit.jiang2024.decompose``) and the coefficient tracker (``refvit.jiang2024.tracking``) all
 index their coefficients by the *unique non-zero* tokens found here.
 """
 from __future__ import annotations

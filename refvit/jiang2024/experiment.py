@@ -6,12 +6,15 @@ import math
 import time
 from typing import NamedTuple
 
-from .config import DataConfig, ModelConfig, TrainConfig
-from .data import Dataset, make_dataset, streams
+from .config import DataConfig, ModelConfig
+from ..config import TrainConfig
+from .data import Dataset, make_dataset
+from ..streams import cell_key, streams  # noqa: F401  (cell_key: imported by the sweep and the studies)
 from .init import init_params
 from .model import Params
 from .tracking import CoefficientTracker, track_train
-from .train import History, train
+from ..trainer import History
+from .train import train
 
 
 class CellRun(NamedTuple):
@@ -27,21 +30,8 @@ def _last(series) -> float:
     return float(series[-1]) if len(series) else float("nan")
 
 
-def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
-    """The stream key of run ``repeat`` of cell (N, ‖μ‖): ``streams(seed, *cell_key(N, mu, r))``.
-
-    The sweep, the dynamics runs, the demo and the coefficient figure all key their streams this way, so the same
-    (seed, N, ‖μ‖, repeat) draws the same data and init everywhere. An integer ‖μ‖ is its own key; any other ‖μ‖
-    is keyed by round(‖μ‖·10⁶) with a trailing tag 1, which no integer key can produce.
-    """
-    mu = float(mu_norm)
-    if mu.is_integer():
-        return (int(N), int(mu), int(repeat))
-    return (int(N), int(round(mu * 1e6)), int(repeat), 1)
-
-
 def draw_cell(data_cfg: DataConfig, model_cfg: ModelConfig, seed: int, key: tuple = ()) -> tuple[Dataset, Params]:
-    """The data and the initial weights of a cell, from the streams of (seed, *key) (``refvit.data.streams``)."""
+    """The data and the initial weights of a cell, from the streams of (seed, *key) (``refvit.streams.streams``)."""
     rng = streams(seed, *key)
     return make_dataset(data_cfg, rng.data, rng.test), init_params(model_cfg, data_cfg.d, rng.init)
 
@@ -50,7 +40,7 @@ def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfi
              key: tuple = (), track: bool = False, progress: bool = False) -> CellRun:
     """Train one cell with streams derived from (seed, *key); the same arguments always give the same numbers.
 
-    track : train under ``refvit.tracking.CoefficientTracker`` (GD only), which records the signal and noise
+    track : train under ``refvit.jiang2024.tracking.CoefficientTracker`` (GD only), which records the signal and noise
         coefficients at every step without changing the trajectory.
     """
     t0, cpu0 = time.perf_counter(), time.process_time()

@@ -1,0 +1,100 @@
+"""Folders of saved runs, shared by every experiment of every setting: one process owns a folder at a time, every
+file read back is checked against what it claims to be, and a file that fails is moved aside and recomputed.
+
+A run's file is either a JSON row (a sweep's run) or a history ``.npz`` (``refvit.results.save_history``: per-step
+series plus a JSON summary). Its *identity* is a dict of the fields that name the run (its cell, seed, repeat,
+settings hash, …); every reader passes the identity it expects, so a file of another run, regime or seed copied into
+place is caught. Nothing is deleted: a bad file goes to ``quarantine/`` beside the runs and is recomputed.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .io import FileProblem
+from .results import STATUSES, TRAINED, load_history
+
+
+def settings_hash(settings: dict) -> str:
+    """A short hash of a JSON-able settings dict (sorted keys): stored in a manifest and in every run file."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def claim(out: Path, what: str = "sweep"):
+    """Hold an exclusive lock on ``out/.sweep.lock`` while the body runs: one sweep (or study: ``what``) owns a
+    folder at a time."""
+    fd = os.open(Path(out) / ".sweep.lock", os.O_CREAT | os.O_RDWR, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileProblem(out, f"another {what} is running in this folder (it holds .sweep.lock); wait for it "
+                                   "or use another folder") from None
+        yield out
+    finally:
+        os.close(fd)                 # closing the descriptor releases the lock
+
+
+def quarantine(path: Path, reason: str) -> Path:
+    """Move a bad run file to ``quarantine/`` beside its folder (never deleted), say so on stderr, return the move.
+    A name quarantined before gets the first free suffix ``.1``, ``.2``, …, so no earlier copy is overwritten."""
+    path = Path(path)
+    folder = path.parent.parent / "quarantine"
+    folder.mkdir(exist_ok=True)
+    dest, k = folder / path.name, 0
+    while dest.exists():
+        k += 1
+        dest = folder / f"{path.name}.{k}"
+    os.replace(path, dest)
+    print(f"refvit: warning: {reason}; moved to {dest}, the run will be recomputed", file=sys.stderr)
+    return dest
+
+
+def check_history(path, summary: dict, arrays: dict, expect: dict, series=()) -> None:
+    """Raise ``FileProblem`` naming ``path`` unless the history file is the run ``expect`` names and is whole:
+    the summary's identity fields equal ``expect``, its status is known, its final losses are finite when the status
+    promises it (``TRAINED``), and every key of ``series`` is an array with one row per recorded step."""
+    got = {k: summary.get(k) for k in expect}
+    if got != expect:
+        raise FileProblem(path, f"holds the run {got}, not {expect}")
+    status = summary.get("status")
+    if status not in STATUSES:
+        raise FileProblem(path, f"unknown status {status!r}")
+    if status in TRAINED:
+        bad = [k for k in ("train_loss", "test_loss") if k in summary and
+               not (isinstance(summary[k], (int, float)) and math.isfinite(summary[k]))]
+        if bad:
+            raise FileProblem(path, f"{', '.join(bad)} not finite although status is {status!r}")
+    rows = len(arrays["step"])
+    for key in series:
+        a = arrays.get(key)
+        if not isinstance(a, np.ndarray) or a.ndim < 1 or len(a) != rows:
+            raise FileProblem(path, f"has no {key} series of {rows} rows")
+
+
+def load_run(path, expect: dict, series=()) -> tuple[dict, dict]:
+    """(summary, arrays) of a saved history file; ``FileProblem`` if it does not load or fails ``check_history``."""
+    summary, arrays = load_history(path)
+    check_history(path, summary, arrays, expect, series)
+    return summary, arrays
+
+
+def load_or_quarantine(path: Path, expect: dict, series=(), load=load_run):
+    """``load(path, expect, series)``, or None when the file is absent; a file that fails is quarantined (None)."""
+    if not Path(path).exists():
+        return None
+    try:
+        return load(path, expect, series)
+    except FileProblem as e:
+        quarantine(path, str(e))
+        return None
