@@ -134,6 +134,9 @@ def test_never_reached_and_a_late_sign_change():
     x["value_noise"] = np.tile(np.exp(0.2 * np.arange(T + 1.0)), (N, 1)).T
     st = detect_stages(x, np.arange(T + 1))
     assert st.t1.censored and math.isnan(st.key_growth)
+    for V in (np.full(T + 1, 0.3), 1 - 0.05 * np.arange(T + 1.0)):    # no growth, or linear decay: not stage I's
+        x["value_noise"] = np.tile(V, (N, 1)).T                          # linear growth
+        assert detect_stages(x, np.arange(T + 1)).t1.censored
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -199,7 +202,7 @@ def test_bad_input_is_refused():
     x["s11"][3, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         detect_stages(x, np.arange(21))
-    for bad in ({"agree": 1.5}, {"hold": -1}, {"window": 0}, {"s11_band": 0.5}, {"fraction": 0.0}):
+    for bad in ({"agree": 1.5}, {"hold": -1}, {"window": 1}, {"s11_band": 0.5}, {"fraction": 0.0}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
             StageRule(**bad)
     assert StageRule.from_dict(StageRule(hold=3).to_dict()) == StageRule(hold=3)

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import binom
 
-from ..config import _Config, _positive_int
+from ..config import _Config
 
 # The series the detector reads (tracking.TRACKED_SHAPES gives their per-row shapes).
 STAGE_KEYS = ("value_noise", "key_noise", "qk_noise_agree", "query_signal", "key_signal", "query_signal_vote",
@@ -57,7 +57,9 @@ class StageRule(_Config):
     fraction: float = 0.9      # q: fraction of samples a softmax condition must hold for (math 14.11, 14.12)
 
     def __post_init__(self):
-        _positive_int("window", self.window)
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 2:
+            raise ValueError(f"window must be an integer >= 2 (intervals whose slopes are compared), got "
+                             f"{self.window!r}")
         if isinstance(self.hold, bool) or not isinstance(self.hold, int) or self.hold < 0:
             raise ValueError(f"hold must be a non-negative integer (steps), got {self.hold!r}")
         _unit("slope_rtol", self.slope_rtol)
