@@ -199,6 +199,8 @@ def test_bad_input_is_refused():
         detect_stages({k: v for k, v in x.items() if k != "s21"}, np.arange(21))
     with pytest.raises(ValueError, match="rows but steps"):
         detect_stages(x, np.arange(20))
+    with pytest.raises(ValueError, match=r"must be \(K, n\)"):
+        detect_stages({**x, "s11": x["s11"][:, 0]}, np.arange(21))
     x["s11"][3, 0] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         detect_stages(x, np.arange(21))

@@ -30,8 +30,9 @@ import numpy as np
 from scipy.stats import binom
 
 from ..config import _Config
+from .tracking import TRACKED_SHAPES
 
-# The series the detector reads (tracking.TRACKED_SHAPES gives their per-row shapes).
+# The series the detector reads (TRACKED_SHAPES gives their per-row shapes).
 STAGE_KEYS = ("value_noise", "key_noise", "qk_noise_agree", "query_signal", "key_signal", "query_signal_vote",
               "key_signal_vote", "s11", "s21")
 BOUNDARY_NAMES = ("t1", "t2", "t3", "t4", "s11_exit")
@@ -103,8 +104,11 @@ def _check(series: dict, steps) -> tuple[dict, np.ndarray]:
     out = {}
     for k in STAGE_KEYS:
         a = np.asarray(series[k], dtype=np.float64)
-        if a.shape[:1] != steps.shape:
-            raise ValueError(f"series[{k!r}] has {a.shape[0] if a.ndim else 0} rows but steps has {len(steps)}")
+        if a.ndim != 1 + len(TRACKED_SHAPES[k]):
+            raise ValueError(f"series[{k!r}] must be (K, {', '.join(TRACKED_SHAPES[k]) or '-'}) with one row per "
+                             f"step, got shape {a.shape}")
+        if a.shape[0] != len(steps):
+            raise ValueError(f"series[{k!r}] has {a.shape[0]} rows but steps has {len(steps)}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"series[{k!r}] has non-finite entries (a diverged run has no stages)")
         out[k] = a
