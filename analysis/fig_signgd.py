@@ -141,9 +141,9 @@ def draw_grouped(ax, arrays: dict, key: str, label: str, where: str) -> dict:
     for sign, gname, ls, color in GROUPS:
         mask = pos if sign else ~pos
         if mask.any():
+            style = "dotted" if sign else "solid"
             ax.plot(t, X[:, mask].mean(axis=1), ls=ls, color=color, lw=2.4, gid=f"{gname} mean",
-                    label=f"{gname} at t = {T_SIGN}: {int(mask.sum())} of {mask.size} ({'dotted' if sign else 'solid'}; "
-                          "bold: their mean)")
+                    label=f"{gname} at t = {T_SIGN}: {int(mask.sum())} of {mask.size} ({style}; bold: their mean)")
     ax.axhline(0, color="0.4", lw=0.7)
     ax.axvline(T_SIGN, color="0.4", lw=0.7, ls="--")
     _log_time(ax, t[-1])

@@ -12,9 +12,8 @@ import pytest
 
 from analysis import fig_signgd as F
 
-# a log-like grid that holds 0, 1, 2 and 100 but fewer than 100 rows, so "row 100" and "step 100" differ
+# a log-like grid that holds 0, 1, 2 and 100 in 12 rows, so indexing row 100 instead of step 100 fails
 STEPS = np.array([0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 900])
-R100 = 8
 M_K, N = 3, 4
 
 
@@ -311,7 +310,8 @@ def _bad_inputs():
         ("adam in figure 1", lambda: F.dynamics_fig([sa]), "optimizer is 'adam', expected 'signgd'"),
         ("missing series", lambda: F.dynamics_fig([(s, _drop(a, "h_s21"))]), "arrays lack 'h_s21'"),
         ("missing step", lambda: F.dynamics_fig([(s, _drop(a, "step"))]), "arrays lack 'step'"),
-        ("shape clash", lambda: F.dynamics_fig([(s, wide)]), "h_value_noise has shape \\(12, 4\\): its n axis is 4, other series say 5"),
+        ("shape clash", lambda: F.dynamics_fig([(s, wide)]),
+         "h_value_noise has shape \\(12, 4\\): its n axis is 4, other series say 5"),
         ("no step 100", lambda: F.dynamics_fig([(s, no100)]), "no recorded row at step 100"),
         ("no adam dynamics", lambda: F.optimizers_fig([(s, a)], snr, rates), "no runs of Adam"),
         ("no gd snr", lambda: F.optimizers_fig([(s, a), sa], snr[4:], rates), "snr_runs: no runs of GD"),
