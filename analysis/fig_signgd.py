@@ -105,7 +105,7 @@ def _need(runs, what: str) -> list:
     return list(runs)
 
 
-# ---------------------------------------------------------------- drawing helpers
+# ---------------------------------------------------------------- drawing
 
 def artist(ax, gid: str):
     """The artist of ``ax`` (line, collection or patch) whose gid is ``gid``; KeyError if none."""

@@ -2,7 +2,7 @@
 
 Inputs are built here with known values (sign patterns fixed at t = 100, linear value noise, NaN test-loss rows, table
 rows with a known threshold), drawn, and read back from the matplotlib artists by their gids. The expected numbers
-are computed here by explicit loops, not by the figure module's own helpers.
+are computed here by explicit loops, not by the figure module's own functions.
 """
 import math
 
