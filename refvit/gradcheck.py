@@ -194,8 +194,8 @@ def complex_step_check(fun: Callable, grad, x, rng: np.random.Generator, h: floa
     derivative with no subtraction, so h can be tiny and the result is exact to rounding (~1e-15 relative to
     ‖∇fun‖); h = 1e-30 makes the O(h²) term vanish in float64. fun must be *complex-safe*: written only with
     operations that extend analytically to complex input. Arithmetic, @, sums, exp, log, log1p, sqrt, sin, tanh
-    and a softmax or log-sum-exp that subtracts its row maximum are safe (the shift cancels, docs/math.md (3.5), so
-    its non-analytic value does no harm). Not safe: np.abs (use ``np.where(z.real < 0, -z, z)``), np.logaddexp and
+    and a softmax or log-sum-exp that subtracts its row maximum are safe (the shift cancels whatever its value,
+    docs/math.md (3.5), complex shifts included, so the max being non-analytic does no harm). Not safe: np.abs (use ``np.where(z.real < 0, -z, z)``), np.logaddexp and
     scipy.special.expit (they refuse complex input; use log1p(exp(−z)), with the halves z.real ≥ 0 and < 0 written
     separately if |z| can be large), np.sign, np.linalg.norm, np.vdot and .conj() (they conjugate or take moduli;
     use sum(a * b)), and anything that casts to float. fun: complex x -> complex scalar; grad: the gradient at x.

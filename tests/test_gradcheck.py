@@ -350,3 +350,14 @@ def test_new_checks_refuse_non_float64_input_and_mismatched_gradients():
         gradcheck.taylor_check(np.sum, np.ones(3), np.ones(3, dtype=np.float32), np.random.default_rng(0))
     with pytest.raises(ValueError, match="shapes of x"):
         gradcheck.complex_step_check(np.sum, (np.ones(3),), (np.ones(3), np.ones(2)), np.random.default_rng(0))
+
+
+def test_the_documented_example_runs_passes_and_is_shown_verbatim(capsys):
+    """examples/gradient_checks.py exits 0 (all three checks pass on our loss), prints one line per check, and
+    docs/verification.md shows the file unchanged, so the two cannot drift."""
+    from .test_examples import ROOT, fenced_blocks, load_example
+    assert load_example("gradient_checks").main() == 0
+    assert [line.split(":")[0] for line in capsys.readouterr().out.splitlines()] == [
+        "Taylor remainder", "Hessian symmetry", "complex step"]
+    text = (ROOT / "examples" / "gradient_checks.py").read_text()
+    assert text in fenced_blocks((ROOT / "docs" / "verification.md").read_text())
