@@ -1,5 +1,8 @@
 """Shared test helpers (imported by the test modules): the three regimes every gradient check runs in, a full
-sweep-table row, and an independent Newton fit of the logistic boundary."""
+sweep-table row, an independent Newton fit of the logistic boundary, and ``wait_until`` for tests that wait on
+another process."""
+import time
+
 import numpy as np
 from scipy.special import expit
 
@@ -53,3 +56,23 @@ def newton_logistic(F, b):
         if np.max(np.abs(step)) < 1e-13:
             break
     return w
+
+
+PATIENCE = 300.0   # seconds: a bound for events that take well under a second on a quiet machine, generous enough
+                   # for a busy one (2 cores shared with several jobs start Python and numpy in seconds, not 300)
+
+
+def wait_until(condition, what: str, bound: float = PATIENCE, every: float = 0.05):
+    """Poll ``condition()`` until it returns a true value (returned), or fail naming ``what`` after ``bound`` s.
+
+    A test that measures a real-time outcome waits for the event itself, never for a fixed short time: on a busy
+    machine anything can take seconds, and a race against a deadline of a few seconds fails at random.
+    """
+    deadline = time.monotonic() + bound
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {bound:g} s")
+        time.sleep(every)

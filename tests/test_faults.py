@@ -10,7 +10,6 @@ import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from refvit.sweep import Sweep, run_sweep
 from refvit.jiang2024.tracking import track_train
 from refvit.jiang2024.train import train
 
+from .problems import PATIENCE, wait_until
 from .test_sweep import REPO, csv_without_seconds, tiny_sweep
 
 
@@ -100,17 +100,43 @@ def children(pid: int) -> set:
     return out
 
 
-def alive(pid: int) -> bool:
+def _stat(pid: int) -> list:
+    """The fields of /proc/<pid>/stat after the command name (state first), [] once the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
     except (FileNotFoundError, ProcessLookupError):
-        return False
+        return []
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return bool(stat) and stat[0] != "Z"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (fields 14 and 15 of /proc/<pid>/stat), 0 once it is gone."""
+    stat = _stat(pid)
+    return (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") if stat else 0.0
+
+
+def pool_workers(pid: int) -> set:
+    """The multiprocessing workers among the children of ``pid`` (their command line runs spawn_main)."""
+    found = set()
+    for c in children(pid):
+        try:
+            if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes():
+                found.add(c)
+        except (FileNotFoundError, ProcessLookupError):
+            pass            # a child that ended between the listing and the read
+    return found
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_workers_end_when_the_parent_is_killed(tmp_path, sig):
-    # each run ~10 s of dense training on a busy machine, so workers are mid-run when the parent dies
+    """Every wait polls for its event with the generous bound of ``wait_until``: on a busy machine start-up alone
+    can take seconds, and a fixed deadline of a few seconds fails there at random."""
+    # each run is minutes of dense training, so the workers are mid-run when the parent dies
     sw = Sweep("slow", (2, 4), (1, 2), 1, 0, DataConfig(N=2, M=16, d=1024, mu_norm=1.0, n_test=20),
                ModelConfig(d_h=256, d_v=256), TrainConfig(lr=0.01, steps=4000, backend="numpy"))
     spec = tmp_path / "spec.json"
@@ -119,21 +145,26 @@ def test_workers_end_when_the_parent_is_killed(tmp_path, sig):
            "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     workers = set()
+
+    def two_workers():
+        assert proc.poll() is None, "the sweep ended before it started 2 workers"
+        found = pool_workers(proc.pid)
+        workers.update(found)                       # every worker seen, so that `finally` can clean up after it
+        return len(found) >= 2
+
     try:
-        deadline = time.monotonic() + 120
-        while len(workers) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "the sweep never started 2 workers"
-            workers = {c for c in children(proc.pid) if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()}
-            time.sleep(0.05)
-        time.sleep(1.0)                               # let the workers start their runs
+        wait_until(two_workers, "the sweep starting 2 workers")
+        # mid-run, not mid-start-up: each worker has used more CPU than its start-up (importing numpy, scipy and
+        # refvit.cli takes 1.4 s of CPU), and far less than one run of this sweep (minutes of CPU)
+        wait_until(lambda: all(cpu_seconds(w) > 3.0 for w in workers), "both workers busy with a run")
+        assert proc.poll() is None, "the sweep ended before it could be killed"
         os.kill(proc.pid, sig)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 5               # "a few seconds": the watchdog polls every 0.2 s
-        while any(alive(w) for w in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [w for w in workers if alive(w)], "workers outlived their parent"
-        ready, _, _ = select.select([proc.stdout], [], [], 5)      # `… | cat` returns: stdout reaches EOF
-        assert ready and proc.stdout.read() == b""
+        proc.wait(timeout=PATIENCE)
+        # the kernel's parent-death signal or the 0.2 s watchdog ends them: fast, but polled, never a fixed deadline
+        wait_until(lambda: not any(alive(w) for w in workers), "workers outlived their parent")
+        # `… | cat` returns: stdout reaches EOF once no process holds it
+        wait_until(lambda: select.select([proc.stdout], [], [], 0.05)[0], "stdout never reached EOF")
+        assert proc.stdout.read() == b""
     finally:
         for w in workers:                             # only the processes this test found, by PID
             if alive(w):
