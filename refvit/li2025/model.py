@@ -163,9 +163,11 @@ def _check_finite(X, f, cache: LiCache, loss=None, grads=()) -> None:
     """Raise ``LiOverflow`` naming max |x|, max |logit| and max |f| when finite inputs gave a non-finite output."""
     bad_f = not np.all(np.isfinite(f))
     if bad_f or (loss is not None and not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads))):
-        with np.errstate(invalid="ignore"):
-            scales = (f"max |x| {np.nanmax(np.abs(X)):.3g}, max |logit| {np.nanmax(np.abs(cache.Z)):.3g}, "
-                      f"max |f| {np.nanmax(np.abs(f)):.3g}")
+        def biggest(a) -> str:   # the largest finite-or-inf magnitude, and how many NaN
+            a = np.abs(np.asarray(a))
+            nan = int(np.isnan(a).sum())
+            return f"{np.max(a, initial=0.0, where=~np.isnan(a)):.3g}" + (f" ({nan} NaN)" if nan else "")
+        scales = f"max |x| {biggest(X)}, max |logit| {biggest(cache.Z)}, max |f| {biggest(f)}"
         what = "the output f" if bad_f else "the loss or its gradient"
         raise LiOverflow(f"{what} overflowed in float64 on finite inputs ({scales}); "
                          "reduce the scale of the data or of the weights")
