@@ -120,18 +120,14 @@ def forward_cache(params: LiParams, X: np.ndarray, cfg: LiModelConfig):
     return f, LiCache(Q, K, u, Z, S)
 
 
-def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) -> LiParams:
-    """Gradients of Σ_i df[i]·f[i] (df: (n,)) with respect to (W_Q, W_K, W_V), by the chain rule."""
+def attention_backward(df: np.ndarray, cache: LiCache, c: float, lam: float):
+    """Backward of the attention readout for one cotangent df (n,): dQ, dK (n, L, m_k) and du (n, L).
+
+    c = c_L and lam = λ. Kept apart from the projections so that each chain-rule line can be checked on its own.
+    """
     Q, K, u, _, S = cache
-    lam, c = cfg.logit_scale, cfg.c(X.shape[1])
-    m_v = cfg.m_v
     # forward: f = c_L Σ_m (Σ_l S[l, m]) u_m, so du_m = df · c_L Σ_l S[l, m]
     du = df[:, None] * c * S.sum(axis=1)                        # (n, L)  (math 13.14)
-    # forward: u_m = ⟨v, x_m⟩, so dv = Σ_i Σ_m du[i, m] x_{i,m}
-    dv = np.einsum("nm,nmd->d", du, X)                          # (d,)  (math 13.15)
-    # forward: v = (1/m_v) Σ_r W_V[0, r] − (1/m_v) Σ_r W_V[1, r]: every row of a class gets ±dv/m_v
-    dW_V = np.stack([np.broadcast_to(dv / m_v, (m_v, dv.size)),
-                     np.broadcast_to(-dv / m_v, (m_v, dv.size))])   # (2, m_v, d)  (math 13.15)
     # forward: f = c_L Σ_l Σ_m S[l, m] u_m, so dS[l, m] = df · c_L u_m, the same for every query l
     dS = np.broadcast_to((df[:, None] * c * u)[:, None, :], S.shape)   # (n, L, L)  (math 13.16)
     # forward: S = softmax_m(Z), so dZ = S ⊙ (dS − Σ_k S[l, k] dS[l, k])  (softmax Jacobian-vector product)
@@ -139,8 +135,20 @@ def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) 
     # forward: Z = λ Q Kᵀ, so dQ = λ dZ K and dK = λ dZᵀ Q
     dQ = lam * (dZ @ K)                                         # (n, L, m_k)  (math 13.18)
     dK = lam * (dZ.transpose(0, 2, 1) @ Q)                      # (n, L, m_k)  (math 13.18)
-    # forward: Q = X W_Qᵀ and K = X W_Kᵀ, so dW = Σ_i dQ_iᵀ X_i summed over samples and tokens
+    return dQ, dK, du
+
+
+def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) -> LiParams:
+    """Gradients of Σ_i df[i]·f[i] (df: (n,)) with respect to (W_Q, W_K, W_V), by the chain rule."""
+    dQ, dK, du = attention_backward(df, cache, cfg.c(X.shape[1]), cfg.logit_scale)
     n, L, d = X.shape
+    m_v = cfg.m_v
+    # forward: u_m = ⟨v, x_m⟩, so dv = Σ_i Σ_m du[i, m] x_{i,m}
+    dv = np.einsum("nm,nmd->d", du, X)                          # (d,)  (math 13.15)
+    # forward: v = (1/m_v) Σ_r W_V[0, r] − (1/m_v) Σ_r W_V[1, r]: every row of a class gets ±dv/m_v
+    dW_V = np.stack([np.broadcast_to(dv / m_v, (m_v, d)),
+                     np.broadcast_to(-dv / m_v, (m_v, d))])     # (2, m_v, d)  (math 13.15)
+    # forward: Q = X W_Qᵀ and K = X W_Kᵀ, so dW = Σ_i dQ_iᵀ X_i summed over samples and tokens
     Xf = X.reshape(n * L, d)                                    # (n L, d) all tokens as rows: one GEMM
     dW_Q = dQ.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)
     dW_K = dK.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)
