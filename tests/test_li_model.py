@@ -265,7 +265,8 @@ def test_equal_class_values_give_f_zero_and_no_attention_gradient():
 
 @pytest.mark.parametrize("regime", list(REGIMES))
 def test_two_token_sigmoid_form(regime):
-    """L = 2: f = c_L Σ_l [σ(Z_l0 − Z_l1) u_0 + σ(Z_l1 − Z_l0) u_1] and δ_l0 = c_L λ S_l0 S_l1 (u_0 − u_1) (math 13.25)."""
+    """L = 2: f = c_L Σ_l [σ(Z_l0 − Z_l1) u_0 + σ(Z_l1 − Z_l0) u_1], and ∂f/∂(a_l0 − a_l1) = c_L λ S_l0 S_l1 (u_0 − u_1)
+    (math 13.25)."""
     from scipy.special import expit
     params, X, y, cfg = REGIMES[regime]()
     c, lam = cfg.c(2), cfg.logit_scale

@@ -1,7 +1,7 @@
 """The reference model of the second setting: the two-token transformer of Li et al. (ICLR 2025), trained by SignGD,
 Adam or GD. Forward, then the chain-rule backward beside it. Readable first, no tricks.
 
-    f(X) = c_L Σ_l Σ_m softmax_m(λ⟨W_Q x_l, W_K x_m⟩) · ⟨v, x_m⟩,   v = w̄_{V,+1} − w̄_{V,−1}       (docs/math.md (13.10))
+    f(X) = c_L Σ_l Σ_m softmax_m(λ⟨W_Q x_l, W_K x_m⟩) · ⟨v, x_m⟩,  v = w̄_{V,+1} − w̄_{V,−1}  (docs/math.md (13.10))
 
 Dimension letters, used in every shape comment of the package:
     n  samples in a batch (N for the training set)     L  tokens per sample (2: signal and noise)
