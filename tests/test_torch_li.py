@@ -24,7 +24,8 @@ def torch_loss(W_Q, W_K, W_V, X, y, c_L: float, lam: float):
 
 def _compare(params, X, y, cfg):
     tp = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in params]
-    loss = torch_loss(*tp, torch.tensor(X), torch.tensor(y), cfg.c(X.shape[1]), cfg.logit_scale)
+    c_L = {"sum": 1.0, "mean": 0.5}[cfg.c_L]                     # (math 13.9) for L = 2, read from the switch
+    loss = torch_loss(*tp, torch.tensor(X), torch.tensor(y), c_L, cfg.logit_scale)
     loss.backward()
     ours_loss, ours = loss_and_grads(params, X, y, cfg)
     # Same real numbers, different summation order: float64 rounding ~1e-15; 1e-12 leaves room for conditioning.

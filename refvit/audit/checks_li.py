@@ -24,7 +24,7 @@ from ..li2025 import model as li_model
 from ..li2025.config import LiDataConfig, LiModelConfig
 from ..li2025.model import LiParams
 from .core import STAT_SIGMAS, TOL_EXACT, TOL_FD, TWO_PATHS, _row, dir_error, err
-from .li_core import _fd, _with, li_instances, li_ref_forward, ref_core, ref_delta, ref_g, ref_loss, ref_v
+from .li_core import _fd, _with, li_instances, li_ref_forward, ref_c, ref_core, ref_delta, ref_g, ref_loss, ref_v
 
 # dZ recovered as dQ K⁻¹ / λ (m_k = L = 2): the inverse costs ~cond(K) ≤ 1e3 digits on top of rounding.
 KINV = 1e-9, "dZ recovered through K⁻¹ (m_k = L = 2): rounding × cond(K) ≤ 1e3"
@@ -99,10 +99,10 @@ def _model_rows(insts) -> list:
         e["8"].append(err(cache.u, r.u))
         e["9"].append(err(f, r.f))
         other = cfg.replace(c_L="mean" if cfg.c_L == "sum" else "sum")
-        ratio = cfg.c(2) / other.c(2)
+        ratio = ref_c(cfg, 2) / ref_c(other, 2)
         e["9m"].append(err(f, ratio * li_model.forward_cache(p, X, other)[0]))
         # (13.10) by branch: F_j = c_L Σ_{l,m} S_lm ⟨w̄_{V,j}, x_m⟩, f = F_{+1} − F_{−1}
-        F = [cfg.c(2) * np.einsum("nlm,nm->n", r.S, X @ p.W_V[j].mean(axis=0)) for j in (0, 1)]
+        F = [ref_c(cfg, 2) * np.einsum("nlm,nm->n", r.S, X @ p.W_V[j].mean(axis=0)) for j in (0, 1)]
         e["10"].append(err(li_model.forward(p, X, cfg), F[0] - F[1]))
         e["12"].append(err(li_model.loss_and_grads(p, X, y, cfg)[0], ref_loss(r.f, y)))
     for seed, (m_k, m_v, d, s0) in enumerate(((3, 2, 7, 0.5), (10, 10, 400, 1e-3))):
@@ -122,7 +122,7 @@ def _model_rows(insts) -> list:
         _row("13.8", "v = w̄_{V,+1} − w̄_{V,−1}, u_m = ⟨v, x_m⟩", "li2025.model:value_direction",
              "np.add.reduce, einsum", e["8"], *R),
         _row("13.9", "f = c_L Σ_l Σ_m S_lm u_m", "li2025.model:forward_cache", "einsum forward", e["9"], *R),
-        _row("13.9", "c_L = 1 (sum) or 1/L (mean)", "li2025.config:LiModelConfig.c", "f(mean) = f(sum)/2",
+        _row("13.9", "c_L = 1 (sum) or 1/L (mean)", "li2025.config:LiModelConfig.c", "f(mean)·2 = f(sum)",
              e["9m"], *R),
         _row("13.10", "f = F_{+1} − F_{−1}", "li2025.model:forward", "per-class branches", e["10"], *R),
         _row("13.11", "W_Q, W_K, W_V entries σ₀·N(0, 1), drawn in that order", "li2025.model:init_params",
@@ -143,7 +143,7 @@ def _backward_rows(insts) -> list:
     e = {k: [] for k in ("13", "14", "15", "16", "17", "18", "19Q", "19K", "20", "25")}
     for t, inst in enumerate(insts):
         p, X, y, cfg = inst.p, inst.X, inst.y, inst.cfg
-        c, lam = cfg.c(X.shape[1]), cfg.logit_scale
+        c, lam = ref_c(cfg, X.shape[1]), cfg.logit_scale
         r = li_ref_forward(p, X, cfg)
         f, cache = li_model.forward_cache(p, X, cfg)
         # (13.13): the evaluation's gradients are the backward of g = ∂L/∂f (FD of the independent loss in f)
@@ -236,7 +236,7 @@ def _gradient_rows(insts) -> list:
         p0 = p._replace(W_Q=np.zeros_like(p.W_Q))
         _, g0 = li_model.loss_and_grads(p0, X, y, cfg)
         r0 = li_ref_forward(p0, X, cfg)
-        c, lam, L = cfg.c(X.shape[1]), cfg.logit_scale, X.shape[1]
+        c, lam, L = ref_c(cfg, X.shape[1]), cfg.logit_scale, X.shape[1]
         gi = ref_g(r0.f, y)
         rr = np.einsum("nm,nmd->nd", r0.u - r0.u.mean(axis=1, keepdims=True), X)
         xbar = X.mean(axis=1)

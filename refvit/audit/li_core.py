@@ -33,6 +33,11 @@ class LiRef(NamedTuple):
     f: np.ndarray
 
 
+def ref_c(cfg: LiModelConfig, L: int) -> float:
+    """(13.9) c_L = 1 for "sum", 1/L for "mean", read from the switch (not from ``LiModelConfig.c``)."""
+    return {"sum": 1.0, "mean": 1.0 / L}[cfg.c_L]
+
+
 def ref_v(W_V) -> np.ndarray:
     """(13.8) v = mean of the +1 rows − mean of the −1 rows, by np.add.reduce."""
     return (np.add.reduce(W_V[0], axis=0) - np.add.reduce(W_V[1], axis=0)) / W_V.shape[1]
@@ -49,7 +54,7 @@ def li_ref_forward(p, X, cfg: LiModelConfig) -> LiRef:
     """(13.6)–(13.9) for params p and X (n, L, d)."""
     Q = np.einsum("nld,sd->nls", X, p[0])
     K = np.einsum("nld,sd->nls", X, p[1])
-    return ref_core(Q, K, np.einsum("nmd,d->nm", X, ref_v(p[2])), cfg.c(X.shape[1]), cfg.logit_scale)
+    return ref_core(Q, K, np.einsum("nmd,d->nm", X, ref_v(p[2])), ref_c(cfg, X.shape[1]), cfg.logit_scale)
 
 
 def ref_loss(f, y) -> float:
@@ -69,10 +74,10 @@ def ref_delta(r: LiRef, c, lam):
 def li_ref_grads(p, X, y, cfg) -> LiParams:
     """A third derivation of ∇L_S (einsum over δ and g), used to move instances by SignGD."""
     r = li_ref_forward(p, X, cfg)
-    g, dl = ref_g(r.f, y), ref_delta(r, cfg.c(X.shape[1]), cfg.logit_scale)
+    g, dl = ref_g(r.f, y), ref_delta(r, ref_c(cfg, X.shape[1]), cfg.logit_scale)
     dW_Q = np.einsum("n,nlm,nms,nld->sd", g, dl, r.K, X)
     dW_K = np.einsum("n,nlm,nls,nmd->sd", g, dl, r.Q, X)
-    dv = cfg.c(X.shape[1]) * np.einsum("n,nlm,nmd->d", g, r.S, X) / cfg.m_v
+    dv = ref_c(cfg, X.shape[1]) * np.einsum("n,nlm,nmd->d", g, r.S, X) / cfg.m_v
     return LiParams(dW_Q, dW_K, np.stack([np.tile(dv, (cfg.m_v, 1)), np.tile(-dv, (cfg.m_v, 1))]))
 
 
