@@ -90,3 +90,12 @@ def check_forward_finite(X: np.ndarray, f: np.ndarray, cache=None, what: str = "
     if not np.all(np.isfinite(f)):
         raise ModelOverflow(f"the model overflowed in float64 on {what} (finite inputs, non-finite output): "
                             f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")
+
+
+def check_evaluation_finite(X: np.ndarray, f: np.ndarray, cache, loss: float, grads) -> None:
+    """``check_forward_finite``, then raise ``ModelOverflow`` naming the scales when the loss or a gradient block
+    is not finite (finite inputs: the scale of the data or of the weights, not a step size)."""
+    check_forward_finite(X, f, cache)
+    if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads)):
+        raise ModelOverflow(f"the loss or its gradient overflowed in float64 (finite inputs): "
+                            f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")

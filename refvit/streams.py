@@ -1,5 +1,6 @@
 """The random streams every experiment of every setting draws from (docs/math.md §1.2): independent generators
-for the training data, the test data and the initialisation, derived from a base seed and a cell's key."""
+for the training data, the test data and the initialisation, derived from a base seed and a cell's key; and the
+label flips both settings draw from the data stream."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -40,3 +41,12 @@ def cell_key(N: int, mu_norm: float, repeat: int = 0) -> tuple:
     if mu.is_integer():
         return (int(N), int(mu), int(repeat))
     return (int(N), int(round(mu * 1e6)), int(repeat), 1)
+
+
+def flip_labels(y: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """Flip exactly round(rate·n) labels chosen uniformly without replacement. Returns a new (n,) array."""
+    y = y.copy()
+    k = int(round(rate * y.shape[0]))
+    if k:
+        y[rng.choice(y.shape[0], size=k, replace=False)] *= -1   # y_i = −ỹ_i on F (math 1.5)
+    return y

@@ -10,13 +10,14 @@ except those the objective names as frozen.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
+from .config import TrainConfig, _positive_int
 from .primitives import Evaluation, mean_loss, overflow_scales
 from .optimizers import Optimizer
 
@@ -82,15 +83,23 @@ def _all_finite(arrays) -> bool:
     return all(np.all(np.isfinite(a)) for a in arrays)
 
 
-def log_steps(last: int, per_decade: int) -> np.ndarray:
-    """The steps 0..``last`` of a log-spaced grid: every step up to ``per_decade``, then round(10^(j/per_decade)),
-    and ``last`` itself. Sorted, unique, int64."""
-    if per_decade <= 0 or last < 0:
-        raise ValueError(f"log_steps needs per_decade >= 1 and last >= 0, got {per_decade!r}, {last!r}")
-    j_max = int(np.ceil(per_decade * np.log10(max(last, 1)))) + 1
-    grid = np.rint(10.0 ** (np.arange(j_max + 1) / per_decade)).astype(np.int64)
-    steps = np.concatenate([np.arange(min(per_decade, last) + 1), grid[grid <= last], [last]])
-    return np.unique(steps)
+def log_steps(T: int, per_decade: int) -> np.ndarray:
+    """The steps of a T-step run that a log-spaced history keeps (``TrainConfig.history_per_decade``): 0, 1, 2, T and
+    round(10^(j/per_decade)) ≤ T, sorted, without repeats.
+
+    A run keeps about per_decade·log10(T) + 4 rows instead of T + 1; the first steps are all kept (for
+    per_decade ≥ 4 every step up to 3 is), and so is the last step, at the returned parameters.
+    """
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
+        raise ValueError(f"T must be a non-negative integer, got {T!r}")
+    _positive_int("per_decade", per_decade)
+    T = int(T)
+    if T == 0:
+        return np.zeros(1, dtype=np.int64)
+    j = np.arange(math.ceil(per_decade * math.log10(T)) + 1)
+    grid = np.floor(10.0 ** (j / per_decade) + 0.5).astype(np.int64)   # round half up: no banker's rounding
+    steps = np.unique(np.concatenate([[0, 1, 2, T], grid]))
+    return steps[steps <= T].astype(np.int64)
 
 
 def _kept(t: int, cfg: TrainConfig, grid: frozenset) -> bool:

@@ -1,7 +1,7 @@
 """Shared helpers of the second setting's tests: the three regimes every gradient check of it runs in."""
 import numpy as np
 
-from refvit.data import streams
+from refvit.streams import streams
 from refvit.li2025 import LiDataConfig, LiModelConfig, init_params, loss_and_grads, make_dataset
 
 DATA = LiDataConfig(N=6, d=12, s=3, sigma_p=1.0, mu_norm=1.5, n_test=2, signal_position="random", alpha=0.2)

@@ -103,7 +103,7 @@ def test_a_break_of_the_loss_cotangent_is_seen_on_the_loss_rows(monkeypatch):
 
 
 def _loss_grads_cache_without_mean(backward):
-    from refvit.model import Evaluation, logistic_loss_derivative, mean_loss
+    from refvit.primitives import Evaluation, logistic_loss_derivative, mean_loss
 
     def loss_grads_cache(params, X, y, cfg):
         f, cache = li_model.forward_cache(params, X, cfg)

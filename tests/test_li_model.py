@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import refvit.li2025.model as li_model
 from refvit import gradcheck
-from refvit.config import DataConfig, ModelConfig
-from refvit.data import streams
+from refvit.jiang2024.config import DataConfig, ModelConfig
+from refvit.streams import streams
 from refvit.li2025 import (
     LiDataConfig,
     LiModelConfig,
@@ -32,7 +32,7 @@ from refvit.li2025 import (
     sample,
 )
 from refvit.li2025.model import backward, forward_cache
-from refvit.model import mean_loss
+from refvit.primitives import mean_loss
 
 from .li_problems import DATA, REGIMES, problem
 

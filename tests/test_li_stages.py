@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from refvit.li2025.stages import (BOUNDARY_NAMES, Boundary, Stages, StageRule, detect_stages, stage_summary)
-from refvit.li2025.tracking import log_steps
+from refvit.trainer import log_steps
 
 N, M_K = 10, 4
 T = 300

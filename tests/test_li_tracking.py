@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from refvit.li2025.tracking import TRACKED_KEYS, TRACKED_SHAPES, LogGrid, log_steps, stack_rows, tracked
+from refvit.li2025.tracking import TRACKED_KEYS, TRACKED_SHAPES, tracked
 
 # Inner products of O(1) weights and tokens in d = 30, computed by two summation orders: they agree to ~1e-15
 # relative; 1e-12 leaves margin and is far below a wrong index or sign (an O(1) difference).
@@ -141,38 +141,3 @@ def test_bad_input_is_refused():
         tracked(cache, p.y[:-1], p.pos)
     with pytest.raises(ValueError, match="two tokens"):
         tracked(SimpleNamespace(Q=np.zeros((2, 3, 1)), K=np.zeros((2, 3, 1)), u=0, S=0), p.y[:2], p.pos[:2])
-
-
-def test_log_steps_by_hand():
-    # 10^(j/4), j = 0..8: 1, 1.78, 3.16, 5.62, 10, 17.8, 31.6, 56.2, 100, rounded, with 0, 1, 2 and T added
-    assert log_steps(100, 4).tolist() == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100]
-    # T = 150 is not on the grid (10^(9/4) = 178 > 150): it is added as the last step
-    assert log_steps(150, 4).tolist() == [0, 1, 2, 3, 6, 10, 18, 32, 56, 100, 150]
-    assert log_steps(0, 3).tolist() == [0] and log_steps(1, 3).tolist() == [0, 1] and log_steps(2, 1).tolist() == [0, 1, 2]
-    # every step for a fine grid: 10^(j/100) steps by less than 1 up to t ≈ 43
-    assert log_steps(40, 100).tolist() == list(range(41))
-    for T, k in [(900, 10), (10 ** 6, 5), (7, 2)]:
-        s = log_steps(T, k)
-        assert s[0] == 0 and s[-1] == T and {0, 1, 2} <= set(s.tolist()) and np.all(np.diff(s) > 0)
-        assert len(s) <= k * np.log10(T) + 4          # bounded memory: O(log T) rows
-    grid = LogGrid(100, 4)
-    assert [t for t in range(101) if t in grid] == grid.steps.tolist() == log_steps(100, 4).tolist()
-    assert LogGrid.from_dict(grid.to_dict()) == grid
-    for bad in (dict(T=-1, per_decade=3), dict(T=10, per_decade=0), dict(T=1.5, per_decade=3)):
-        with pytest.raises(ValueError, match="T must be|per_decade must be"):
-            LogGrid(**bad)
-
-
-def test_stack_rows_keeps_the_row_order():
-    p = problem(seed=6)
-    rows = []
-    for scale in (1.0, 0.5, 2.0):
-        W = SimpleNamespace(W_Q=scale * p.W.W_Q, W_K=p.W.W_K, W_V=scale * p.W.W_V)
-        rows.append(tracked(forward(W, tokens(p)), p.y, p.pos))
-    series = stack_rows(rows)
-    assert series["query_noise"].shape == (3, 4, 7) and series["qk_noise_agree"].shape == (3,)
-    # query noise and value scale with W_Q and W_V, row by row
-    np.testing.assert_allclose(series["query_noise"][2], 2 * series["query_noise"][0], rtol=TOL)
-    np.testing.assert_allclose(series["value_noise"][1], 0.5 * series["value_noise"][0], rtol=TOL)
-    with pytest.raises(ValueError, match="lack the tracked"):
-        stack_rows([{"s11": 1.0}])

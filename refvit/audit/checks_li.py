@@ -17,7 +17,7 @@ import math
 import numpy as np
 import scipy.special
 
-from .. import config
+from ..jiang2024 import config
 from ..li2025 import data as li_data
 from ..li2025 import formulas as li_formulas
 from ..li2025 import model as li_model

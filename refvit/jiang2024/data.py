@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import DataConfig
-from ..streams import Streams, streams  # noqa: F401  (the streams every experiment draws from)
+from ..streams import Streams, flip_labels, streams  # noqa: F401  (the streams every experiment draws from)
 
 
 class Dataset(NamedTuple):
@@ -87,15 +87,6 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
     if cfg.project_noise:
         X[:, 1:] = _project_off(X[:, 1:], mu_plus, mu_minus)   # (math 1.4)
     return X, y
-
-
-def flip_labels(y: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
-    """Flip exactly round(rate·n) labels chosen uniformly without replacement. Returns a new (n,) array."""
-    y = y.copy()
-    k = int(round(rate * y.shape[0]))
-    if k:
-        y[rng.choice(y.shape[0], size=k, replace=False)] *= -1   # y_i = −ỹ_i on F (math 1.5)
-    return y
 
 
 def make_dataset(cfg: DataConfig, data_rng: np.random.Generator, test_rng: np.random.Generator,

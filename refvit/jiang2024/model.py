@@ -24,8 +24,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_forward_finite, dloss_df, logistic_loss,
-                          logistic_loss_derivative, mean_loss, overflow_scales, softmax)
+from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_evaluation_finite,  # noqa: F401
+                          check_forward_finite, dloss_df, logistic_loss, logistic_loss_derivative, mean_loss,
+                          overflow_scales, softmax)
 
 
 class Params(NamedTuple):
@@ -200,8 +201,5 @@ def loss_and_grads(params, X, y, backend: str = "numpy") -> tuple[float, Params]
     params, X, y = check_inputs(params, X, y)
     with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and named
         loss, grads, f, cache = loss_grads_cache(params, X, y, backend)
-    check_forward_finite(X, f, cache)
-    if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads)):
-        raise ModelOverflow(f"the loss or its gradient overflowed in float64 (finite inputs): "
-                            f"{overflow_scales(X, f, cache)}; reduce the scale of the data or of the weights")
+    check_evaluation_finite(X, f, cache, loss, grads)
     return loss, grads

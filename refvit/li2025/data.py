@@ -1,7 +1,7 @@
 """The data law of the second setting (docs/math.md §13.1): a signal token y·μ and a sparse noise token ξ per sample.
 
 μ = ‖μ‖e₀ lives on coordinate 0 and the noise on coordinates 1..d−1, so ⟨μ, ξ⟩ = 0 exactly unless the feature-noise
-term α is switched on. Random streams come from ``refvit.data.streams(seed, *key)`` as in the first setting: the
+term α is switched on. Random streams come from ``refvit.streams.streams(seed, *key)`` as in the first setting: the
 data, test and init generators are independent, so changing the init never changes the data.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..data import flip_labels
+from ..streams import flip_labels
 from .config import L_TOKENS, LiDataConfig
 
 
@@ -50,7 +50,7 @@ def _check_cfg(cfg) -> None:
 
 def _check_rng(name: str, rng) -> None:
     if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"{name} must be a numpy.random.Generator (e.g. from refvit.data.streams(seed)), "
+        raise ValueError(f"{name} must be a numpy.random.Generator (e.g. from refvit.streams.streams(seed)), "
                          f"got {type(rng).__name__}")
 
 

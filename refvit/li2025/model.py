@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..model import Evaluation, as_float_array, logistic_loss_derivative, mean_loss, softmax
+from ..primitives import (Evaluation, as_float_array, check_evaluation_finite, check_forward_finite, dloss_df,
+                          mean_loss, softmax)
 from .config import LiModelConfig
 
 
@@ -54,7 +55,7 @@ def init_params(cfg: LiModelConfig, d: int, rng: np.random.Generator) -> LiParam
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d <= 0:
         raise ValueError(f"d must be a positive integer, got {d!r}")
     if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"rng must be a numpy.random.Generator (e.g. refvit.data.streams(seed).init), "
+        raise ValueError(f"rng must be a numpy.random.Generator (e.g. refvit.streams.streams(seed).init), "
                          f"got {type(rng).__name__}")
     return LiParams(cfg.sigma0 * rng.standard_normal((cfg.m_k, d)),        # (math 13.11)
                     cfg.sigma0 * rng.standard_normal((cfg.m_k, d)),
@@ -110,12 +111,14 @@ def value_direction(W_V: np.ndarray) -> np.ndarray:
 def forward_cache(params: LiParams, X: np.ndarray, cfg: LiModelConfig):
     """f (n,) and the ``LiCache`` for X (n, L, d). Inputs are assumed checked (see ``check_inputs``)."""
     W_Q, W_K, W_V = params
-    lam, c = cfg.logit_scale, cfg.c(X.shape[1])
-    Q = X @ W_Q.T                               # (n, L, m_k)  Q_l = W_Q x_l  (math 13.6)
-    K = X @ W_K.T                               # (n, L, m_k)  K_m = W_K x_m  (math 13.6)
+    n, L, d = X.shape
+    lam, c = cfg.logit_scale, cfg.c(L)
+    Xf = X.reshape(n * L, d)                    # (n L, d) all tokens as rows: one GEMM, not n small ones
+    Q = (Xf @ W_Q.T).reshape(n, L, -1)          # (n, L, m_k)  Q_l = W_Q x_l  (math 13.6)
+    K = (Xf @ W_K.T).reshape(n, L, -1)          # (n, L, m_k)  K_m = W_K x_m  (math 13.6)
     Z = lam * (Q @ K.transpose(0, 2, 1))        # (n, L, L)    Z[l, m] = λ⟨Q_l, K_m⟩  (math 13.7)
     S = softmax(Z)                              # (n, L, L)    softmax over keys m, one row per query l  (math 13.7)
-    u = X @ value_direction(W_V)                # (n, L)       u_m = ⟨v, x_m⟩  (math 13.8)
+    u = (Xf @ value_direction(W_V)).reshape(n, L)   # (n, L)   u_m = ⟨v, x_m⟩  (math 13.8)
     f = c * np.einsum("nlm,nm->n", S, u)        # (n,)         f = c_L Σ_l Σ_m S[l, m] u_m  (math 13.9)
     return f, LiCache(Q, K, u, Z, S)
 
@@ -143,13 +146,13 @@ def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) 
     dQ, dK, du = attention_backward(df, cache, cfg.c(X.shape[1]), cfg.logit_scale)
     n, L, d = X.shape
     m_v = cfg.m_v
+    Xf = X.reshape(n * L, d)                                    # (n L, d) all tokens as rows: one GEMM
     # forward: u_m = ⟨v, x_m⟩, so dv = Σ_i Σ_m du[i, m] x_{i,m}
-    dv = np.einsum("nm,nmd->d", du, X)                          # (d,)  (math 13.15)
+    dv = du.reshape(n * L) @ Xf                                 # (d,)  (math 13.15)
     # forward: v = (1/m_v) Σ_r W_V[0, r] − (1/m_v) Σ_r W_V[1, r]: every row of a class gets ±dv/m_v
     dW_V = np.stack([np.broadcast_to(dv / m_v, (m_v, d)),
                      np.broadcast_to(-dv / m_v, (m_v, d))])     # (2, m_v, d)  (math 13.15)
     # forward: Q = X W_Qᵀ and K = X W_Kᵀ, so dW = Σ_i dQ_iᵀ X_i summed over samples and tokens
-    Xf = X.reshape(n * L, d)                                    # (n L, d) all tokens as rows: one GEMM
     dW_Q = dQ.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)
     dW_K = dK.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)
     return LiParams(dW_Q, dW_K, dW_V)
@@ -159,26 +162,8 @@ def loss_grads_cache(params: LiParams, X: np.ndarray, y: np.ndarray, cfg: LiMode
     """``Evaluation`` (loss, grads, f, cache) for checked inputs; the training loop's single call per step."""
     f, cache = forward_cache(params, X, cfg)
     # forward: L = (1/n) Σ_i ℓ(y_i f_i), so g_i = dL/df_i = ℓ'(y_i f_i) y_i / n  (math 13.13)
-    g = logistic_loss_derivative(y * f) * y / X.shape[0]
+    g = dloss_df(f, y)
     return Evaluation(mean_loss(f, y), backward(g, cache, X, cfg), f, cache)   # loss (math 13.12)
-
-
-class LiOverflow(ValueError):
-    """Finite inputs gave a non-finite output: the scale of the data or of the weights is too large for float64."""
-
-
-def _check_finite(X, f, cache: LiCache, loss=None, grads=()) -> None:
-    """Raise ``LiOverflow`` naming max |x|, max |logit| and max |f| when finite inputs gave a non-finite output."""
-    bad_f = not np.all(np.isfinite(f))
-    if bad_f or (loss is not None and not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads))):
-        def biggest(a) -> str:   # the largest finite-or-inf magnitude, and how many NaN
-            a = np.abs(np.asarray(a))
-            nan = int(np.isnan(a).sum())
-            return f"{np.max(a, initial=0.0, where=~np.isnan(a)):.3g}" + (f" ({nan} NaN)" if nan else "")
-        scales = f"max |x| {biggest(X)}, max |logit| {biggest(cache.Z)}, max |f| {biggest(f)}"
-        what = "the output f" if bad_f else "the loss or its gradient"
-        raise LiOverflow(f"{what} overflowed in float64 on finite inputs ({scales}); "
-                         "reduce the scale of the data or of the weights")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -190,7 +175,7 @@ def forward(params, X, cfg: LiModelConfig) -> np.ndarray:
     params, X = check_inputs(params, X, cfg)
     with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and named
         f, cache = forward_cache(params, X, cfg)
-    _check_finite(X, f, cache)
+    check_forward_finite(X, f, cache)
     return f
 
 
@@ -202,5 +187,5 @@ def loss_and_grads(params, X, y, cfg: LiModelConfig) -> tuple[float, LiParams]:
     params, X, y = check_inputs(params, X, cfg, y)
     with np.errstate(over="ignore", invalid="ignore"):   # overflow is detected right below and named
         loss, grads, f, cache = loss_grads_cache(params, X, y, cfg)
-    _check_finite(X, f, cache, loss, grads)
+    check_evaluation_finite(X, f, cache, loss, grads)
     return loss, grads

@@ -3,7 +3,7 @@ or GD: operational definitions of our own (docs/math.md §14.2), a detector with
 (docs/math.md §14.3).
 
 Input: the recorded series of one run, ``series[key]`` with row k taken at step ``steps[k]`` (every step, or a
-log-spaced grid, ``refvit.li2025.tracking.LogGrid``), keys and per-row shapes as in
+log-spaced grid, ``refvit.trainer.log_steps``), keys and per-row shapes as in
 ``refvit.li2025.tracking.TRACKED_SHAPES``. With the thresholds of ``StageRule``:
 
     T₁  the value noise grows linearly: the slopes of the mean value noise over the last w recorded intervals agree

@@ -7,18 +7,13 @@ softmax over keys); ``signal_pos`` (n,) says which token of each sample is the s
 the noise token ξ_i. Every tracked quantity is an inner product of a weight row with μ or y_i ξ_i, so it is an entry
 of the cache times a sign: the weights themselves are never read.
 
-``tracked`` gives one row of a history; ``LogGrid`` / ``log_steps`` say at which steps to keep rows so that a run of
-T steps stores O(log T) of them; ``stack_rows`` turns the kept rows into the series the stage detector
-(``refvit.li2025.stages``) reads.
+``tracked`` gives one row of a history (``refvit.li2025.objective`` records it at every kept step; with
+``TrainConfig.history_per_decade`` a run of T steps keeps O(log T) rows, ``refvit.trainer.log_steps``). The
+history's series are what the stage detector (``refvit.li2025.stages``) reads.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
-
-from ..config import _Config, _positive_int
 
 # key -> shape of its value in one row ("" = a float). Noise quantities are indexed (s, i): s ∈ [m_k], i ∈ [n].
 TRACKED_SHAPES = {
@@ -123,50 +118,3 @@ def tracked(cache, y, signal_pos, signal_sign=None) -> dict:
         "query_signal_vote": _sign_fraction(query_signal, vote),                 # (math 14.7)
         "key_signal_vote": _sign_fraction(key_signal, -vote),                    # (math 14.7)
     }
-
-
-def log_steps(T: int, per_decade: int) -> np.ndarray:
-    """The recorded steps of a T-step run: 0, 1, 2, T and round(10^(j/per_decade)) ≤ T, sorted, without repeats.
-
-    A run keeps about per_decade·log10(T) + 4 rows instead of T + 1; the first steps, where stage I happens, are
-    all kept (for per_decade ≥ 4 every step up to 3 is), and so is the last step, at the returned parameters.
-    """
-    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 0:
-        raise ValueError(f"T must be a non-negative integer, got {T!r}")
-    _positive_int("per_decade", per_decade)
-    T = int(T)
-    if T == 0:
-        return np.zeros(1, dtype=np.int64)
-    j = np.arange(math.ceil(per_decade * math.log10(T)) + 1)
-    grid = np.floor(10.0 ** (j / per_decade) + 0.5).astype(np.int64)   # round half up: no banker's rounding
-    steps = np.unique(np.concatenate([[0, 1, 2, T], grid]))
-    return steps[steps <= T].astype(np.int64)
-
-
-@dataclass(frozen=True)
-class LogGrid(_Config):
-    """The steps a history keeps: ``log_steps(T, per_decade)``. ``t in grid`` is O(1), for the recorder's loop."""
-    T: int
-    per_decade: int = 10
-
-    def __post_init__(self):
-        steps = log_steps(self.T, self.per_decade)      # validates T and per_decade
-        object.__setattr__(self, "_kept", frozenset(int(t) for t in steps))
-
-    @property
-    def steps(self) -> np.ndarray:
-        """(K,) int64, strictly increasing, from 0 to T."""
-        return np.array(sorted(self._kept), dtype=np.int64)
-
-    def __contains__(self, t) -> bool:
-        return int(t) in self._kept
-
-
-def stack_rows(rows: list[dict], keys=TRACKED_KEYS) -> dict:
-    """Rows of ``tracked`` (one per recorded step) as series: key -> array (K, *shape) with row k = rows[k]."""
-    if not rows:
-        raise ValueError("rows must hold at least one recorded row")
-    missing = sorted(set(keys) - set(rows[0]))
-    if missing:
-        raise ValueError(f"rows lack the tracked key(s) {missing}")
-    return {k: np.stack([np.asarray(r[k], dtype=np.float64) for r in rows]) for k in keys}
