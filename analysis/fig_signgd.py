@@ -36,7 +36,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.io import save_figure  # noqa: E402
+from refvit.io import load_json, read_csv, save_figure  # noqa: E402
+from refvit.li2025.study import SignGDStudy  # noqa: E402
+from refvit.li2025.tables import load_part  # noqa: E402
 
 NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C2"}          # the colours of analysis/fig_optimizers.py
@@ -500,3 +502,15 @@ def beyond_fig(snr_rows, thresholds, adam_rows):
 def figure_beyond(snr_rows, thresholds, adam_rows, path, dpi: int = 110) -> Path:
     """Draw Figure 3 (thresholds and the Adam sweep) from loaded table rows into ``path``; returns it."""
     return save_figure(beyond_fig(snr_rows, thresholds, adam_rows), path, dpi)
+
+
+def signgd_figures(folder, dynamics_path, optimizers_path, beyond_path) -> list[Path]:
+    """The three figures of a saved study folder (``refvit study signgd``): its run files are read through
+    ``refvit.li2025.tables.load_part``, which checks each against the run it must be, and its tables as saved."""
+    folder = Path(folder)
+    study = SignGDStudy.from_dict(load_json(folder / "study.json"))
+    dyn, snr = load_part(study, folder, "dynamics"), load_part(study, folder, "snr")
+    return [figure_dynamics([r for r in dyn if r[0]["optimizer"] == "signgd"], dynamics_path),
+            figure_optimizers(dyn, snr, read_csv(folder / "rates.csv"), optimizers_path),
+            figure_beyond(read_csv(folder / "snr.csv"), read_csv(folder / "thresholds.csv"),
+                          read_csv(folder / "adam.csv"), beyond_path)]

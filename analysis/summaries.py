@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from refvit.fit import describe
 from refvit.io import load_json, read_csv
 from refvit.jiang2024.studies import lr_tag
@@ -139,4 +141,50 @@ def phase_summary(out, command: str = "") -> str:
     for r in read_csv(out / "scaling.csv"):
         lines.append(f"  {r['setting']:8s} {r['side']:7s} {r['key']:4s} runs {r['n']} (excluded {r['n_excluded']}): "
                      f"p1 {_ci(r, 'p_N_snr2', '.2f')}, p2 {_ci(r, 'p_lr', '.2f')}, p3 {_ci(r, 'p_mu_norm', '.2f')}")
+    return "\n".join(lines) + "\n"
+
+
+def signgd_summary(out, command: str = "") -> str:
+    """The second setting's study: thresholds per optimizer, stage boundaries, loss rates, the Adam sweep."""
+    out = Path(out)
+    meta = load_json(out / "study.json")
+    snr, thr = read_csv(out / "snr.csv"), read_csv(out / "thresholds.csv")
+    lines = [command or f"refvit study signgd --preset {meta['name']}",
+             f"data: N={meta['data']['N']}, d={meta['data']['d']}, s={meta['data']['s']}, "
+             f"sigma_p={meta['data']['sigma_p']:g}, {meta['data']['noise']} noise; {meta['runs']} seeds per "
+             f"condition; a run generalizes when its test error is <= 0.1 (docs/math.md (15.1))",
+             "SNR threshold of each optimizer (docs/math.md (15.3), 95% bootstrap interval):"]
+    for t in thr:
+        n_tr = sum(r["optimizer"] == t["optimizer"] for r in snr)
+        if t["separable"] and math.isfinite(t["bracket_lo"]):
+            val = f"between {_fmt(t['bracket_lo'])} and {_fmt(t['bracket_hi'])} (separable)"
+        elif math.isfinite(t["threshold"]):
+            val = f"{_fmt(t['threshold'])} [{_fmt(t['lo'])}, {_fmt(t['hi'])}]"
+        else:
+            val = f"none ({t['message']})"
+        lines.append(f"  {t['optimizer']:6s} SNR* = {val}; {t['n_good']}/{t['n']} trained runs generalize "
+                     f"({n_tr} runs)")
+    for opt in ("signgd", "adam"):
+        rows = [r for r in read_csv(out / "stage_summary.csv") if r["optimizer"] == opt]
+        if rows:
+            parts = [f"{r['boundary']} {_fmt(r['median'])} [{_fmt(r['lo'])}, {_fmt(r['hi'])}]"
+                     + (f" ({r['n_censored']} of {r['n']} censored)" if r["n_censored"] else "") for r in rows]
+            lines.append(f"stages ({opt}, median step [interval], docs/math.md §14.2): " + "; ".join(parts))
+    rates = read_csv(out / "rates.csv")
+    for opt in ("signgd", "adam"):
+        rr = [r for r in rates if r["optimizer"] == opt]
+        if rr:
+            lin = sum(r["better"] == "linear" for r in rr)
+            lines.append(f"training loss ({opt}): the linear-rate fit of log L is the better one in {lin}/{len(rr)}"
+                         f" runs; median rate {_fmt(float(np.median([r['rate'] for r in rr])))} per step, "
+                         f"median power {_fmt(float(np.median([r['power'] for r in rr])))} (docs/math.md (15.4))")
+    adam = read_csv(out / "adam.csv")
+    if adam:
+        lines.append("Adam against SignGD on the same data and init (mean over seeds):")
+        for key in sorted({(r["adam_eps"], r["beta1"], r["beta2"]) for r in adam}):
+            g = [r for r in adam if (r["adam_eps"], r["beta1"], r["beta2"]) == key]
+            lines.append(f"  eps={key[0]:.0e} betas=({key[1]:g}, {key[2]:g}): test error "
+                         f"{_fmt(float(np.mean([r['test_error'] for r in g])))} (SignGD "
+                         f"{_fmt(float(np.mean([r['ref_test_error'] for r in g])))}), distance to SignGD "
+                         f"{_fmt(float(np.mean([r['ref_distance'] for r in g])))}")
     return "\n".join(lines) + "\n"

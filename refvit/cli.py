@@ -14,7 +14,7 @@ from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
 from .jiang2024.coefficients import SETTINGS
-from .jiang2024.studies import LR_RULES, LR_SCALINGS, STUDIES
+from .jiang2024.studies import LR_RULES, LR_SCALINGS
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .sweep import PRESETS
 
@@ -82,7 +82,7 @@ def cmd_sweep(a) -> int:
 
 
 def cmd_study(a) -> int:
-    for kind in (STUDIES if a.study == "all" else (a.study,)):
+    for kind in (pipelines.STUDIES if a.study == "all" else (a.study,)):
         pipelines.run_study(kind, a.preset, a.results, a.figures, seed=a.seed, workers=a.workers,
                             progress=not a.no_progress, lr_rule=a.lr_rule, figures_only=a.figures_only,
                             lr_scaling=a.lr_scaling)
@@ -123,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-dynamics", action="store_true", help="skip the Figure-3 dynamics runs")
     r.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies", formatter_class=FORMATTER,
+    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies; signgd: the "
+                       "second setting (Li et al.)", formatter_class=FORMATTER,
                        description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
                                    "finish a killed run), then draw its figures and a text summary into FIGURES.")
-    s.add_argument("study", choices=(*STUDIES, "all"))
+    s.add_argument("study", choices=(*pipelines.STUDIES, "all"))
     s.add_argument("--preset", choices=STUDY_PRESETS, default="quick",
                    help="quick: coarse grids, a few minutes on 2 cores; full: larger grids, more seeds")
     s.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")

@@ -20,6 +20,7 @@ from analysis.fig_labelnoise import labelnoise_figure
 from analysis.fig_optimizers import optimizer_figures
 from analysis.fig_phases import phase_figures
 from analysis.fig_sharpness import sharpness_figures
+from analysis.fig_signgd import signgd_figures
 
 from .jiang2024 import dynamics as dyn
 from .jiang2024.coefficients import train_and_save, weights_and_save
@@ -29,9 +30,11 @@ from .jiang2024.experiment import cell_key, run_cell
 from .fit import fit_sweep
 from .io import atomic_write, load_json, save_json
 from .results import save_history
-from .jiang2024.studies import (STUDIES, LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
+from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
                                 run_label_noise, run_optimizers, run_phases, run_sharpness)
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
+from .li2025.experiment import run_study as run_signgd
+from .li2025.study import SignGDStudy
 from .sweep import PRESETS, Sweep, run_sweep
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
@@ -137,7 +140,10 @@ STUDY_KINDS = {
     "sharpness": _Study(SharpnessStudy, run_sharpness, sharpness_figures, ("fit", "curves"),
                         summaries.sharpness_summary, ("lr_scaling", "inverse_d")),
     "phases": _Study(PhaseStudy, run_phases, phase_figures, ("runs", "lengths"), summaries.phase_summary),
+    "signgd": _Study(SignGDStudy, run_signgd, signgd_figures, ("dynamics", "optimizers", "beyond"),
+                     summaries.signgd_summary),
 }
+STUDIES = tuple(STUDY_KINDS)
 
 
 def _option(kind: str, options: dict) -> tuple:

@@ -13,9 +13,7 @@ from .sharpness import LR_SCALINGS, VARIANTS, SharpnessStudy, run_sharpness, wri
 from .optimizers import (PILOT_STREAM_TAG, OptimizerStudy, Setting, dynamics_optimizer_setting,
                          figure1_optimizer_setting, run_optimizers, write_optimizer_tables)
 
-STUDIES = ("optimizers", "label-noise", "sharpness", "phases")
-
-__all__ = ["PRESETS", "SUMMARY_COLUMNS", "STUDIES", "coords_for", "group_stats", "regime_of", "LabelNoiseStudy",
+__all__ = ["PRESETS", "SUMMARY_COLUMNS", "coords_for", "group_stats", "regime_of", "LabelNoiseStudy",
            "p_folder", "run_label_noise", "write_label_noise_tables", "LR_RULES", "choose_lr", "lr_tag",
            "PILOT_STREAM_TAG", "OptimizerStudy", "Setting", "dynamics_optimizer_setting",
            "figure1_optimizer_setting", "run_optimizers", "write_optimizer_tables", "LR_SCALINGS", "VARIANTS",
