@@ -31,6 +31,7 @@ import math
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -452,6 +453,7 @@ def beyond_fig(snr_rows, thresholds, adam_rows):
         for t in (t for t in thresholds if t["optimizer"] == opt):
             draw_threshold(ax, t, color)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # minor labels of a short log axis overlap
     ax.set_ylim(-0.02, max(0.55, ax.get_ylim()[1]))
     ax.set_xlabel("SNR = ‖μ‖ / (σ_p √s)  (log)")
     ax.set_ylabel("test 0-1 error")
