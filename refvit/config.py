@@ -158,3 +158,15 @@ class TrainConfig(_Config):
         if not self.history_per_decade:
             d.pop("history_per_decade")   # a switch added later: runs without it keep their stored settings
         return d
+
+    @classmethod
+    def given(cls, config: "TrainConfig | None", options: dict) -> "TrainConfig":
+        """The config a ``train(..., config=...)`` or ``train(..., lr=..., steps=..., **fields)`` call asks for."""
+        if config is None:
+            missing = [k for k in ("lr", "steps") if k not in options]
+            if missing:
+                raise ValueError(f"train() needs {' and '.join(missing)} (or a config=TrainConfig(...))")
+            return cls.from_dict(options)
+        if options:
+            raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+        return config

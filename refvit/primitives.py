@@ -35,6 +35,22 @@ def as_float_array(name: str, a, ndim: int) -> np.ndarray:
     return arr
 
 
+def check_batch(X, d: int, y=None):
+    """X as (n, tokens, d) float64 whose token dimension is the model's d, and, if given, y (n,) with entries ±1.
+    Returns X or (X, y); a one-line ValueError says what to change."""
+    X = as_float_array("X", X, 3)
+    if X.shape[2] != d:
+        raise ValueError(f"X has token dimension {X.shape[2]} but W_Q expects d = {d}")
+    if y is None:
+        return X
+    y = as_float_array("y", y, 1)
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape (n,) = ({X.shape[0]},), got {y.shape}")
+    if not np.all(np.abs(y) == 1):
+        raise ValueError("labels y must be +1 or -1")
+    return X, y
+
+
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (docs/math.md (2.4)); subtracting the row max changes nothing (docs/math.md (3.5))
     but prevents overflow."""

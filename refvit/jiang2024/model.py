@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_evaluation_finite,  # noqa: F401
+from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_batch, check_evaluation_finite,  # noqa: F401
                           check_forward_finite, dloss_df, logistic_loss, logistic_loss_derivative, mean_loss,
                           overflow_scales, softmax)
 
@@ -70,17 +70,9 @@ def check_params(params) -> Params:
 def check_inputs(params, X, y=None):
     """Validate params, X (n, M, d) and, if given, y (n,) with entries ±1. Returns float64 copies as needed."""
     params = check_params(params)
-    X = as_float_array("X", X, 3)
-    if X.shape[2] != params.W_Q.shape[0]:
-        raise ValueError(f"X has token dimension {X.shape[2]} but W_Q expects d = {params.W_Q.shape[0]}")
     if y is None:
-        return params, X
-    y = as_float_array("y", y, 1)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape (n,) = ({X.shape[0]},), got {y.shape}")
-    if not np.all(np.abs(y) == 1):
-        raise ValueError("labels y must be +1 or -1")
-    return params, X, y
+        return params, check_batch(X, params.W_Q.shape[0])
+    return (params, *check_batch(X, params.W_Q.shape[0], y))
 
 
 # ---------------------------------------------------------------------------------------------------------------

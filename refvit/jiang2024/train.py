@@ -19,13 +19,7 @@ def train(params, X, y, *, X_test=None, y_test=None, config: TrainConfig | None 
     With a test set (X_test, y_test) the final test loss is reported and, with ``eval_every=k``, recorded every k
     steps. Returns (final Params, History). A non-finite loss stops training with ``history.status == "diverged"``.
     """
-    if config is None:
-        missing = [k for k in ("lr", "steps") if k not in options]
-        if missing:
-            raise ValueError(f"train() needs {' and '.join(missing)} (or a config=TrainConfig(...))")
-        config = TrainConfig.from_dict(options)
-    elif options:
-        raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    config = TrainConfig.given(config, options)
     return run(make_objective(config, params, X, y, X_test, y_test), config, progress)
 
 

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..primitives import (Evaluation, as_float_array, check_evaluation_finite, check_forward_finite, dloss_df,
-                          mean_loss, softmax)
+from ..primitives import (Evaluation, as_float_array, check_batch, check_evaluation_finite, check_forward_finite,
+                          dloss_df, mean_loss, softmax)
 from .config import LiModelConfig
 
 
@@ -86,17 +86,9 @@ def check_params(params, cfg: LiModelConfig) -> LiParams:
 def check_inputs(params, X, cfg: LiModelConfig, y=None):
     """Validate params, X (n, L, d) and, if given, y (n,) with entries ±1. Returns float64 copies as needed."""
     params = check_params(params, cfg)
-    X = as_float_array("X", X, 3)
-    if X.shape[2] != params.W_Q.shape[1]:
-        raise ValueError(f"X has token dimension {X.shape[2]} but W_Q expects d = {params.W_Q.shape[1]}")
     if y is None:
-        return params, X
-    y = as_float_array("y", y, 1)
-    if y.shape != (X.shape[0],):
-        raise ValueError(f"y must have shape (n,) = ({X.shape[0]},), got {y.shape}")
-    if not np.all(np.abs(y) == 1):
-        raise ValueError("labels y must be +1 or -1")
-    return params, X, y
+        return params, check_batch(X, params.W_Q.shape[1])
+    return (params, *check_batch(X, params.W_Q.shape[1], y))
 
 
 # ---------------------------------------------------------------------------------------------------------------

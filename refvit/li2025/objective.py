@@ -63,13 +63,7 @@ def train(params, data: LiDataset, model: LiModelConfig, *, config: TrainConfig 
     """
     if not isinstance(data, LiDataset):
         raise ValueError(f"data must be a LiDataset (refvit.li2025.make_dataset), got {type(data).__name__}")
-    if config is None:
-        missing = [k for k in ("lr", "steps") if k not in options]
-        if missing:
-            raise ValueError(f"train() needs {' and '.join(missing)} (or a config=TrainConfig(...))")
-        config = TrainConfig.from_dict(options)
-    elif options:
-        raise ValueError(f"pass either config= or keyword options, not both (got {sorted(options)})")
+    config = TrainConfig.given(config, options)
     if config.coords != "dense":
         raise ValueError("the second setting trains dense weights only: leave TrainConfig.coords at 'dense'")
     params, _, _ = check_inputs(params, data.X, model, data.y)
