@@ -3,7 +3,7 @@ of Magen et al., and ``train``, its entry from Python.
 
 Each step hands the trainer the reference model's loss and gradients (``refvit.magen2025.model``) and records the
 training loss and error, the attention on the signal token for clean and for flipped samples, and the margins
-(docs/math.md §16.6). The blocks not in ``MagenModelConfig.trained`` are frozen: the optimizer never updates them.
+(docs/math.md (16.22)). The blocks not in ``MagenModelConfig.trained`` are frozen: the optimizer never updates them.
 """
 from __future__ import annotations
 
