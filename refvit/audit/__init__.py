@@ -14,7 +14,8 @@ coordinates, the Gram recovery) or an invariant.
 Instances (all float64, from explicit ``np.random.default_rng(seed)``): small random shapes including M = 1, odd N,
 d_h ≠ d_v, saturated attention (large logits) and large margins; and the paper's two settings
 (``figure1_setting``, ``dynamics_setting``) with N = 4, at their initialisation and after a few GD steps.
-The §13 family (the second setting, ``checks_li``) builds its own instances (``li_core.li_instances``).
+The §13 family (the second setting, ``checks_li``) builds its own instances (``li_core.li_instances``), and so does
+the §16 family (the third setting, ``checks_magen``, ``magen_core.magen_instances``).
 
 Shapes follow ``refvit.jiang2024.model``: X (n, M, d), y (n,), W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
 """
@@ -29,6 +30,7 @@ import numpy as np
 from .. import io
 from .checks_grad import check_backward_steps, check_loss_gradients
 from .checks_li import check_li
+from .checks_magen import check_magen
 from .checks_model import check_data, check_forward, check_loss
 from .checks_span import check_span
 from .checks_structure import check_structure, check_training
@@ -50,6 +52,7 @@ FAMILIES = (
     ("§6 training updates and stopping", check_training),
     ("§7-8 span, coefficients, span coordinates", check_span),
     ("§13 the second setting (Li et al.)", check_li),
+    ("§16 the third setting (Magen et al.)", check_magen),
 )
 
 
