@@ -3,7 +3,8 @@
 
 What the loop trains is an ``Objective`` (the protocol below): a setting's model seen through one small interface. It
 holds the training state as a NamedTuple of arrays (``Params`` for the first setting's dense weights,
-``refvit.jiang2024.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting) and
+``refvit.jiang2024.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting,
+``refvit.magen2025.model.MagenParams`` or ``MagenQKParams`` for the third) and
 returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the forward
 cache, from which the objective's ``record`` computes the history row. The optimizer updates every field of the state
 except those the objective names as frozen.
