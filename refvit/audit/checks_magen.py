@@ -236,7 +236,8 @@ def _gradient_rows(insts) -> list:
             clean = ds.y == ds.y_clean
             e["22"] += [err(row["attn_signal_clean"], att[clean].mean()),
                         err(row["attn_signal_flipped"], att[~clean].mean()),
-                        err(row["margin_min"], np.min(y * r.f)), err(row["margin_flipped_min"], np.min((y * r.f)[~clean]))]
+                        err(row["margin_min"], np.min(y * r.f)),
+                        err(row["margin_flipped_min"], np.min((y * r.f)[~clean]))]
         if not prompt:
             continue
         gi = ref_g(r.f, y)

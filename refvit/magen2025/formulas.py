@@ -49,7 +49,8 @@ def gradients(params, X, y, cfg: MagenModelConfig):
             grad_p += g * s[m] * (u[m] - f) * X[i, m]
             if cfg.form == "query":
                 c = g * s[m] * (u[m] - f)
-                # ∇_{W_K} = Σ c_im (W_Q q) x_imᵀ, ∇_{W_Q} = Σ c_im (W_K x_im) qᵀ, ∇_q = Σ c_im W_Qᵀ W_K x_im  (math 16.20)
+                # ∇_{W_K} = Σ c_im (W_Q q) x_imᵀ, ∇_{W_Q} = Σ c_im (W_K x_im) qᵀ,
+                # ∇_q = Σ c_im W_Qᵀ W_K x_im                                                 (math 16.20)
                 grad_WK += c * np.outer(a, X[i, m])
                 grad_WQ += c * np.outer(W_K @ X[i, m], q)
                 grad_q += c * (W_Q.T @ (W_K @ X[i, m]))
