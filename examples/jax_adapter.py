@@ -8,7 +8,7 @@ w_O frozen (the check's default). Arrays keep the dtype they arrive in, so the s
 in float32; the ``jax_enable_x64`` line is what makes float64 inputs stay float64 (without it JAX computes them in
 float32 and the float64 check names ``float32_accumulation``).
 
-From the shell (exit code 0 = pass, 1 = fail):
+From the shell (exit status 0 = pass, 1 = incorrect, 3 = correct but not robust):
 
     refvit crosscheck examples/jax_adapter.py:forward --grad examples/jax_adapter.py:grad \
         --step examples/jax_adapter.py:gd_step [--dtype float32] [--json report.json]

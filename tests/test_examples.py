@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from refvit import cli
-from refvit.crosscheck import crosscheck
+from refvit.crosscheck import crosscheck, select_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = {"torch": ROOT / "examples" / "torch_adapter.py", "jax": ROOT / "examples" / "jax_adapter.py"}
@@ -47,13 +47,23 @@ def adapter(framework: str, request):
     return load_example(EXAMPLES[framework].stem)
 
 
+@pytest.mark.parametrize("cases", ["quick", pytest.param("authors", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("framework", sorted(EXAMPLES))
-def test_adapter_passes_the_crosscheck(framework, dtype, request):
+def test_adapter_passes_every_case(framework, dtype, cases, request):
+    # every case: correctness and robustness ("quick" holds large_margin, where a literal log(1 + e^{−y f})
+    # overflows); the authors' widths take seconds per case, hence the slow marker
     ad = adapter(framework, request)
-    report = crosscheck(ad.forward, ad.grad, ad.gd_step, dtype=dtype, cases="small", verbose=False)
+    report = crosscheck(ad.forward, ad.grad, ad.gd_step, dtype=dtype, cases=cases, verbose=False)
+    assert report.passed and report.status == 0, report.format()
+    n = len(select_cases(cases))
+    assert len(report.rows()) == n * 10          # every block of every case was checked, none left out
+
+
+def test_torch_trainer_passes_every_quick_case(request):
+    ad = adapter("torch", request)
+    report = crosscheck(ad.forward, ad.grad, trainer=ad.make_trainer, cases="quick", verbose=False)
     assert report.passed, report.format()
-    assert len(report.rows()) == 5 * 10          # every block of every small case was checked, none left out
 
 
 @pytest.mark.parametrize("framework", sorted(EXAMPLES))
@@ -64,7 +74,7 @@ def test_adapter_docstring_command_works(framework, request, monkeypatch, capsys
     command = f"refvit crosscheck {rel}:forward --grad {rel}:grad --step {rel}:gd_step"
     assert command in doc, "the docstring must show how to run this file"
     monkeypatch.chdir(ROOT)
-    assert cli.main(command.split()[1:] + ["--cases", "small"]) == 0
+    assert cli.main(command.split()[1:] + ["--cases", "small", "large_margin"]) == 0
     assert "PASS" in capsys.readouterr().out
 
 

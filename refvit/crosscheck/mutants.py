@@ -241,3 +241,13 @@ SHAPE_MISTAKES = (
             Variant(), lambda dtype, train_w_O: False, kind="shape"),
 )
 MISTAKES = {m.name: m for m in CATALOGUE + SHAPE_MISTAKES}
+
+# Causes named from what your numbers show rather than from a mutant's prediction (``overflow``, ``updates``).
+CAUSES = {
+    "overflow": "a NaN or inf in your outputs where the reference's are finite: something in your code overflows "
+                "(the sentence for the case says what and where)",
+    "state_outside_optimizer": "your trainer keeps state outside its optimizer (an extra trained parameter, a "
+                               "buffer, a cached tensor): the loss it differentiates changes from step to step, "
+                               "so its updates are not −lr·∇L at its own iterates",
+}
+DESCRIPTIONS = {**{m.name: m.description for m in CATALOGUE + SHAPE_MISTAKES}, **CAUSES}

@@ -1,0 +1,174 @@
+"""refvit.crosscheck, third version: correctness and robustness reported apart (own exit statuses), overflow named
+for what it is, ranked partial explanations, findings with their blocks and cases, mixed precision, trainer
+causes, data-dependent failures, common mistakes outside the catalogue, and a diagnosis within a time limit.
+
+The implementations are small PyTorch models written in tests/xc_torch_users.py from the contracts, each with one
+mistake (not the catalogue's mutants), plus a few numpy ones here; torch-only tests skip without torch."""
+import textwrap
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from refvit import cli, crosscheck as cc
+from refvit.model import forward_cache, loss_and_grads
+
+
+def torch_user(kind):
+    """(forward, grad, step, make_trainer) of tests/xc_torch_users.py, torch single-threaded (tiny problems)."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    from .xc_torch_users import user
+    return user(kind)
+
+
+def check(fwd, grad=None, step=None, **kw):
+    kw.setdefault("cases", "quick")
+    return cc.crosscheck(fwd, grad, step, verbose=False, **kw)
+
+
+def numpy_user(naive_loss=False, shift=True):
+    """A numpy model written from docs/math.md (2.7), (3.3); backward by hand. naive_loss: log(1 + exp(−y f))
+    written literally (its gradient stable); shift=False: exp of the raw logits."""
+    def parts(W_Q, W_K, W_V, w_O, X):
+        Z = (X @ W_Q) @ np.swapaxes(X @ W_K, 1, 2)
+        with np.errstate(over="ignore", invalid="ignore"):
+            E = np.exp(Z - Z.max(axis=-1, keepdims=True)) if shift else np.exp(Z)
+            S = E / E.sum(axis=-1, keepdims=True)
+        v = X @ W_V @ w_O
+        return (S.mean(axis=1) * v).sum(axis=1), S, v
+
+    def fwd(*p):
+        return parts(*p)[0]
+
+    def grad(W_Q, W_K, W_V, w_O, X, y):
+        n, M, _ = X.shape
+        f, S, v = parts(W_Q, W_K, W_V, w_O, X)
+        with np.errstate(over="ignore", invalid="ignore"):
+            L = np.mean(np.log(1 + np.exp(-y * f))) if naive_loss else np.mean(np.logaddexp(0, -y * f))
+        df = -y * expit(-y * f) / n
+        dS = np.broadcast_to((df[:, None] * v / M)[:, None, :], S.shape)
+        dZ = S * (dS - (S * dS).sum(-1, keepdims=True))
+        Q, K = X @ W_Q, X @ W_K
+        dW_Q = np.einsum("nld,nlh->dh", X, dZ @ K)
+        dW_K = np.einsum("njd,njh->dh", X, np.swapaxes(dZ, 1, 2) @ Q)
+        du = np.einsum("nm,nmd->d", df[:, None] * S.mean(axis=1), X)
+        return L, dW_Q, dW_K, np.outer(du, w_O), W_V.T @ du
+    return fwd, grad
+
+
+# --- 1. correctness and robustness apart; overflow named for what it is -----------------------------------------
+
+def test_cases_are_labelled_by_kind():
+    kinds = {s.name: s.kind for s in cc.CASES}
+    assert kinds["large_margin"] == "robustness"
+    assert {k for n, k in kinds.items() if n != "large_margin"} == {"correctness"}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        cc.CaseSpec("x", "", 1, 1, 2, 1, 1, 1.0, 1.0, 0.0, "gaussian", kind="other")
+
+
+def test_numpy_reference_user_passes():
+    # the numpy user above is correct with its stable loss: it passes every quick case (a control for the tests
+    # below, which change one line of it)
+    assert check(*numpy_user()).passed
+
+
+@pytest.mark.parametrize("dtype, limit", [("float64", "709.8"), ("float32", "88.7")])
+def test_torch_soft_margin_loss_is_correct_but_not_robust(dtype, limit):
+    fwd, grad, step, _ = torch_user("soft_margin")
+    report = check(fwd, grad, step, dtype=dtype)
+    assert report.correct and not report.robust and report.status == 3, report.format()
+    assert [c.name for c in report.cases if not c.passed] == ["large_margin"]
+    assert report.diagnosis == ["naive_logistic_overflow"], report.format()
+    text = report.format()
+    assert "your loss is inf at y·f = -1218 (sample 5)" in text          # where: the case's worst margin
+    assert f"z < −{limit} in {dtype}" in text and "softplus(−z)" in text
+    assert "its gradient is then NaN" in text                                # what SoftMarginLoss's autograd does
+    assert "exponential_loss" not in text
+    assert "FAIL: correct at ordinary scales, not robust at extreme ones." in text
+
+
+def test_the_overflow_sentence_uses_the_case_numbers():
+    # the margin quoted is the reference's most negative y·f of the case, computed here independently
+    c = cc.build_case(next(s for s in cc.CASES if s.name == "large_margin"))
+    f, cache = forward_cache(c.params, c.X)
+    report = check(*numpy_user(naive_loss=True), cases=["large_margin"])
+    i = int(np.argmin(c.y * f))
+    assert f"y·f = {(c.y * f)[i]:.4g} (sample {i})" in report.cases[0].overflow
+    assert report.diagnosis == ["naive_logistic_overflow"]
+    # a softmax without the max shift: f is NaN, and the sentence gives the sample's largest logit
+    report = check(*numpy_user(shift=False), cases=["o1_logits", "large_margin"])
+    assert report.correct and report.status == 3
+    zmax = cache.Z.reshape(len(c.y), -1).max(axis=1)
+    assert f"largest logit x_lᵀ W_Q W_Kᵀ x_j = {zmax.max():.4g})" in report.cases[1].overflow
+    assert "subtract each row's max before exp" in report.cases[1].overflow
+    assert report.diagnosis == ["softmax_without_max_shift"]
+
+
+NAIVE = textwrap.dedent("""
+    import numpy as np
+    from refvit.model import forward, loss_and_grads
+
+    def fwd(W_Q, W_K, W_V, w_O, X):
+        return forward((W_Q, W_K, W_V, w_O), X)
+
+    def naive(W_Q, W_K, W_V, w_O, X, y):
+        _, g = loss_and_grads((W_Q, W_K, W_V, w_O), X, y)
+        f = fwd(W_Q, W_K, W_V, w_O, X)
+        with np.errstate(over="ignore"):
+            return (np.mean(np.log(1 + np.exp(-y * f))), *g)
+
+    def scaled(W_Q, W_K, W_V, w_O, X, y):
+        loss, g = loss_and_grads((W_Q, W_K, W_V, w_O), X, y)
+        return (loss, *g[:2], 2 * g[2], g[3])
+""")
+
+
+def test_cli_exit_statuses_and_help(tmp_path, capsys):
+    user = tmp_path / "naive_user.py"
+    user.write_text(NAIVE)
+    base = ["crosscheck", f"{user}:fwd", "--cases", "o1_logits", "large_margin", "--grad"]
+    assert cli.main(base + [f"{user}:naive"]) == 3                          # correct, not robust
+    assert "naive_logistic_overflow" in capsys.readouterr().out
+    assert cli.main(base + [f"{user}:scaled"]) == 1                         # incorrect
+    capsys.readouterr()
+    assert cli.main(["crosscheck", f"{user}:fwd", "--cases", "large_margin"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["crosscheck", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for line in ("0 every case passes", "1 incorrect", "2 usage error", "3 correct but not robust"):
+        assert line in out, line
+
+
+# --- 2. one extra failure does not wipe the diagnosis -------------------------------------------------------------
+
+def test_partial_explanations_are_ranked_with_their_cases():
+    fwd, grad, step, _ = torch_user("causal_soft_margin")
+    report = check(fwd, grad, step)
+    failing = [c.name for c in report.cases if not c.passed]
+    assert len(failing) == 10 and "large_margin" in failing                 # M = 1 cases pass a causal mask
+    first, second = report.explanations[:2]
+    assert first["names"] == ["causal_mask"]
+    assert first["cases"] == [c for c in failing if c != "large_margin"]
+    assert first["text"].startswith("causal_mask explains 9 of 10 failing cases (all but large_margin)")
+    assert second["cases"] == ["large_margin"] and second["text"].startswith("large_margin fails separately")
+    assert "your loss is inf" in second["text"]
+    assert report.diagnosis == []                                            # nothing explains all ten
+    assert "causal_mask explains 9 of 10" in report.format()
+
+
+def test_an_unexplained_case_is_said_apart():
+    # a causal mask, and on a single sample a second, unrelated bug: the mask still explains the others
+    fwd0, grad0, step0, _ = torch_user("causal")
+
+    def grad(*a):
+        loss, *g = grad0(*a)
+        if a[4].shape[0] == 1:
+            g[2] = 3 * g[2]
+        return (loss, *g)
+    report = check(fwd0, grad, cases="quick")
+    first = report.explanations[0]
+    assert first["names"] == ["causal_mask"] and "N1" not in first["cases"]
+    rest = [e for e in report.explanations[1:] if "N1" in e["cases"]]
+    assert rest and rest[0]["text"].startswith("N1 fails separately"), report.format()
