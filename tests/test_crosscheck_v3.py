@@ -172,3 +172,58 @@ def test_an_unexplained_case_is_said_apart():
     assert first["names"] == ["causal_mask"] and "N1" not in first["cases"]
     rest = [e for e in report.explanations[1:] if "N1" in e["cases"]]
     assert rest and rest[0]["text"].startswith("N1 fails separately"), report.format()
+
+
+# --- 3. findings name their blocks, cases and step; zero is zero; each line once -----------------------------------
+
+def after_fail(report) -> str:
+    """The diagnosis and findings part of the report's text."""
+    return report.format().split("\nFAIL")[-1]
+
+
+def test_a_zero_gradient_is_said_to_be_zero():
+    fwd, grad, step, _ = torch_user("zero_dW_Q")        # W_Q detached: autograd gives exact zeros
+    report = check(fwd, grad)
+    assert report.findings == ["your dW_Q is zero (every entry 0 up to rounding) where the reference's is not"]
+    text = after_fail(report)
+    assert "×" not in text and text.count("dW_Q is zero") == 1, text
+
+
+def test_a_block_of_rounding_noise_is_zero_too():
+    # dW_K as noise of 1e-17 of the reference's largest entry (a detached block recomputed in another order)
+    fwd, grad0 = numpy_user()
+    rng = np.random.default_rng(0)
+
+    def grad(*a):
+        loss, dW_Q, dW_K, dW_V, dw_O = grad0(*a)
+        return loss, dW_Q, 1e-17 * np.max(np.abs(dW_K)) * rng.standard_normal(dW_K.shape), dW_V, dw_O
+    report = check(fwd, grad, cases="small")
+    assert report.findings == ["your dW_K is zero (every entry 0 up to rounding) where the reference's is not"], \
+        report.format()
+    assert "tiny_init, o1_logits, saturated, dh_ne_dv fail" in report.format()   # M1 passes (dW_K = 0 there)
+
+
+def test_a_step_finding_names_its_block():
+    fwd, grad, step, _ = torch_user("W_V_lr_tenth")     # lr/10 for W_V only
+    report = check(fwd, grad, step)
+    assert report.findings == ["your first step update of W_V is 0.1 × the reference's −lr·∇L (step size off "
+                               "for W_V)"], report.format()
+    assert after_fail(report).count("0.1 ×") == 1
+
+
+def test_a_finding_names_the_cases_it_holds_in():
+    # two bugs in branches: dW_V tripled when M ≥ 4, dw_O doubled when N is odd; each finding lists its cases
+    fwd, grad0 = numpy_user()
+
+    def grad(*a):
+        loss, dW_Q, dW_K, dW_V, dw_O = grad0(*a)
+        n, M = a[4].shape[:2]
+        return loss, dW_Q, dW_K, (3 if M >= 4 else 1) * dW_V, (2 if n % 2 else 1) * dw_O
+    report = check(fwd, grad)
+    specs = cc.select_cases("quick")
+    long_m = [s.name for s in specs if s.M >= 4]
+    odd = [s.name for s in specs if s.N % 2]
+    assert {c.name for c in report.cases if not c.passed} == set(long_m) | set(odd)
+    assert report.findings == [f"your dW_V is 3 × the reference (in {', '.join(long_m)})",
+                               "your dw_O is 2 × the reference (in all but tiny_init, o1_logits)"], report.format()
+    assert odd == ["unbalanced_odd", "one_class", "N1", "N1_M1", "square", "long"]     # what "all but" means here

@@ -11,8 +11,8 @@ SHAPE_TAGS = ("squeeze_size_1", "transposed_gradient")
 
 
 def _cases_text(cases: list, failing: list) -> str:
-    if len(cases) == len(failing) and len(cases) > 6:
-        return f"all {len(cases)} failing cases"
+    if len(cases) == len(failing):
+        return f"all {len(cases)} failing cases" if len(cases) > 6 else ", ".join(cases)
     if len(failing) - len(cases) <= 2 and len(cases) > 3:
         return "all but " + ", ".join(c for c in failing if c not in cases)
     return ", ".join(cases)
@@ -93,7 +93,8 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
     for why, es in leftover.items():
         cases = [c for e in es for c in e["cases"]]
         who = f"{cases[0]} fails" if len(cases) == 1 else f"{_cases_text(cases, order)} fail"
-        explanations.append(dict(es[0], cases=cases, text=f"{who} separately: {why}"))
+        how = "separately" if chosen else "with no known mistake matching"
+        explanations.append(dict(es[0], cases=cases, text=f"{who} {how}: {why}"))
     for r, _ in runs:
         for tag in SHAPE_TAGS:
             if r.error and f"[{tag}]" in r.error:

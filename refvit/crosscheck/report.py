@@ -134,9 +134,11 @@ class Report:
                 lines += [f"  - {e['text']}" for e in self.explanations]
             else:
                 lines.append("Diagnosis: no known mistake explains a failing case.")
-            if self.findings:
+            said = " ".join(e["text"] for e in self.explanations)
+            rest = [f for f in self.findings if f.split(" (in ")[0] not in said]   # each statement once
+            if rest:
                 lines.append("Findings (in every failing case, unless the cases are named):")
-                lines += [f"  - {f}" for f in self.findings]
+                lines += [f"  - {f}" for f in rest]
         return "\n".join(lines)
 
 

@@ -63,17 +63,15 @@ def first_update(kind: str, mine: list, ref_first: Params, p0: Params, dtype: st
             groups.setdefault(round(c, 6), []).append(name)
     out = []
     for key, names in groups.items():
-        rest = [n for n in moving if n not in names]
-        others = f"; {_join(rest)} as the reference's" if rest else ""
         if key == "zero":
             out.append(Finding(None, f"your {kind} leaves {_join(names)} unchanged at step 1 (its update is zero; "
-                               f"the reference's is not){others}: a block detached or left out of the optimizer"))
-        elif not rest:
+                               f"the reference's is not): a block detached or left out of the optimizer"))
+        elif len(names) > 1 and names == moving:
             out.append(Finding(None, f"your first {kind} update is {key:.6g} × the reference's −lr·∇L (step size "
-                               f"off)"))
+                               f"off) in {_join(names)}"))
         else:
             out.append(Finding(None, f"your first {kind} update of {_join(names)} is {key:.6g} × the reference's "
-                               f"−lr·∇L{others} (step size off for {'this block' if len(names) == 1 else 'these'})"))
+                               f"−lr·∇L (step size off for {_join(names)})"))
     return out
 
 
