@@ -227,3 +227,48 @@ def test_a_finding_names_the_cases_it_holds_in():
     assert report.findings == [f"your dW_V is 3 × the reference (in {', '.join(long_m)})",
                                "your dw_O is 2 × the reference (in all but tiny_init, o1_logits)"], report.format()
     assert odd == ["unbalanced_odd", "one_class", "N1", "N1_M1", "square", "long"]     # what "all but" means here
+
+
+# --- 4. mixed precision in one place ------------------------------------------------------------------------------
+
+def test_a_float32_softmax_in_float64_code_is_mixed_precision():
+    fwd, grad, step, _ = torch_user("f32_softmax")      # torch.softmax(Z.float()).double()
+    report = check(fwd, grad, step)
+    assert report.diagnosis == ["mixed_precision"], report.format()
+    assert "float32_accumulation" not in report.format()
+    (finding,) = report.findings
+    assert finding.startswith("float32 in one place of float64 code") and "in the forward" in finding
+    assert "softmax(..., dtype=torch.float32)" in finding                  # points at a cast
+
+
+def test_a_float32_loss_derivative_points_at_the_loss_or_backward():
+    # f exact; the loss derivative df computed in float32 and cast back: float32 errors in the gradients only
+    fwd, grad0 = numpy_user()
+
+    def grad(W_Q, W_K, W_V, w_O, X, y):
+        f = fwd(W_Q, W_K, W_V, w_O, X)
+        s = np.float32(1) / (np.float32(1) + np.exp((y * f).astype(np.float32)))    # sigmoid(−y f) in float32
+        loss, *g = grad0(W_Q, W_K, W_V, w_O, X, y)
+        ratio = s.astype(np.float64) / expit(-y * f)        # the float32 rounding, as a per-sample factor
+        return (loss, *grad_with_df_factor(W_Q, W_K, W_V, w_O, X, y, ratio))
+    report = check(fwd, grad, cases="small")
+    assert report.diagnosis == ["mixed_precision"], report.format()
+    assert "f is exact, so the float32 step is in the loss or the backward" in report.findings[0]
+
+
+def grad_with_df_factor(W_Q, W_K, W_V, w_O, X, y, ratio):
+    """The four gradients with the loss derivative of each sample multiplied by ``ratio`` (n,): f and the loss
+    unchanged; computed by the reference's backward (refvit.model.backward) on the scaled derivative."""
+    from refvit.model import Params, backward
+    p = Params(W_Q, W_K, W_V, w_O)
+    f, cache = forward_cache(p, X)
+    df = -y * expit(-y * f) * ratio / len(y)
+    return tuple(backward(df, cache, p, X))
+
+
+def test_whole_float32_is_still_float32_accumulation():
+    # float32 arrays returned: all arithmetic in float32, not one place
+    fwd0, grad0, _, _ = torch_user("correct")
+    c32 = lambda a: [x.astype(np.float32) if isinstance(x, np.ndarray) else x for x in a]  # noqa: E731
+    report = check(lambda *a: fwd0(*c32(a)), lambda *a: grad0(*c32(a)), cases="small")
+    assert report.diagnosis == ["float32_accumulation"], report.format()

@@ -86,6 +86,8 @@ def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fai
     v = mistake.variant
     p0, X, y = st.inputs
     if mistake.name == "float32_accumulation":
+        if st.user.dtypes and "float32" not in st.user.dtypes:
+            return set()                 # float64 outputs with float32 errors: float32 in one place (below)
         pair = _float32_like(st, fails)
         if pair is not None:
             st.scatter.append(pair)
@@ -199,6 +201,28 @@ def update_findings(st: _State, result: CaseResult, dtype: str, train_w_O: bool)
     return out
 
 
+def _float32_sized(fails: dict) -> bool:
+    """Every failing block of f, the loss and the gradients is off by float32 rounding's size: above the float64
+    tolerance, within float32's (some blocks may be exact: where the float32 step does not reach)."""
+    off = {b: e for b, e in fails.items() if b in VALUE_BLOCKS and e > tolerance("float64", b)}
+    return bool(off) and all(e <= tolerance("float32", b) for b, e in off.items())
+
+
+def st_float64_outputs(st: _State) -> bool:
+    """Your forward and grad returned float64 arrays (so whole-float32 arithmetic is not what happened)."""
+    return bool(st.user.dtypes) and st.user.dtypes <= {"float64"}
+
+
+def mixed_precision(st: _State, result: CaseResult) -> Finding:
+    """float32-sized errors in float64 outputs: one float32 step inside float64 code; where, from the blocks."""
+    f_off = any(b.block == "f" and not b.passed for b in result.blocks)
+    where = ("f carries them, so the float32 step is in the forward (logits, softmax or values)" if f_off else
+             "f is exact, so the float32 step is in the loss or the backward")
+    return Finding("mixed_precision", f"float32 in one place of float64 code: your outputs are float64 but carry "
+                   f"errors of float32 size (between the float64 and float32 tolerances); {where}: look for one cast (.float(), .to(torch.float32), softmax(..., dtype=torch.float32), an "
+                   f"autocast region, a float32 buffer or constant, np.float32)")
+
+
 def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: bool, loss_ok_elsewhere: bool):
     """Fill ``r.diagnosis`` (names explaining every failing part), ``r.findings`` and ``r.overflow``; return
     {name: set of parts it explains} for the ranking."""
@@ -218,6 +242,9 @@ def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: b
     for part, f in findings:
         if f.name is not None and part in parts:
             explained[f.name] = explained.get(f.name, set()) | {part}
+    if not explained and dtype == "float64" and st_float64_outputs(s) and _float32_sized(fails):
+        findings.insert(0, ("values", mixed_precision(s, r)))
+        explained["mixed_precision"] = set(parts)
     r.findings = [f.text for _, f in findings]
     r.diagnosis = [n for n, got in explained.items() if got == parts]
     return {n: got for n, got in explained.items() if got}

@@ -110,6 +110,7 @@ def _explanation(names, u, order, failing) -> dict:
     whole = [c for c in cases if {p for uc, p in u if uc == c} == failing_parts(next(r for r, _ in failing
                                                                                       if r.name == c))]
     label = " = ".join(names)
+    where = f" ({_cases_text(cases, order)})" if len(cases) < len(order) or len(cases) <= 6 else ""
     if len(whole) == len(cases):
         what = f"explains {len(cases)} of {len(order)} failing case{'s' if len(order) > 1 else ''}"
     else:
@@ -118,13 +119,12 @@ def _explanation(names, u, order, failing) -> dict:
     runs = {r.name: r for r, _ in failing}
     said = list(dict.fromkeys(runs[c].overflow for c in cases if runs[c].overflow))
     if said:                                        # an overflow: the sentence of the case says what and where
-        head = f"{cases[0]} fails separately ({label})" if len(cases) == 1 else \
-            f"{label} {what} ({_cases_text(cases, order)})"
+        head = f"{cases[0]} fails separately ({label})" if len(cases) == 1 else f"{label} {what}{where}"
         return {"names": list(names), "cases": cases, "parts": parts, "of": len(order),
                 "text": f"{head}: {said[0]}" + (f" (and {len(said) - 1} more like it)" if len(said) > 1 else "")}
     desc = "; ".join(DESCRIPTIONS[n] for n in names)
     return {"names": list(names), "cases": cases, "parts": parts, "of": len(order),
-            "text": f"{label} {what} ({_cases_text(cases, order)}): {desc}"}
+            "text": f"{label} {what}{where}: {desc}"}
 
 
 def _separately(r, left: set) -> dict:
@@ -134,7 +134,7 @@ def _separately(r, left: set) -> dict:
         why = "; ".join(r.findings)
     else:
         blocks = [b.block for b in r.blocks if not b.passed]
-        why = f"no known mistake matches; failing blocks {', '.join(blocks)}"
+        why = f"failing blocks {', '.join(blocks)}"
     if left == {"trainer"} and any(b.block in TRAINER_BLOCKS for b in r.blocks):
         why = "its trainer: " + why
     return {"names": list(r.diagnosis), "cases": [r.name], "parts": sorted(left), "of": None, "text": why}

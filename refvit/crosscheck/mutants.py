@@ -246,6 +246,8 @@ MISTAKES = {m.name: m for m in CATALOGUE + SHAPE_MISTAKES}
 CAUSES = {
     "overflow": "a NaN or inf in your outputs where the reference's are finite: something in your code overflows "
                 "(the sentence for the case says what and where)",
+    "mixed_precision": "one step of your float64 computation runs in float32 (a cast, a float32 softmax, an "
+                       "autocast region): float64 outputs with errors of float32 size",
     "state_outside_optimizer": "your trainer keeps state outside its optimizer (an extra trained parameter, a "
                                "buffer, a cached tensor): the loss it differentiates changes from step to step, "
                                "so its updates are not −lr·∇L at its own iterates",
