@@ -272,3 +272,54 @@ def test_whole_float32_is_still_float32_accumulation():
     c32 = lambda a: [x.astype(np.float32) if isinstance(x, np.ndarray) else x for x in a]  # noqa: E731
     report = check(lambda *a: fwd0(*c32(a)), lambda *a: grad0(*c32(a)), cases="small")
     assert report.diagnosis == ["float32_accumulation"], report.format()
+
+
+# --- 5. the trainer diagnosed apart from the step ----------------------------------------------------------------
+
+def test_a_trainer_that_trains_w_O_is_named_although_the_step_is_right():
+    fwd, grad, step, trainer = torch_user("trainer_trains_w_O")   # its step function freezes w_O correctly
+    report = cc.crosscheck(fwd, grad, step, trainer=trainer, cases="quick", verbose=False)
+    assert all(r.passed for c in report.cases for r in c.blocks if not r.block.startswith("trainer")), \
+        report.format()
+    assert report.diagnosis == ["w_O_trained"], report.format()
+    assert report.explanations[0]["parts"] == ["trainer"]
+    assert "(in your trainer only)" in report.explanations[0]["text"]
+    assert report.findings == ["your trainer moves w_O from step 1, which is frozen in this setting (pass "
+                               "train_w_O=True, --train-w-O, if you train it on purpose)"]
+
+
+@pytest.mark.parametrize("kind", ["trainer_extra_bias", "trainer_running_buffer"])
+def test_state_outside_the_optimizer_is_its_own_cause(kind):
+    fwd, grad, _, trainer = torch_user(kind)
+    report = cc.crosscheck(fwd, grad, trainer=trainer, cases="quick", verbose=False)
+    several = [s.name for s in cc.select_cases("quick") if s.N > 1]
+    first = report.explanations[0]
+    assert first["names"] == ["state_outside_optimizer"], report.format()
+    assert set(first["cases"]) >= {c.name for c in report.cases if not c.passed} & set(several)
+    text = report.format()
+    assert "hidden optimizer state" not in text.replace("N1 fails", "")           # never said for N > 1
+    ambiguous = [e for e in report.explanations if e["cases"][0] in ("N1", "N1_M1")]
+    assert all("cannot be told apart" in e["text"] for e in ambiguous), text       # one sample: said honestly
+
+
+def test_optimizer_state_is_still_optimizer_state():
+    # momentum kept in a trainer written here: each update is −lr·(g + β·previous); never "outside"
+    from refvit.model import Params
+
+    class Momentum:
+        def __init__(self, W_Q, W_K, W_V, w_O, X, y, lr):
+            self.p, self.X, self.y, self.lr, self.v = Params(W_Q, W_K, W_V, w_O), X, y, lr, None
+
+        def step(self, k):
+            for _ in range(k):
+                _, g = loss_and_grads(self.p, self.X, self.y)
+                g = [*g[:3], 0 * g[3]]
+                self.v = g if self.v is None else [0.5 * a + b for a, b in zip(self.v, g)]
+                self.p = Params(*(a - self.lr * b for a, b in zip(self.p, self.v)))
+
+        def params(self):
+            return tuple(self.p)
+    fwd, grad = numpy_user()
+    report = cc.crosscheck(fwd, grad, trainer=Momentum, cases=["o1_logits", "unbalanced_odd"], verbose=False)
+    assert "state_outside_optimizer" not in report.format()
+    assert any("momentum, β ≈ 0.5" in f for f in report.findings), report.format()

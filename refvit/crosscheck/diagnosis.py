@@ -170,6 +170,15 @@ def update_findings(st: _State, result: CaseResult, dtype: str, train_w_O: bool)
     by = {b.block: b for b in result.blocks}
     p0, X, y = st.inputs
     values_ok = all(by[b].passed for b in VALUE_BLOCKS if b in by)
+    state = None
+    if "trainer_restart" in by:
+        persistent = all(by[b].passed for b in TRAINER_BLOCKS[:4])
+        fresh = by["trainer_restart"].passed
+        if fresh and not persistent and values_ok and all(np.all(np.isfinite(a)) for p in st.user.trainer for a in p):
+            state = state_kind("trainer", st.user.trainer, p0, X, y, st.case.spec.lr, train_w_O, dtype)
+        elif persistent and not fresh:
+            state = Finding(None, "a newly created trainer's first step differs from later ones (warm-up, a step "
+                            "counter)")
     for kind, blocks, mine in (("step", TRAJ_BLOCKS, st.user.traj), ("trainer", TRAINER_BLOCKS[:4],
                                                                       st.user.trainer)):
         bad = [b for b in blocks if b in by and not by[b].passed]
@@ -181,20 +190,14 @@ def update_findings(st: _State, result: CaseResult, dtype: str, train_w_O: bool)
         first = first_update(kind, mine, st.ref_traj.traj[0], p0, dtype) if values_ok else []
         out += [(kind, f) for f in first]
         worst = max(by[b].error for b in bad)
-        if values_ok and rule is None and dtype == "float64" and worst < 0.1:
+        quiet = kind == "trainer" and state is not None          # the state finding says more
+        if values_ok and rule is None and not quiet and dtype == "float64" and worst < 0.1:
             names = _join(b.split("_", 1)[1] for b in bad)
             out.append((kind, Finding(None, f"systematic small deviation in the update (step size, decay, "
                                       f"clipping, ε …): f and the gradients are exact, the {kind} trajectory of "
                                       f"{names} drifts (by < 10 % of its displacement)")))
-    if "trainer_restart" in by:
-        persistent = all(by[b].passed for b in TRAINER_BLOCKS[:4])
-        fresh = by["trainer_restart"].passed
-        if fresh and not persistent and values_ok and all(np.all(np.isfinite(a)) for p in st.user.trainer for a in p):
-            out.append(("trainer", state_kind("trainer", st.user.trainer, p0, X, y, st.case.spec.lr, train_w_O,
-                                              dtype)))
-        elif persistent and not fresh:
-            out.append(("trainer", Finding(None, "a newly created trainer's first step differs from later ones "
-                                           "(warm-up, a step counter)")))
+    if state is not None:
+        out.append(("trainer", state))
     if "trainer_step_k" in by and not by["trainer_step_k"].passed and all(by[b].passed for b in TRAINER_BLOCKS[:4]):
         out.append(("trainer", Finding(None, f"trainer.step({st.steps}) is not {st.steps} calls of "
                                        f"trainer.step(1)")))

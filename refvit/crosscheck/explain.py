@@ -113,6 +113,8 @@ def _explanation(names, u, order, failing) -> dict:
     where = f" ({_cases_text(cases, order)})" if len(cases) < len(order) or len(cases) <= 6 else ""
     if len(whole) == len(cases):
         what = f"explains {len(cases)} of {len(order)} failing case{'s' if len(order) > 1 else ''}"
+        if parts == ["trainer"]:
+            what += " (in your trainer only)"
     else:
         what = f"explains your {' and '.join(p if p != 'values' else 'f, loss and gradients' for p in parts)} " \
                f"in {len(cases)} of {len(order)} failing cases"

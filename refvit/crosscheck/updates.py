@@ -39,8 +39,8 @@ def w_O_rule(kind: str, mine: list, p0: Params, train_w_O: bool) -> Finding | No
     """w_O moved although frozen, or frozen although trained (the first iterate shows it)."""
     moved = _moves(mine[0].w_O, p0.w_O)
     if not train_w_O and moved > 0:
-        return Finding("w_O_trained", f"your {kind} moves w_O (by up to {moved:.3g} at step 1), which is frozen "
-                       f"in this setting (pass train_w_O=True, --train-w-O, if you train it on purpose)")
+        return Finding("w_O_trained", f"your {kind} moves w_O from step 1, which is frozen in this setting (pass "
+                       f"train_w_O=True, --train-w-O, if you train it on purpose)")
     return None
 
 
@@ -95,6 +95,15 @@ def state_kind(kind: str, mine: list, p0: Params, X, y, lr: float, train_w_O: bo
     g = [_flat(_grad(p, X, y, train_w_O)) for p in iterates[:-1]]
     scale = max(float(np.max(np.abs(x))) for x in g)
     fits = {"momentum": [], "schedule": []}
+    parallel = all(abs(float(v[t - 1] @ g[t])) >= (1 - 1e-9) * float(np.linalg.norm(v[t - 1]) * np.linalg.norm(g[t]))
+                   for t in range(1, len(v)))
+    if parallel or len(y) == 1:
+        # one sample: ∇L = ℓ'(y f)·∇f, so state that acts on f (a bias, a buffer) only rescales the update, as a
+        # schedule does; one moving direction: every update is a multiple of ∇L whatever the state
+        return Finding(None, "hidden state: a trainer created afresh at every step follows the reference, the "
+                       "persistent one drifts; with one sample (or one moving direction) the updates are multiples "
+                       "of ∇L, so optimizer state (a schedule, momentum) and state outside the optimizer cannot be "
+                       "told apart in this case")
     for t in range(1, len(v)):
         r, prev = v[t] - g[t], v[t - 1]
         beta = float(r @ prev) / float(prev @ prev or 1.0)
