@@ -165,6 +165,9 @@ EDGE_CASES = (
     CaseSpec("unbalanced_odd", "odd N = 7, labels 5:2 and not alternating; d, d_h, d_v, M, N all different",
              N=7, M=4, d=13, d_h=5, d_v=9, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
              init="gaussian", sigma0=0.3, lr=0.1, seed=11, labels="unbalanced"),
+    CaseSpec("unbalanced_even", "even N = 6 with labels 4:2: unbalanced labels apart from odd N (the other "
+             "unbalanced cases have odd N)", N=6, M=3, d=10, d_h=4, d_v=6, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
+             init="gaussian", sigma0=0.3, lr=0.1, seed=18, labels="unbalanced"),
     CaseSpec("one_class", "every label −1 (the positive class absent from the batch), N = 3",
              N=3, M=3, d=10, d_h=4, d_v=6, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
              init="gaussian", sigma0=0.3, lr=0.1, seed=12, labels="negative_only"),

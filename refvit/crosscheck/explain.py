@@ -4,6 +4,7 @@ left over "fail separately", with what is known of them; findings merged across 
 from __future__ import annotations
 
 from .cases import TRAINER_BLOCKS
+from .kinds import case_properties, only_on
 from .diagnosis import F32_SCATTER_COS, _float32_scatter, diagnose_case, failing_parts, parts_matched
 from .mutants import CATALOGUE, DESCRIPTIONS
 
@@ -101,7 +102,18 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
                 if tag not in diagnosis:
                     diagnosis.append(tag)
                 r.diagnosis.append(tag)
-    return diagnosis, explanations, _merged_findings(failing)
+    props = {r.name: case_properties(s.inputs) for r, s in runs if s is not None}
+    passed = {r.name for r, _ in runs if r.passed}
+    for e in explanations:                          # a mistake that shows on one kind of case only: say so
+        said = only_on(e["cases"], props, passed) if len(props) > 2 else None
+        if said:
+            e["text"] = f"{e['text']} [{said}]"
+            e["only_on"] = said
+    findings = _merged_findings(failing)
+    overall = only_on(order, props, passed) if len(props) > 2 and order else None
+    if overall:                                     # every failing case is of one kind
+        findings.insert(0, f"the failures {overall.replace('shows', 'show', 1)}")
+    return diagnosis, explanations, findings
 
 
 def _explanation(names, u, order, failing) -> dict:
