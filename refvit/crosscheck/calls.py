@@ -92,6 +92,7 @@ class _Outputs(NamedTuple):
     restart: list | None = None
     step_k: Params | None = None
     dtypes: frozenset = frozenset()    # the dtypes of the arrays your forward and grad returned ("float64", …)
+    f_again: np.ndarray | None = None  # a second call of your forward on the same inputs (determinism)
 
 
 def _iterate(one_step, p0, steps):
@@ -113,6 +114,7 @@ def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, re
     raw = _call(forward_fn, (*p0, X), dtype, "forward_fn", timeout)
     dtypes = {str(np.asarray(raw).dtype)}
     f = _as_array(raw, (n,), "f", "forward_fn")
+    f_again = _as_array(_call(forward_fn, (*p0, X), dtype, "forward_fn", timeout), (n,), "f", "forward_fn")
     loss = grads = traj = trainer = restart = step_k = None
     if grad_fn is not None:
         out = _call(grad_fn, (*p0, X, y), dtype, "grad_fn", timeout)
@@ -153,4 +155,4 @@ def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, re
         trainer = _iterate(lambda p: advance(tr, 1), p0, steps)
         restart = [advance(make(p), 1) for p in [p0] + ref_traj[:-1]]
         step_k = advance(make(p0), steps)
-    return _Outputs(f, loss, grads, traj, trainer, restart, step_k, frozenset(dtypes))
+    return _Outputs(f, loss, grads, traj, trainer, restart, step_k, frozenset(dtypes), f_again)

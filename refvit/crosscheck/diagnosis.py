@@ -15,6 +15,7 @@ from .compare import _compare, _model_outputs, _RefTraj, _traj_errors, _within
 from .metrics import grad_zero_level, match_error, uniform_factor
 from .mutants import Mistake, Variant
 from .overflow import overflow
+from .signatures import accumulation, extra_layer, label_smoothing, nondeterministic
 from .report import CaseResult
 from .updates import Finding, first_update, state_kind, w_O_rule
 
@@ -204,6 +205,16 @@ def update_findings(st: _State, result: CaseResult, dtype: str, train_w_O: bool)
     return out
 
 
+def signature(st: _State, result: CaseResult, dtype: str):
+    """The first common mistake outside the catalogue whose signature your numbers show (``signatures``)."""
+    p0, X, y = st.inputs
+    by = {b.block: b for b in result.blocks}
+    return (nondeterministic(st.user.f, st.user.f_again)
+            or (extra_layer(st.user.f, p0, X, dtype) if not by["f"].passed else None)
+            or accumulation(st.user, st.ref, len(y), dtype)
+            or label_smoothing(st.user, st.ref, p0, X, y, dtype))
+
+
 def _float32_sized(fails: dict) -> bool:
     """Every failing block of f, the loss and the gradients is off by float32 rounding's size: above the float64
     tolerance, within float32's (some blocks may be exact: where the float32 step does not reach)."""
@@ -245,6 +256,11 @@ def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: b
     for part, f in findings:
         if f.name is not None and part in parts:
             explained[f.name] = explained.get(f.name, set()) | {part}
+    if not explained:
+        sig = signature(s, r, dtype)
+        if sig is not None:                         # it says more than the factors of the blocks
+            findings = [("values", Finding(sig.name, sig.text))] + [f for f in findings if f[0] != "values"]
+            explained[sig.name] = set(parts)
     if not explained and dtype == "float64" and st_float64_outputs(s) and _float32_sized(fails):
         findings.insert(0, ("values", mixed_precision(s, r)))
         explained["mixed_precision"] = set(parts)

@@ -248,6 +248,14 @@ CAUSES = {
                 "(the sentence for the case says what and where)",
     "mixed_precision": "one step of your float64 computation runs in float32 (a cast, a float32 softmax, an "
                        "autocast region): float64 outputs with errors of float32 size",
+    "dropout_left_on": "your forward is not deterministic (dropout left on, training mode, a random draw): two "
+                       "calls on the same inputs differ",
+    "accumulation_not_divided": "gradients accumulated over k micro-batches without dividing by k: loss and "
+                                "gradients k × the reference, f exact",
+    "label_smoothing": "label smoothing (BCE targets ε/2 and 1 − ε/2): f exact, loss and gradients of "
+                       "log(1 + e^{−y f}) + (ε/2)·y f",
+    "extra_residual": "an extra residual connection around the attention (values added to its output)",
+    "extra_layernorm": "an extra LayerNorm on the attention output before the head",
     "state_outside_optimizer": "your trainer keeps state outside its optimizer (an extra trained parameter, a "
                                "buffer, a cached tensor): the loss it differentiates changes from step to step, "
                                "so its updates are not −lr·∇L at its own iterates",
