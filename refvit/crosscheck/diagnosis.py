@@ -80,7 +80,8 @@ def _float32_scatter(pairs) -> float:
     return abs(float(d @ v)) / (float(np.linalg.norm(d) * np.linalg.norm(v)) or 1.0)
 
 
-def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fails: dict, parts) -> set:
+def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fails: dict, parts,
+                  progress=None) -> set:
     """Which of ``parts`` this mutant predicts within the case's tolerance (in the mutant's dtype). Your values
     must match its values for any part to count; your step and your trainer are then judged separately (they are
     different code: a mistake may sit in one of them only)."""
@@ -94,7 +95,14 @@ def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fai
             st.scatter.append(pair)
         return set(parts) if pair is not None else set()
     match_dtype = v.dtype if dtype == "float64" else dtype
-    other = _model_outputs(v, p0, X, y, st.user.grads is not None)
+    if v.step_only and v.dtype == "float64":
+        other = st.ref                       # its f, loss and gradients are the reference's
+    else:
+        with np.errstate(all="ignore"):      # f first: most mutants differ there, and it costs a third
+            f = np.asarray(v.forward(p0, X)[0], dtype=np.float64)
+        if match_error(st.user.f, f) > tolerance(match_dtype, "f"):
+            return set()
+        other = _model_outputs(v, p0, X, y, st.user.grads is not None)
     if not _within(_compare(st.user, other, match_dtype, st.ref, match_error, mutant=True), match_dtype):
         return set()
     out = {"values"} & set(parts)
@@ -108,6 +116,8 @@ def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fai
     wanted = [p for p in wanted if _traj_matches(mine[p][0][:len(head.traj)], head, match_dtype, mine[p][1],
                                                  prefix=True)]
     if wanted:
+        if progress:
+            progress(f"{st.case.spec.name}: {mistake.name} over {st.steps} steps")
         theirs = _variant_traj(v, st, train_w_O, st.steps)
         out |= {p for p in wanted if _traj_matches(mine[p][0], theirs, match_dtype, mine[p][1])}
     return out
@@ -237,7 +247,8 @@ def mixed_precision(st: _State, result: CaseResult) -> Finding:
                    f"autocast region, a float32 buffer or constant, np.float32)")
 
 
-def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: bool, loss_ok_elsewhere: bool):
+def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: bool, loss_ok_elsewhere: bool,
+                  progress=None):
     """Fill ``r.diagnosis`` (names explaining every failing part), ``r.findings`` and ``r.overflow``; return
     {name: set of parts it explains} for the ranking."""
     parts = failing_parts(r)
@@ -249,7 +260,7 @@ def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: b
     fails = {b.block: b.error for b in r.blocks}
     explained = {}
     for m in candidates:
-        got = parts_matched(m, s, dtype, train_w_O, fails, parts)
+        got = parts_matched(m, s, dtype, train_w_O, fails, parts, progress)
         if got:
             explained[m.name] = got
     findings = [("values", f) for f in value_findings(s, r, dtype)] + update_findings(s, r, dtype, train_w_O)

@@ -28,7 +28,7 @@ def _loss_ok_elsewhere(runs, name: str) -> bool:
     return True
 
 
-def _agrees_on_passing(name: str, parts: set, runs, candidates, dtype, train_w_O) -> bool:
+def _agrees_on_passing(name: str, parts: set, runs, candidates, dtype, train_w_O, progress=None) -> bool:
     """A mutant must also predict the cases you passed, on the parts it explains elsewhere."""
     m = next((m for m in candidates if m.name == name), None)
     if m is None or name == "float32_accumulation":
@@ -37,6 +37,8 @@ def _agrees_on_passing(name: str, parts: set, runs, candidates, dtype, train_w_O
         if r.passed and s is not None:
             want = {p for p in parts if p == "values" or (p == "step" and s.user.traj is not None)
                     or (p == "trainer" and s.user.trainer is not None)}
+            if progress:
+                progress(f"diagnosis: {name} on {r.name}, which passed")
             if parts_matched(m, s, dtype, train_w_O, {}, want) != want:
                 return False
     return True
@@ -53,8 +55,8 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
     for i, (r, s) in enumerate(failing):
         if progress:
             progress(f"diagnosis [{i + 1}/{len(failing)}] {r.name}")
-        for name, parts in diagnose_case(r, s, candidates, dtype, train_w_O, _loss_ok_elsewhere(runs, r.name)
-                                         ).items():
+        for name, parts in diagnose_case(r, s, candidates, dtype, train_w_O, _loss_ok_elsewhere(runs, r.name),
+                                         progress and (lambda t: progress(f"diagnosis: {t}"))).items():
             units.setdefault(name, set()).update((r.name, p) for p in parts)
     if "float32_accumulation" in units and _float32_scatter([p for _, s in failing for p in s.scatter]) >= \
             F32_SCATTER_COS:                        # float32-sized but systematic: not float32 arithmetic
@@ -65,7 +67,7 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
     if progress and units:
         progress("diagnosis: checking the candidates on the passing cases")
     for name in list(units):
-        if not _agrees_on_passing(name, {p for _, p in units[name]}, runs, candidates, dtype, train_w_O):
+        if not _agrees_on_passing(name, {p for _, p in units[name]}, runs, candidates, dtype, train_w_O, progress):
             del units[name]
             for r, _ in failing:
                 if name in r.diagnosis:

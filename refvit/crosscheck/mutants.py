@@ -65,9 +65,11 @@ class Variant:
     def forward(self, params, X):
         """f (n,) and what the backward needs."""
         (W_Q, W_K, W_V, w_O), X = self._cast(params, X)
-        M, d_h = X.shape[1], W_Q.shape[1]
-        Q = X @ (W_K if self.query_weight == "W_K" else W_Q)           # (n, M, d_h)
-        K = X @ W_K                                                     # (n, M, d_h)
+        n, M, d = X.shape
+        d_h = W_Q.shape[1]
+        Xf = X.reshape(n * M, d)                                        # one matrix product, not n small ones
+        Q = (Xf @ (W_K if self.query_weight == "W_K" else W_Q)).reshape(n, M, d_h)   # (n, M, d_h)
+        K = (Xf @ W_K).reshape(n, M, d_h)                               # (n, M, d_h)
         tau = X.dtype.type(1.0 / math.sqrt(d_h) if self.temperature else 1.0)
         Z = tau * (Q @ K.transpose(0, 2, 1))                            # (n, M, M) Z[l, j] = q_l·k_j
         if self.transpose_logits:
@@ -84,7 +86,7 @@ class Variant:
             S = E / (E.sum(axis=axis, keepdims=True) + X.dtype.type(self.softmax_eps))
         m = M if self.mean_over_queries else 1
         abar = S.sum(axis=1 if self.abar_over == "queries" else 2) / X.dtype.type(m)   # (n, M)
-        v = X @ (W_V @ w_O)                                             # (n, M)
+        v = (Xf @ (W_V @ w_O)).reshape(n, M)                            # (n, M)
         return (abar * v).sum(axis=1), (Q, K, S, v, tau, axis, abar, m, clipped, Z)
 
     def loss_and_grads(self, params, X, y):
