@@ -456,3 +456,11 @@ def test_a_step_only_mistake_is_diagnosed_within_a_minute_with_progress(cases, c
     assert "momentum over 20 steps" in err                    # and one before each long trajectory
     # 60 s is the bound asked of a diagnosis on a busy 2-core machine; measured 11 s on "all" (docs)
     assert diagnosis_seconds(err) <= 60.0, err
+
+
+def test_a_named_explanation_says_its_kind_of_case():
+    # logits clipped at ±50 (the catalogue's clamped_logits), forward only: named, and said to need large logits
+    report = check(forward_with(lambda Z: np.clip(Z, -50, 50)))
+    first = report.explanations[0]
+    assert first["names"] == ["clamped_logits"], report.format()
+    assert first["only_on"].startswith("shows only on cases with large logits"), report.format()

@@ -107,7 +107,7 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
     props = {r.name: case_properties(s.inputs) for r, s in runs if s is not None}
     passed = {r.name for r, _ in runs if r.passed}
     for e in explanations:                          # a mistake that shows on one kind of case only: say so
-        said = only_on(e["cases"], props, passed) if len(props) > 2 else None
+        said = only_on(e["cases"], props, passed) if len(props) > 2 and e["of"] is not None else None
         if said:
             e["text"] = f"{e['text']} [{said}]"
             e["only_on"] = said
