@@ -88,3 +88,21 @@ def test_doc_shows_each_adapter_verbatim():
         assert shown, f"docs/crosscheck.md has no fenced block starting with {header!r}"
         for b in shown:
             assert b == text, f"a block of docs/crosscheck.md differs from {path.name}: copy the file into it again"
+
+
+def test_packaged_adapters_are_the_examples():
+    # refvit.adapters holds the same files, importable once installed; only the first line (the path) differs
+    for framework, path in EXAMPLES.items():
+        packaged = ROOT / "refvit" / "adapters" / path.name
+        a, b = path.read_text(encoding="utf-8"), packaged.read_text(encoding="utf-8")
+        assert a.split("\n", 1)[1] == b.split("\n", 1)[1], f"copy {path} to {packaged} (keeping its first line)"
+        assert b.startswith(f"# refvit/adapters/{path.name}")
+
+
+def test_packaged_torch_adapter_passes_through_refvit_testing(request):
+    pytest.importorskip("torch")
+    request.getfixturevalue("one_torch_thread")
+    from refvit.adapters import torch_adapter
+    from refvit.testing import assert_matches_reference
+    assert assert_matches_reference(torch_adapter.forward, torch_adapter.grad, torch_adapter.gd_step,
+                                    cases=["o1_logits", "large_margin"]).passed
