@@ -10,7 +10,6 @@ from typing import Callable
 
 from ..io import atomic_write
 from .cases import CASE_GROUPS, DTYPES, STEPS
-from .report import EXIT_INCORRECT, EXIT_NOT_ROBUST, EXIT_PASS  # noqa: F401 - the statuses EXIT_STATUSES lists
 from .runner import DEFAULT_TIMEOUT, crosscheck
 
 

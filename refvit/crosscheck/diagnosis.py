@@ -243,8 +243,9 @@ def mixed_precision(st: _State, result: CaseResult) -> Finding:
     where = ("f carries them, so the float32 step is in the forward (logits, softmax or values)" if f_off else
              "f is exact, so the float32 step is in the loss or the backward")
     return Finding("mixed_precision", f"float32 in one place of float64 code: your outputs are float64 but carry "
-                   f"errors of float32 size (between the float64 and float32 tolerances); {where}: look for one cast (.float(), .to(torch.float32), softmax(..., dtype=torch.float32), an "
-                   f"autocast region, a float32 buffer or constant, np.float32)")
+                   f"errors of float32 size (between the float64 and float32 tolerances); {where}: look for one "
+                   f"cast (.float(), .to(torch.float32), softmax(..., dtype=torch.float32), an autocast region, a "
+                   f"float32 buffer or constant, np.float32)")
 
 
 def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: bool, loss_ok_elsewhere: bool,

@@ -226,7 +226,8 @@ CATALOGUE = (
             Variant(weight_decay=0.01)),
     Mistake("gradient_clipping", "gradients clipped to global norm 1 (docs/math.md (6.1) has no clipping)",
             Variant(clip_norm=1.0)),
-    Mistake("w_O_trained", "the GD step (or trainer) updates w_O although it is frozen in this setting (docs/math.md §3); pass "
+    Mistake("w_O_trained", "the GD step (or trainer) updates w_O although it is frozen in this setting "
+            "(docs/math.md §3); pass "
             "train_w_O=True (--train-w-O) if you train it on purpose", Variant(flip_w_O=True),
             lambda dtype, train_w_O: not train_w_O),
     Mistake("w_O_frozen", "the GD step leaves w_O unchanged although train_w_O=True was asked for "

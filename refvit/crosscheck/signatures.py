@@ -33,8 +33,8 @@ def nondeterministic(user_f, again_f) -> Signature | None:
     if e == 0.0:
         return None
     return Signature("dropout_left_on", f"your forward is not deterministic: two calls on the same inputs differ "
-                     f"(by far more than rounding): dropout left on or another random draw in the model (call model.eval(), "
-                     f"or F.dropout(..., training=False))")
+                     f"(by far more than rounding): dropout left on or another random draw in the model (call "
+                     f"model.eval(), or F.dropout(..., training=False))")
 
 
 def accumulation(user, ref, n: int, dtype: str) -> Signature | None:
