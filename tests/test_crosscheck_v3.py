@@ -86,6 +86,7 @@ def test_torch_soft_margin_loss_is_correct_but_not_robust(dtype, limit):
     assert "its gradient is then NaN" in text                                # what SoftMarginLoss's autograd does
     assert "exponential_loss" not in text
     assert "FAIL: correct at ordinary scales, not robust at extreme ones." in text
+    assert report.findings == []               # one failing case: no "shows only on" statement about its kind
 
 
 def test_the_overflow_sentence_uses_the_case_numbers():

@@ -29,9 +29,12 @@ def case_properties(inputs) -> set:
 def only_on(cases: list, props: dict, passed: set) -> str | None:
     """"shows only on cases with odd N (4 of the 6 such cases fail; every other case passes)" when ``cases`` all
     share a property that some passing case lacks; the most specific such property (the fewest cases have it).
+    None for a single case: it has many properties, and none of them is telling.
 
     ``props``: {case name: set of properties} for every case that ran; ``passed``: the names of the passing cases.
     """
+    if len(cases) < 2:
+        return None                                  # one case has many properties: none of them is telling
     best = None
     for name, _ in PROPERTIES:
         having = [c for c, ps in props.items() if name in ps]
