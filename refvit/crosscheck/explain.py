@@ -152,7 +152,7 @@ def _separately(r, left: set) -> dict:
         blocks = [b.block for b in r.blocks if not b.passed]
         why = f"failing blocks {', '.join(blocks)}"
     if left == {"trainer"} and any(b.block in TRAINER_BLOCKS for b in r.blocks):
-        why = "its trainer: " + why
+        why = "in the trainer: " + why
     return {"names": list(r.diagnosis), "cases": [r.name], "parts": sorted(left), "of": None, "text": why}
 
 
