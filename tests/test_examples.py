@@ -1,4 +1,4 @@
-"""The adapters in examples/ are the files users copy: each passes refvit.crosscheck (float64 and float32), its
+"""The adapters in refvit/adapters/ are the files users copy (and import, once refvit is installed): each passes refvit.crosscheck (float64 and float32), its
 documented command line works, and docs/crosscheck.md shows each one verbatim. The framework tests skip cleanly
 when torch / jax is not installed (neither is a refvit dependency); the documentation test always runs."""
 import importlib.util
@@ -8,17 +8,18 @@ from pathlib import Path
 import pytest
 
 from refvit import cli
-from refvit.crosscheck import crosscheck
+from refvit.crosscheck import crosscheck, select_cases
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = {"torch": ROOT / "examples" / "torch_adapter.py", "jax": ROOT / "examples" / "jax_adapter.py"}
+EXAMPLES = {"torch": ROOT / "refvit" / "adapters" / "torch_adapter.py",
+            "jax": ROOT / "refvit" / "adapters" / "jax_adapter.py"}
 DOC = ROOT / "docs" / "crosscheck.md"
 
 
-def load_example(name: str):
-    """The module of examples/<name>.py, loaded from its file (examples/ is not a package)."""
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+def load_example(name: str, folder: str = "examples"):
+    """The module of <folder>/<name>.py, loaded from its file (examples/ is not a package)."""
+    path = ROOT / folder / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{folder.replace('/', '_')}_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -44,16 +45,26 @@ def adapter(framework: str, request):
     pytest.importorskip(framework)
     if framework == "torch":
         request.getfixturevalue("one_torch_thread")
-    return load_example(EXAMPLES[framework].stem)
+    return load_example(EXAMPLES[framework].stem, "refvit/adapters")
 
 
+@pytest.mark.parametrize("cases", ["quick", pytest.param("authors", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("framework", sorted(EXAMPLES))
-def test_adapter_passes_the_crosscheck(framework, dtype, request):
+def test_adapter_passes_every_case(framework, dtype, cases, request):
+    # every case: correctness and robustness ("quick" holds large_margin, where a literal log(1 + e^{−y f})
+    # overflows); the authors' widths take seconds per case, hence the slow marker
     ad = adapter(framework, request)
-    report = crosscheck(ad.forward, ad.grad, ad.gd_step, dtype=dtype, cases="small", verbose=False)
+    report = crosscheck(ad.forward, ad.grad, ad.gd_step, dtype=dtype, cases=cases, verbose=False)
+    assert report.passed and report.status == 0, report.format()
+    n = len(select_cases(cases))
+    assert len(report.rows()) == n * 10          # every block of every case was checked, none left out
+
+
+def test_torch_trainer_passes_every_quick_case(request):
+    ad = adapter("torch", request)
+    report = crosscheck(ad.forward, ad.grad, trainer=ad.make_trainer, cases="quick", verbose=False)
     assert report.passed, report.format()
-    assert len(report.rows()) == 5 * 10          # every block of every small case was checked, none left out
 
 
 @pytest.mark.parametrize("framework", sorted(EXAMPLES))
@@ -64,17 +75,26 @@ def test_adapter_docstring_command_works(framework, request, monkeypatch, capsys
     command = f"refvit crosscheck {rel}:forward --grad {rel}:grad --step {rel}:gd_step"
     assert command in doc, "the docstring must show how to run this file"
     monkeypatch.chdir(ROOT)
-    assert cli.main(command.split()[1:] + ["--cases", "small"]) == 0
+    assert cli.main(command.split()[1:] + ["--cases", "small", "large_margin"]) == 0
     assert "PASS" in capsys.readouterr().out
 
 
 def test_doc_shows_each_adapter_verbatim():
     blocks = fenced_blocks(DOC.read_text(encoding="utf-8"))
     for framework, path in EXAMPLES.items():
-        header = f"# examples/{path.name}\n"
+        header = f"# refvit/adapters/{path.name}\n"
         text = path.read_text(encoding="utf-8")
         assert text.startswith(header), f"{path.name} must start with the line {header!r}"
         shown = [b for b in blocks if b.startswith(header)]
         assert shown, f"docs/crosscheck.md has no fenced block starting with {header!r}"
         for b in shown:
             assert b == text, f"a block of docs/crosscheck.md differs from {path.name}: copy the file into it again"
+
+
+def test_packaged_torch_adapter_passes_through_refvit_testing(request):
+    pytest.importorskip("torch")
+    request.getfixturevalue("one_torch_thread")
+    from refvit.adapters import torch_adapter
+    from refvit.testing import assert_matches_reference
+    assert assert_matches_reference(torch_adapter.forward, torch_adapter.grad, torch_adapter.gd_step,
+                                    cases=["o1_logits", "large_margin"]).passed

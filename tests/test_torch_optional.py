@@ -1,4 +1,4 @@
-"""The PyTorch adapter examples/torch_adapter.py through refvit.crosscheck: an autograd implementation passes,
+"""The PyTorch adapter refvit/adapters/torch_adapter.py through refvit.crosscheck: an autograd implementation passes,
 and realistic PyTorch mistakes are named. Skipped cleanly when torch is not installed (torch is not a refvit
 dependency)."""
 import pytest
@@ -13,7 +13,7 @@ from refvit import crosscheck as cc  # noqa: E402
 
 from .test_examples import load_example  # noqa: E402
 
-ta = load_example("torch_adapter")
+ta = load_example("torch_adapter", "refvit/adapters")
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -36,29 +36,36 @@ How the comparison works: in each case the reference evaluates *the same* inputs
 float32 mode, the float32-rounded inputs) in float64 with ``refvit.jiang2024.model``. Each block gets one relative error,
 max|yours − ref| / max(max|yours|, max|ref|) (see ``block_error``), compared with a tolerance for the dtype
 (``TOLERANCES``; float32 trajectories in rounding budgets, ``rounding_budget``). When something fails, every
-known mistake of ``CATALOGUE`` is run as a variant of the model (a "mutant") on the same inputs; a mistake is
-named when its predictions match your outputs within tolerance on every block of every case you failed (and
-agree where you passed); several that predict the same numbers are all named. Findings outside the catalogue
-(uniform factors, a drifting update, hidden trainer state) are reported as ``Report.findings``.
+known mistake of ``CATALOGUE`` is run as a variant of the model (a "mutant") on the same inputs, part by part
+(values; your step's trajectory; your trainer's); a NaN or inf where the reference is finite is diagnosed as the
+overflow it is instead. The explanations are ranked with the failing cases each explains
+(``Report.explanations``); ``Report.diagnosis`` names those that explain every failing case. Findings outside the
+catalogue (zero or uniformly scaled blocks, updates, trainer state) are ``Report.findings``, each with its cases.
+
+Correctness (ordinary scales) and robustness (extreme margins and logits: the case "large_margin") are judged
+apart: ``Report.status`` is 0 when everything passes, 1 when a correctness case fails, 3 when only robustness
+fails (a literal log(1 + e^{−y f}), e.g. PyTorch's SoftMarginLoss, is correct but not robust).
 
 The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
 the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``calls`` (calling your functions: copies,
-time limit, contract messages), ``compare`` (the reference's numbers and the errors against them), ``diagnosis``
-(naming mistakes, findings), ``runner`` (``crosscheck``), ``report`` (the results) and ``cli``
-(``refvit crosscheck``). Everything public is importable from here.
+time limit, contract messages), ``compare`` (the reference's numbers and the errors against them), ``overflow``
+(non-finite outputs), ``updates`` (your updates on their own), ``diagnosis`` (one case: mutants, findings),
+``explain`` (the ranking), ``runner`` (``crosscheck``), ``report`` (the results) and ``cli`` (``refvit
+crosscheck``). Everything public is importable from here.
 """
-from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
+from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASE_KINDS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
                     GRAD_BLOCKS, LABEL_PATTERNS, SMALL_CASES, STEPS, TOLERANCES, TRAINER_BLOCKS, TRAJ_BLOCKS,
                     TRAJ_FLOOR, Case, CaseSpec, build_case, reference_step, select_cases, tolerance)
 from .cli import add_subcommand, cmd_crosscheck, load_callable
 from .metrics import (block_error, describe_values, grad_zero_level, match_error, rounding_budget, trajectory_error,
                       uniform_factor)
-from .mutants import CATALOGUE, MISTAKES, SHAPE_MISTAKES, Mistake, Variant
-from .report import BlockResult, CaseResult, Report, finite_json
+from .mutants import CATALOGUE, CAUSES, DESCRIPTIONS, MISTAKES, SHAPE_MISTAKES, Mistake, Variant
+from .report import EXIT_INCORRECT, EXIT_NOT_ROBUST, EXIT_PASS, BlockResult, CaseResult, Report, finite_json
 from .runner import DEFAULT_TIMEOUT, crosscheck
 
 __all__ = [
     "crosscheck", "Report", "CaseResult", "BlockResult",
+    "EXIT_PASS", "EXIT_INCORRECT", "EXIT_NOT_ROBUST", "CASE_KINDS", "CAUSES", "DESCRIPTIONS",
     "CaseSpec", "Case", "CASES", "SMALL_CASES", "EDGE_CASES", "AUTHOR_CASES", "CASE_GROUPS", "LABEL_PATTERNS",
     "build_case", "select_cases", "reference_step",
     "DTYPES", "BLOCKS", "GRAD_BLOCKS", "TRAJ_BLOCKS", "TRAINER_BLOCKS", "TOLERANCES", "TRAJ_FLOOR", "STEPS",

@@ -91,6 +91,8 @@ class _Outputs(NamedTuple):
     trainer: list | None = None
     restart: list | None = None
     step_k: Params | None = None
+    dtypes: frozenset = frozenset()    # the dtypes of the arrays your forward and grad returned ("float64", …)
+    f_again: np.ndarray | None = None  # a second call of your forward on the same inputs (determinism)
 
 
 def _iterate(one_step, p0, steps):
@@ -109,7 +111,10 @@ def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, re
     dt = np.dtype(dtype)
     n = y.shape[0]
     lr = case.spec.lr
-    f = _as_array(_call(forward_fn, (*p0, X), dtype, "forward_fn", timeout), (n,), "f", "forward_fn")
+    raw = _call(forward_fn, (*p0, X), dtype, "forward_fn", timeout)
+    dtypes = {str(np.asarray(raw).dtype)}
+    f = _as_array(raw, (n,), "f", "forward_fn")
+    f_again = _as_array(_call(forward_fn, (*p0, X), dtype, "forward_fn", timeout), (n,), "f", "forward_fn")
     loss = grads = traj = trainer = restart = step_k = None
     if grad_fn is not None:
         out = _call(grad_fn, (*p0, X, y), dtype, "grad_fn", timeout)
@@ -124,6 +129,7 @@ def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, re
             raise ContractError(f"grad_fn: loss must be the mean, a scalar; got {got}{per}")
         loss = float(la.reshape(()))
         names = [f"d{k}" for k in Params._fields]
+        dtypes |= {str(np.asarray(g).dtype) for g in out[1:]}
         grads = Params(*(_as_array(g, b.shape, nm, "grad_fn", ", even when training freezes w_O: return the "
                                    "gradient of the loss with respect to it" if nm == "dw_O" else "")
                          for nm, g, b in zip(names, out[1:], p0)))
@@ -149,4 +155,4 @@ def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, re
         trainer = _iterate(lambda p: advance(tr, 1), p0, steps)
         restart = [advance(make(p), 1) for p in [p0] + ref_traj[:-1]]
         step_k = advance(make(p0), steps)
-    return _Outputs(f, loss, grads, traj, trainer, restart, step_k)
+    return _Outputs(f, loss, grads, traj, trainer, restart, step_k, frozenset(dtypes), f_again)

@@ -101,14 +101,27 @@ class CaseSpec:
     seed: int = 0
     labels: str = "balanced"     # see LABEL_PATTERNS
     steps: int = 0               # trajectory length of this case; 0: the ``steps`` of ``crosscheck`` (20)
+    kind: str = "correctness"    # see CASE_KINDS
+
+    def __post_init__(self):
+        if self.kind not in CASE_KINDS:
+            raise ValueError(f"kind must be one of {sorted(CASE_KINDS)}, got {self.kind!r}")
 
     def to_dict(self) -> dict:
         """The settings; ``labels`` and ``steps`` only when not at their defaults (older manifests stay valid)."""
         out = dataclasses.asdict(self)
-        for key, default in (("labels", "balanced"), ("steps", 0)):
+        for key, default in (("labels", "balanced"), ("steps", 0), ("kind", "correctness")):
             if out[key] == default:
                 del out[key]
         return out
+
+
+# What a case checks. "correctness": the model at ordinary scales, where every correct implementation agrees with
+# the reference whatever formulas it uses. "robustness": extreme scales (margins y·f ≈ −1e3, logits ≈ 1e6) where
+# only numerically careful formulas stay finite; a correct formula written literally (PyTorch's SoftMarginLoss)
+# fails there and nowhere else. The two verdicts are reported apart, with their own exit statuses.
+CASE_KINDS = {"correctness": "ordinary scales", "robustness": "extreme margins and logits, where literal formulas "
+                                                             "overflow"}
 
 
 # Label patterns (first N entries of the pattern, repeated): implementations that assume alternating or balanced
@@ -153,6 +166,9 @@ EDGE_CASES = (
     CaseSpec("unbalanced_odd", "odd N = 7, labels 5:2 and not alternating; d, d_h, d_v, M, N all different",
              N=7, M=4, d=13, d_h=5, d_v=9, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
              init="gaussian", sigma0=0.3, lr=0.1, seed=11, labels="unbalanced"),
+    CaseSpec("unbalanced_even", "even N = 6 with labels 4:2: unbalanced labels apart from odd N (the other "
+             "unbalanced cases have odd N)", N=6, M=3, d=10, d_h=4, d_v=6, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
+             init="gaussian", sigma0=0.3, lr=0.1, seed=18, labels="unbalanced"),
     CaseSpec("one_class", "every label −1 (the positive class absent from the batch), N = 3",
              N=3, M=3, d=10, d_h=4, d_v=6, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
              init="gaussian", sigma0=0.3, lr=0.1, seed=12, labels="negative_only"),
@@ -168,7 +184,7 @@ EDGE_CASES = (
     CaseSpec("large_margin", "|f| ~ 1e3, margins down to ≈ −1e3, logits ~ 1e6 (one-hot attention): overflows a "
              "naive log(1 + exp(−y f)) or a softmax without the max shift",
              N=6, M=3, d=12, d_h=4, d_v=6, mu_norm=200.0, sigma_p=30.0, sigma_w=30.0,
-             init="gaussian", sigma0=10.0, lr=1e-3, seed=29, labels="blocks"),
+             init="gaussian", sigma0=10.0, lr=1e-3, seed=29, labels="blocks", kind="robustness"),
     CaseSpec("long", "150 GD steps at O(1) logits: slow drifts (a step size off by 0.1 %, decay, momentum) add up",
              N=5, M=3, d=10, d_h=4, d_v=6, mu_norm=3.0, sigma_p=1.0, sigma_w=0.3,
              init="gaussian", sigma0=0.3, lr=0.1, seed=17, labels="unbalanced", steps=150),

@@ -41,8 +41,17 @@ def load_callable(ref: str) -> Callable:
     return fn
 
 
+EXIT_STATUSES = """exit status:
+  0  every case passes (correctness and robustness)
+  1  incorrect: a correctness case (ordinary scales) fails or raised
+  2  usage error: an option, a case name, a module or function that cannot be imported
+  3  correct but not robust: every correctness case passes, a robustness case (extreme margins and logits,
+     where a literal log(1 + e^(-z)) or a softmax without the max shift overflows) fails"""
+
+
 def cmd_crosscheck(args) -> int:
-    """Exit status: 0 every case passes, 1 a mismatch, 2 (through ``refvit.cli.main``) a usage or import error."""
+    """Exit status: ``Report.status`` (0 pass, 1 incorrect, 3 correct but not robust); 2 (through
+    ``refvit.cli.main``) a usage or import error."""
     report = crosscheck(load_callable(args.forward),
                         load_callable(args.grad) if args.grad else None,
                         load_callable(args.step) if args.step else None,
@@ -51,14 +60,18 @@ def cmd_crosscheck(args) -> int:
     if args.json:
         text = report.to_json()
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
-    return 0 if report.passed else 1
+    return report.status
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the epilog (the exit statuses) kept as written."""
 
 
 def add_subcommand(sub) -> None:
     p = sub.add_parser("crosscheck", help="check your implementation (forward, gradient, GD step) against refvit",
                        # the summary of the package docstring (the package is imported by now)
                        description=sys.modules[__package__].__doc__.split("\n\n")[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       epilog=EXIT_STATUSES, formatter_class=_Formatter)
     p.add_argument("forward", help="your forward: module:function or file.py:function, "
                                    "forward(W_Q, W_K, W_V, w_O, X) -> f (n,)")
     p.add_argument("--grad", help="grad(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O)")

@@ -65,9 +65,11 @@ class Variant:
     def forward(self, params, X):
         """f (n,) and what the backward needs."""
         (W_Q, W_K, W_V, w_O), X = self._cast(params, X)
-        M, d_h = X.shape[1], W_Q.shape[1]
-        Q = X @ (W_K if self.query_weight == "W_K" else W_Q)           # (n, M, d_h)
-        K = X @ W_K                                                     # (n, M, d_h)
+        n, M, d = X.shape
+        d_h = W_Q.shape[1]
+        Xf = X.reshape(n * M, d)                                        # one matrix product, not n small ones
+        Q = (Xf @ (W_K if self.query_weight == "W_K" else W_Q)).reshape(n, M, d_h)   # (n, M, d_h)
+        K = (Xf @ W_K).reshape(n, M, d_h)                               # (n, M, d_h)
         tau = X.dtype.type(1.0 / math.sqrt(d_h) if self.temperature else 1.0)
         Z = tau * (Q @ K.transpose(0, 2, 1))                            # (n, M, M) Z[l, j] = q_l·k_j
         if self.transpose_logits:
@@ -84,7 +86,7 @@ class Variant:
             S = E / (E.sum(axis=axis, keepdims=True) + X.dtype.type(self.softmax_eps))
         m = M if self.mean_over_queries else 1
         abar = S.sum(axis=1 if self.abar_over == "queries" else 2) / X.dtype.type(m)   # (n, M)
-        v = X @ (W_V @ w_O)                                             # (n, M)
+        v = (Xf @ (W_V @ w_O)).reshape(n, M)                            # (n, M)
         return (abar * v).sum(axis=1), (Q, K, S, v, tau, axis, abar, m, clipped, Z)
 
     def loss_and_grads(self, params, X, y):
@@ -224,7 +226,8 @@ CATALOGUE = (
             Variant(weight_decay=0.01)),
     Mistake("gradient_clipping", "gradients clipped to global norm 1 (docs/math.md (6.1) has no clipping)",
             Variant(clip_norm=1.0)),
-    Mistake("w_O_trained", "the GD step updates w_O although it is frozen in this setting (docs/math.md §3); pass "
+    Mistake("w_O_trained", "the GD step (or trainer) updates w_O although it is frozen in this setting "
+            "(docs/math.md §3); pass "
             "train_w_O=True (--train-w-O) if you train it on purpose", Variant(flip_w_O=True),
             lambda dtype, train_w_O: not train_w_O),
     Mistake("w_O_frozen", "the GD step leaves w_O unchanged although train_w_O=True was asked for "
@@ -241,3 +244,23 @@ SHAPE_MISTAKES = (
             Variant(), lambda dtype, train_w_O: False, kind="shape"),
 )
 MISTAKES = {m.name: m for m in CATALOGUE + SHAPE_MISTAKES}
+
+# Causes named from what your numbers show rather than from a mutant's prediction (``overflow``, ``updates``).
+CAUSES = {
+    "overflow": "a NaN or inf in your outputs where the reference's are finite: something in your code overflows "
+                "(the sentence for the case says what and where)",
+    "mixed_precision": "one step of your float64 computation runs in float32 (a cast, a float32 softmax, an "
+                       "autocast region): float64 outputs with errors of float32 size",
+    "dropout_left_on": "your forward is not deterministic (dropout left on, training mode, a random draw): two "
+                       "calls on the same inputs differ",
+    "accumulation_not_divided": "gradients accumulated over k micro-batches without dividing by k: loss and "
+                                "gradients k × the reference, f exact",
+    "label_smoothing": "label smoothing (BCE targets ε/2 and 1 − ε/2): f exact, loss and gradients of "
+                       "log(1 + e^{−y f}) + (ε/2)·y f",
+    "extra_residual": "an extra residual connection around the attention (values added to its output)",
+    "extra_layernorm": "an extra LayerNorm on the attention output before the head",
+    "state_outside_optimizer": "your trainer keeps state outside its optimizer (an extra trained parameter, a "
+                               "buffer, a cached tensor): the loss it differentiates changes from step to step, "
+                               "so its updates are not −lr·∇L at its own iterates",
+}
+DESCRIPTIONS = {**{m.name: m.description for m in CATALOGUE + SHAPE_MISTAKES}, **CAUSES}

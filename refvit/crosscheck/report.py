@@ -6,8 +6,10 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .cases import BLOCKS, tolerance
-from .mutants import MISTAKES
+from .cases import BLOCKS, CASE_KINDS, tolerance
+
+# Exit statuses of ``refvit crosscheck`` (``Report.status``); 2 is a usage error, raised before any check.
+EXIT_PASS, EXIT_INCORRECT, EXIT_NOT_ROBUST = 0, 1, 3
 
 
 @dataclass
@@ -31,6 +33,8 @@ class CaseResult:
     error: str | None = None                         # an exception raised by your function, if any
     diagnosis: list = field(default_factory=list)   # names of catalogue mistakes matching this case
     findings: list = field(default_factory=list)    # plain statements (uniform factors, drifting updates, …)
+    kind: str = "correctness"                        # "correctness" or "robustness" (``CASE_KINDS``)
+    overflow: str | None = None                      # what overflowed and where, when your outputs are not finite
 
     @property
     def passed(self) -> bool:
@@ -39,20 +43,50 @@ class CaseResult:
 
 @dataclass
 class Report:
-    """What ``crosscheck`` found. ``passed``: every block of every case within tolerance, no exception.
+    """What ``crosscheck`` found. ``passed``: every block of every case within tolerance, no exception;
+    ``correct``: so on the correctness cases (ordinary scales); ``robust``: so on the robustness cases (extreme
+    margins and logits); ``status``: the exit status of ``refvit crosscheck`` (0 pass, 1 incorrect, 3 correct
+    but not robust).
 
-    ``diagnosis``: catalogue mistakes (names of ``CATALOGUE``) that match your outputs on every case while the
-    reference does not; ``rows()`` gives one dict per (case, block) for a DataFrame or JSON.
+    ``diagnosis``: the names (catalogued mistakes, or causes read from your numbers) that explain every failing
+    case; ``explanations``: every explanation found, best first, each with the cases it explains (a dict with
+    "names", "cases", "parts", "of" and "text"); ``findings``: statements outside the catalogue, each with its
+    cases; ``rows()`` gives one dict per (case, block) for a DataFrame or JSON.
     """
     dtype: str
     train_w_O: bool
     cases: list
     diagnosis: list = field(default_factory=list)
     findings: list = field(default_factory=list)
+    explanations: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return all(c.passed for c in self.cases)
+
+    @property
+    def correct(self) -> bool:
+        return all(c.passed for c in self.cases if c.kind == "correctness")
+
+    @property
+    def robust(self) -> bool:
+        return all(c.passed for c in self.cases if c.kind == "robustness")
+
+    @property
+    def status(self) -> int:
+        """0 every case passes; 1 a correctness case fails (or raised); 3 only robustness cases fail."""
+        return EXIT_PASS if self.passed else EXIT_INCORRECT if not self.correct else EXIT_NOT_ROBUST
+
+    def verdicts(self) -> list[str]:
+        """One line per kind of case that ran: its cases and whether they pass."""
+        out = []
+        for kind, what in CASE_KINDS.items():
+            cs = [c for c in self.cases if c.kind == kind]
+            if cs:
+                bad = [c.name for c in cs if not c.passed]
+                verdict = "PASS" if not bad else f"FAIL ({', '.join(bad)})"
+                out.append(f"{kind.capitalize()} ({what}; {len(cs)} case{'s' if len(cs) > 1 else ''}): {verdict}")
+        return out
 
     def rows(self) -> list[dict]:
         return [dataclasses.asdict(b) for c in self.cases for b in c.blocks]
@@ -60,7 +94,9 @@ class Report:
     def to_dict(self) -> dict:
         """Strict-JSON-ready: a non-finite number becomes the string "nan", "inf" or "-inf" (``finite_json``)."""
         return finite_json({"dtype": self.dtype, "train_w_O": self.train_w_O, "passed": self.passed,
+                            "correct": self.correct, "robust": self.robust, "status": self.status,
                             "diagnosis": list(self.diagnosis), "findings": list(self.findings),
+                            "explanations": [dict(e) for e in self.explanations],
                             "cases": [dict(dataclasses.asdict(c), passed=c.passed) for c in self.cases]})
 
     def to_json(self) -> str:
@@ -85,22 +121,24 @@ class Report:
                 lines.append(f"{'':<{w}s}  error: {c.error}")
             if c.diagnosis:
                 lines.append(f"{'':<{w}s}  matches: {', '.join(c.diagnosis)}")
-            for r in c.blocks:
-                if r.note:
-                    lines.append(f"{'':<{w}s}  {r.block}: {r.note}")
-            for f in c.findings:
-                lines.append(f"{'':<{w}s}  {f}")
-        lines.append("PASS: every block within tolerance." if self.passed else "FAIL.")
+            notes = [f"{r.block}: {r.note}" for r in c.blocks if r.note]
+            if len(notes) > 2:                         # one line for many non-finite blocks
+                notes = notes[:1] + [f"… and {len(notes) - 1} more blocks not finite"]
+            lines += [f"{'':<{w}s}  {n}" for n in notes]
+        lines += self.verdicts()
+        lines.append("PASS: every block within tolerance." if self.passed else
+                     "FAIL: correct at ordinary scales, not robust at extreme ones." if self.correct else "FAIL.")
         if not self.passed:
-            if self.diagnosis:
-                lines.append("Diagnosis: your outputs match these known mistakes in every case you failed:")
-                lines += [f"  - {n}: {MISTAKES[n].description}" for n in self.diagnosis]
+            if self.explanations:
+                lines.append("Diagnosis, best explanation first (with the failing cases each explains):")
+                lines += [f"  - {e['text']}" for e in self.explanations]
             else:
-                lines.append("Diagnosis: no catalogued mistake matches every failing case "
-                             "(a per-case 'matches:' line above may still point to one).")
-            if self.findings:
-                lines.append("Findings:")
-                lines += [f"  - {f}" for f in self.findings]
+                lines.append("Diagnosis: no known mistake explains a failing case.")
+            said = " ".join(e["text"] for e in self.explanations)
+            rest = [f for f in self.findings if f.split(" (in ")[0] not in said]   # each statement once
+            if rest:
+                lines.append("Findings (in every failing case, unless the cases are named):")
+                lines += [f"  - {f}" for f in rest]
         return "\n".join(lines)
 
 

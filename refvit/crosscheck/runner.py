@@ -12,10 +12,13 @@ import numpy as np
 from ..jiang2024.model import Params
 from .calls import DEFAULT_TIMEOUT, ContractError, _Raised, _user_outputs
 from .cases import DTYPES, GRAD_BLOCKS, STEPS, CaseSpec, build_case, select_cases, tolerance
-from .compare import _compare, _model_outputs, _reference_trajectory, _RefTraj, _trainer_errors, _traj_errors
-from .diagnosis import _diagnose, _State
+from .compare import (_compare, _model_outputs, _reference_trajectory, _RefTraj, _trainer_errors,
+                      _traj_errors)
+from .diagnosis import _State
+from .explain import rank
 from .metrics import describe_values
 from .report import BlockResult, CaseResult, Report
+
 
 def _run_case(spec: CaseSpec, fns, dtype, train_w_O, steps, timeout):
     """Compare your functions with the reference on one case. Returns (CaseResult, _State or None)."""
@@ -27,7 +30,7 @@ def _run_case(spec: CaseSpec, fns, dtype, train_w_O, steps, timeout):
     X = case.X.astype(dt).astype(np.float64)
     y = case.y.copy()
     settings = dict(spec.to_dict(), steps=steps)
-    result = CaseResult(spec.name, spec.description, settings)
+    result = CaseResult(spec.name, spec.description, settings, kind=spec.kind)
     ref_traj = None
     if fns[2] is not None or fns[3] is not None:
         traj, grads = _reference_trajectory(p0, X, y, spec.lr, train_w_O, steps)
@@ -111,7 +114,13 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
                   f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
     report = Report(dtype, train_w_O, [r for r, _ in runs])
     if not report.passed:
-        report.diagnosis, report.findings = _diagnose(runs, dtype, train_w_O)
+        t0 = time.perf_counter()
+
+        def progress(text):
+            if verbose:
+                print(f"crosscheck {text} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+        report.diagnosis, report.explanations, report.findings = rank(runs, dtype, train_w_O, progress)
+        progress("diagnosis: done")
     if verbose:
         print(report.format())
     return report

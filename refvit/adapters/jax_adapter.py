@@ -1,4 +1,4 @@
-# examples/jax_adapter.py
+# refvit/adapters/jax_adapter.py
 r"""A JAX implementation of the model, wrapped for ``refvit.crosscheck``. Copy this file and put your model in place
 of ``f_jax``; JAX is not a dependency of refvit, so install it yourself.
 
@@ -8,10 +8,10 @@ w_O frozen (the check's default). Arrays keep the dtype they arrive in, so the s
 in float32; the ``jax_enable_x64`` line is what makes float64 inputs stay float64 (without it JAX computes them in
 float32 and the float64 check names ``float32_accumulation``).
 
-From the shell (exit code 0 = pass, 1 = fail):
+From the shell (exit status 0 = pass, 1 = incorrect, 3 = correct but not robust):
 
-    refvit crosscheck examples/jax_adapter.py:forward --grad examples/jax_adapter.py:grad \
-        --step examples/jax_adapter.py:gd_step [--dtype float32] [--json report.json]
+    refvit crosscheck refvit/adapters/jax_adapter.py:forward --grad refvit/adapters/jax_adapter.py:grad \
+        --step refvit/adapters/jax_adapter.py:gd_step [--dtype float32] [--json report.json]
 
 From Python:
 
