@@ -8,7 +8,7 @@ import pytest
 from refvit.config import TrainConfig
 from refvit.li2025 import LiDataConfig, LiModelConfig, LiParams, init_params, make_dataset
 from refvit.li2025 import _kernels
-from refvit.li2025.model import forward_cache, loss_grads_cache
+from refvit.li2025.model import forward_cache, loss_grads_cache, value_direction
 from refvit.li2025.objective import LiObjective, SparseLiObjective, make_objective, train
 from refvit.li2025.sparse import numba_usable, sparse_forward_cache, sparse_loss_grads_cache, sparse_tokens
 from refvit.streams import streams
@@ -79,18 +79,28 @@ def test_kernels_equal_their_python_form_to_the_bit(seed):
     """Strict njit loops (no fastmath) round as the interpreted Python does: an exact oracle for the compilation."""
     if not numba_usable():
         pytest.skip("numba not usable: the kernels are their Python form")
+    ds, p, model = random_problem(seed)
+    t = sparse_tokens(ds.X, ds.support)
+    n, L, d = t.shape
+    v = _kernels.value_at(p.W_V, t.cols)
+    assert np.array_equal(v, _kernels.value_at.py_func(p.W_V, t.cols))
+    args = (t.indptr, t.indices, t.local, t.data, p.W_Q, p.W_K, v, n, L, model.c(L), model.logit_scale)
+    fwd = _kernels.forward(*args)
+    for fast, slow in zip(fwd, _kernels.forward.py_func(*args)):
+        assert np.array_equal(fast, slow)
+    df = np.random.default_rng(seed).standard_normal(n)                 # a random cotangent, not ones
+    Q, K, u, _, S, _ = fwd
+    args = (t.indptr, t.indices, t.data, df, Q, K, u, S, model.c(L), model.logit_scale, d, model.m_v)
+    for fast, slow in zip(_kernels.backward(*args), _kernels.backward.py_func(*args)):
+        assert np.array_equal(fast, slow)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_value_direction_at_the_used_coordinates_is_the_reference_to_the_bit(seed):
+    """value_at sums the m_v rows in the order numpy's mean over axis 0 does, then divides: the same bits."""
     ds, p, _ = random_problem(seed)
     t = sparse_tokens(ds.X, ds.support)
-    rng = np.random.default_rng(seed)
-    v = rng.standard_normal(ds.X.shape[2])
-    for fast, slow in zip(_kernels.project(t.indptr, t.indices, t.data, p.W_Q, p.W_K, v),
-                          _kernels.project.py_func(t.indptr, t.indices, t.data, p.W_Q, p.W_K, v)):
-        assert np.array_equal(fast, slow)
-    R, m_k = ds.X.shape[0] * 2, p.W_Q.shape[0]
-    dQ, dK, du = rng.standard_normal((R, m_k)), rng.standard_normal((R, m_k)), rng.standard_normal(R)
-    args = (t.indptr, t.indices, t.data, dQ, dK, du, ds.X.shape[2])
-    for fast, slow in zip(_kernels.project_transpose(*args), _kernels.project_transpose.py_func(*args)):
-        assert np.array_equal(fast, slow)
+    assert np.array_equal(_kernels.value_at(p.W_V, t.cols), value_direction(p.W_V)[t.cols])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -171,17 +181,17 @@ def test_gradients_vanish_off_the_support_in_both_paths():
 
 
 def test_a_broken_kernel_fails_the_comparison(monkeypatch):
-    """Mutation: a transpose pass that drops each row's first non-zero (coordinate 0 of every signal token) must
-    be caught by the comparison above."""
+    """Mutation: a backward pass that drops each row's first non-zero (coordinate 0 of every signal token) must be
+    caught by the comparison above."""
     ds, p, model = random_problem(1)
-    good = _kernels.project_transpose
+    good = _kernels.backward
 
-    def broken(indptr, indices, data, dQ, dK, du, d):
+    def broken(indptr, indices, data, *rest):
         data = data.copy()
         data[indptr[:-1]] = 0.0
-        return good(indptr, indices, data, dQ, dK, du, d)
+        return good(indptr, indices, data, *rest)
 
-    monkeypatch.setattr(_kernels, "project_transpose", broken)
+    monkeypatch.setattr(_kernels, "backward", broken)
     fast = sparse_loss_grads_cache(p, sparse_tokens(ds.X, ds.support), ds.y, model)
     with pytest.raises(AssertionError):
         assert_same_evaluation(fast, loss_grads_cache(p, ds.X, ds.y, model), "broken")

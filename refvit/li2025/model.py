@@ -116,18 +116,9 @@ def forward_cache(params: LiParams, X: np.ndarray, cfg: LiModelConfig):
     Xf = X.reshape(n * L, d)                    # (n L, d) all tokens as rows: one GEMM, not n small ones
     Q = (Xf @ W_Q.T).reshape(n, L, -1)          # (n, L, m_k)  Q_l = W_Q x_l  (math 13.6)
     K = (Xf @ W_K.T).reshape(n, L, -1)          # (n, L, m_k)  K_m = W_K x_m  (math 13.6)
-    u = (Xf @ value_direction(W_V)).reshape(n, L)   # (n, L)   u_m = ⟨v, x_m⟩  (math 13.8)
-    return attention_forward(Q, K, u, c, lam)
-
-
-def attention_forward(Q: np.ndarray, K: np.ndarray, u: np.ndarray, c: float, lam: float):
-    """f (n,) and the ``LiCache`` from the projections Q, K (n, L, m_k) and the value scores u (n, L).
-
-    c = c_L and lam = λ. Kept apart from the projections, as ``attention_backward`` is: a second way of forming
-    Q, K and u (``refvit.li2025.sparse``, from the non-zero coordinates of the tokens) shares these lines.
-    """
     Z = lam * (Q @ K.transpose(0, 2, 1))        # (n, L, L)    Z[l, m] = λ⟨Q_l, K_m⟩  (math 13.7)
     S = softmax(Z)                              # (n, L, L)    softmax over keys m, one row per query l  (math 13.7)
+    u = (Xf @ value_direction(W_V)).reshape(n, L)   # (n, L)   u_m = ⟨v, x_m⟩  (math 13.8)
     f = c * np.einsum("nlm,nm->n", S, u)        # (n,)         f = c_L Σ_l Σ_m S[l, m] u_m  (math 13.9)
     return f, LiCache(Q, K, u, Z, S)
 
@@ -150,15 +141,6 @@ def attention_backward(df: np.ndarray, cache: LiCache, c: float, lam: float):
     return dQ, dK, du
 
 
-def value_rows_backward(dv: np.ndarray, m_v: int) -> np.ndarray:
-    """dW_V (2, m_v, d) from the gradient dv (d,) of the value direction v."""
-    dW_V = np.empty((2, m_v, dv.shape[0]))                     # (2, m_v, d)
-    # forward: v = (1/m_v) Σ_r W_V[0, r] − (1/m_v) Σ_r W_V[1, r]: every row of a class gets ±dv/m_v
-    dW_V[0] = dv / m_v                                          # (math 13.15), broadcast over the m_v rows
-    dW_V[1] = -dv / m_v                                         # (math 13.15)
-    return dW_V
-
-
 def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) -> LiParams:
     """Gradients of Σ_i df[i]·f[i] (df: (n,)) with respect to (W_Q, W_K, W_V), by the chain rule."""
     dQ, dK, du = attention_backward(df, cache, cfg.c(X.shape[1]), cfg.logit_scale)
@@ -167,7 +149,9 @@ def backward(df: np.ndarray, cache: LiCache, X: np.ndarray, cfg: LiModelConfig) 
     Xf = X.reshape(n * L, d)                                    # (n L, d) all tokens as rows: one GEMM
     # forward: u_m = ⟨v, x_m⟩, so dv = Σ_i Σ_m du[i, m] x_{i,m}
     dv = du.reshape(n * L) @ Xf                                 # (d,)  (math 13.15)
-    dW_V = value_rows_backward(dv, m_v)                         # (2, m_v, d)  (math 13.15)
+    # forward: v = (1/m_v) Σ_r W_V[0, r] − (1/m_v) Σ_r W_V[1, r]: every row of a class gets ±dv/m_v
+    dW_V = np.stack([np.broadcast_to(dv / m_v, (m_v, d)),
+                     np.broadcast_to(-dv / m_v, (m_v, d))])     # (2, m_v, d)  (math 13.15)
     # forward: Q = X W_Qᵀ and K = X W_Kᵀ, so dW = Σ_i dQ_iᵀ X_i summed over samples and tokens
     dW_Q = dQ.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)
     dW_K = dK.reshape(n * L, -1).T @ Xf                         # (m_k, d)  (math 13.19)

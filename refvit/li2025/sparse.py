@@ -5,15 +5,15 @@ Every signal token is ±‖μ‖e₀ (one non-zero, coordinate 0) and a sparse n
 S_i, ``LiDataset.support``; with feature noise also coordinate 0), docs/math.md (13.1)–(13.2). So the projections
 Q = X W_Qᵀ, K = X W_Kᵀ, u = X v read only the columns of W_Q, W_K and v at those coordinates, and the gradients
 Σ dQᵀ X, Σ dKᵀ X, Σ du·X are non-zero only there. ``SparseTokens`` holds the tokens in compressed-row form, built
-once per data set; ``refvit.li2025._kernels`` does the two passes. Between them the attention itself (logits,
-softmax, readout and its backward) is the reference's own code, ``model.attention_forward`` and
-``model.attention_backward``: given the same Q, K and u the two paths agree to the bit there.
+once per data set; ``refvit.li2025._kernels`` runs the forward pass and the backward pass, each fused into one
+numba loop nest. The loss and dL/df are the reference's primitives (``refvit.primitives``).
 
-What differs is the order of the sums in the projections: the reference hands all d coordinates to BLAS (blocked,
-with fused multiply-adds), the kernels add the ≤ s + 1 non-zero products one after the other. Both are exact up to
-rounding, so f, the cache and the gradients agree to about 1e-15 relative (tests/test_li_sparse.py states the
-tolerance and why). Letters as in ``refvit.li2025.model``: n samples, L tokens, d token dimension, m_k query/key
-width, m_v value rows per class, R = n·L token rows, nnz non-zeros of X.
+The two paths add the same products in another order: the reference hands all d coordinates to BLAS (blocked, with
+fused multiply-adds, zeros included) and numpy, the kernels add the non-zero products one after the other. So f,
+the cache and the gradients agree to rounding (~1e-15 relative; tests/test_li_sparse.py states its tolerance and
+why), not to the bit; v at the coordinates used is summed in numpy's order and equals the reference's v exactly.
+Letters as in ``refvit.li2025.model``: n samples, L tokens, d token dimension, m_k query/key width, m_v value rows
+per class, R = n·L token rows, nnz non-zeros of X.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 
 from ..primitives import Evaluation, dloss_df, mean_loss
 from .config import LiModelConfig
-from .model import LiParams, attention_backward, attention_forward, value_direction, value_rows_backward
+from .model import LiCache, LiParams
 
 
 class SparseTokens(NamedTuple):
@@ -33,6 +33,8 @@ class SparseTokens(NamedTuple):
     indptr: np.ndarray    # (R + 1,) int64  row r's non-zeros are p in [indptr[r], indptr[r + 1])
     indices: np.ndarray   # (nnz,) int64    their coordinates, increasing within a row
     data: np.ndarray      # (nnz,) float64  their values
+    cols: np.ndarray      # (n_c,) int64    every coordinate some token uses, sorted
+    local: np.ndarray     # (nnz,) int64    position of indices[p] in cols
     shape: tuple          # (n, L, d)
 
 
@@ -61,7 +63,10 @@ def sparse_tokens(X: np.ndarray, support: np.ndarray) -> SparseTokens:
                          "the sparse path needs the data's own support (use backend='numpy' otherwise)")
     counts = keep.reshape(n * L, -1).sum(axis=1)                                                   # (R,)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return SparseTokens(indptr, np.ascontiguousarray(cols_tok[keep]), np.ascontiguousarray(vals[keep]), (n, L, d))
+    indices = np.ascontiguousarray(cols_tok[keep])
+    used = np.unique(indices)
+    return SparseTokens(indptr, indices, np.ascontiguousarray(vals[keep]), used,
+                        np.searchsorted(used, indices).astype(np.int64), (n, L, d))
 
 
 def numba_usable() -> bool:
@@ -81,26 +86,22 @@ def sparse_forward_cache(params: LiParams, tokens: SparseTokens, cfg: LiModelCon
     """f (n,) and the ``LiCache`` of the reference ``forward_cache``, from ``SparseTokens``. Inputs assumed checked."""
     W_Q, W_K, W_V = (np.ascontiguousarray(a, dtype=np.float64) for a in params)
     n, L, _ = tokens.shape
-    m_k = W_Q.shape[0]
-    v = value_direction(W_V)                                   # (d,) the reference's own v, to the bit  (math 13.8)
-    Q, K, u = _kernels().project(tokens.indptr, tokens.indices, tokens.data, W_Q, W_K, v)   # (R, m_k) ×2, (R,)
-    return attention_forward(Q.reshape(n, L, m_k), K.reshape(n, L, m_k), u.reshape(n, L),
-                             cfg.c(L), cfg.logit_scale)      # (math 13.7), (math 13.9)
+    k = _kernels()
+    v = k.value_at(W_V, tokens.cols)                           # (n_c,) v at the coordinates used  (math 13.8)
+    Q, K, u, Z, S, f = k.forward(tokens.indptr, tokens.indices, tokens.local, tokens.data, W_Q, W_K, v,
+                                 n, L, cfg.c(L), cfg.logit_scale)          # (math 13.6)–(13.9)
+    return f, LiCache(Q, K, u, Z, S)
 
 
 def sparse_loss_grads_cache(params: LiParams, tokens: SparseTokens, y: np.ndarray, cfg: LiModelConfig) -> Evaluation:
     """``Evaluation`` (loss, grads, f, cache) of the reference ``loss_grads_cache``, from ``SparseTokens``.
 
     The gradients are dense arrays, as the training state is: W_Q, W_K (m_k, d) and W_V (2, m_v, d), zero outside
-    the tokens' non-zero coordinates.
+    the tokens' non-zero coordinates. The loss and dL/df are the reference's own primitives.
     """
     n, L, d = tokens.shape
     f, cache = sparse_forward_cache(params, tokens, cfg)
     g = dloss_df(f, y)                                          # (n,)  dL/df_i  (math 13.13)
-    dQ, dK, du = attention_backward(g, cache, cfg.c(L), cfg.logit_scale)   # (n, L, m_k) ×2, (n, L)
-    m_k = dQ.shape[2]
-    # forward: Q = X W_Qᵀ, K = X W_Kᵀ, u = X v; so dW = Σ_r dQ_r x_rᵀ and dv = Σ_r du_r x_r, over non-zeros only
-    dW_Q, dW_K, dv = _kernels().project_transpose(tokens.indptr, tokens.indices, tokens.data,
-                                                  dQ.reshape(n * L, m_k), dK.reshape(n * L, m_k),
-                                                  du.reshape(n * L), d)                   # (math 13.15, 13.19)
-    return Evaluation(mean_loss(f, y), LiParams(dW_Q, dW_K, value_rows_backward(dv, cfg.m_v)), f, cache)
+    grads = _kernels().backward(tokens.indptr, tokens.indices, tokens.data, g, cache.Q, cache.K, cache.u, cache.S,
+                                cfg.c(L), cfg.logit_scale, d, cfg.m_v)     # (math 13.14)–(13.19)
+    return Evaluation(mean_loss(f, y), LiParams(*grads), f, cache)       # loss (math 13.12)
