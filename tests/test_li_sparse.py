@@ -82,9 +82,9 @@ def test_kernels_equal_their_python_form_to_the_bit(seed):
     ds, p, model = random_problem(seed)
     t = sparse_tokens(ds.X, ds.support)
     n, L, d = t.shape
-    v = _kernels.value_at(p.W_V, t.cols)
-    assert np.array_equal(v, _kernels.value_at.py_func(p.W_V, t.cols))
-    args = (t.indptr, t.indices, t.local, t.data, p.W_Q, p.W_K, v, n, L, model.c(L), model.logit_scale)
+    G = _kernels.gather(p.W_Q, p.W_K, p.W_V, t.cols)
+    assert np.array_equal(G, _kernels.gather.py_func(p.W_Q, p.W_K, p.W_V, t.cols))
+    args = (t.indptr, t.local, t.data, G, n, L, model.c(L), model.logit_scale)
     fwd = _kernels.forward(*args)
     for fast, slow in zip(fwd, _kernels.forward.py_func(*args)):
         assert np.array_equal(fast, slow)
@@ -96,11 +96,16 @@ def test_kernels_equal_their_python_form_to_the_bit(seed):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_value_direction_at_the_used_coordinates_is_the_reference_to_the_bit(seed):
-    """value_at sums the m_v rows in the order numpy's mean over axis 0 does, then divides: the same bits."""
+def test_gathered_columns_are_the_reference_to_the_bit(seed):
+    """value_at sums the m_v rows in the order numpy's mean over axis 0 does, then divides: the same bits; the
+    columns of W_Q and W_K are copied."""
     ds, p, _ = random_problem(seed)
     t = sparse_tokens(ds.X, ds.support)
     assert np.array_equal(_kernels.value_at(p.W_V, t.cols), value_direction(p.W_V)[t.cols])
+    m_k = p.W_Q.shape[0]
+    G = _kernels.gather(p.W_Q, p.W_K, p.W_V, t.cols)                   # copies: exact
+    assert np.array_equal(G[:, :m_k], p.W_Q[:, t.cols].T) and np.array_equal(G[:, m_k:2 * m_k], p.W_K[:, t.cols].T)
+    assert np.array_equal(G[:, 2 * m_k], value_direction(p.W_V)[t.cols])
 
 
 @pytest.mark.parametrize("seed", range(4))

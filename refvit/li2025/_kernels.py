@@ -50,9 +50,24 @@ def value_at(W_V, cols):
 
 
 @njit(cache=True)
-def forward(indptr, indices, local, data, W_Q, W_K, v, n, L, c_L, lam):
-    """Q, K (n, L, m_k), u (n, L), Z, S (n, L, L) and f (n,) of ``model.forward_cache``; v (len(cols),) at cols."""
+def gather(W_Q, W_K, W_V, cols):
+    """G (len(cols), 2 m_k + 1): row k holds W_Q[:, c], W_K[:, c] and v[c] for c = cols[k], so that the forward
+    pass reads one contiguous row per non-zero instead of 2 m_k + 2 m_v strided entries."""
     m_k = W_Q.shape[0]
+    G = np.empty((cols.shape[0], 2 * m_k + 1))
+    for k in range(cols.shape[0]):
+        c = cols[k]
+        for j in range(m_k):
+            G[k, j] = W_Q[j, c]
+            G[k, m_k + j] = W_K[j, c]
+    G[:, 2 * m_k] = value_at(W_V, cols)
+    return G
+
+
+@njit(cache=True)
+def forward(indptr, local, data, G, n, L, c_L, lam):
+    """Q, K (n, L, m_k), u (n, L), Z, S (n, L, L) and f (n,) of ``model.forward_cache``; G from ``gather``."""
+    m_k = (G.shape[1] - 1) // 2
     Q = np.zeros((n, L, m_k))
     K = np.zeros((n, L, m_k))
     u = np.zeros((n, L))
@@ -63,12 +78,12 @@ def forward(indptr, indices, local, data, W_Q, W_K, v, n, L, c_L, lam):
         for l in range(L):
             r = i * L + l
             for p in range(indptr[r], indptr[r + 1]):
-                col = indices[p]
+                g = G[local[p]]                        # the columns of W_Q, W_K and v at coordinate indices[p]
                 x = data[p]
                 for j in range(m_k):
-                    Q[i, l, j] += x * W_Q[j, col]      # Q_l = W_Q x_l  (math 13.6)
-                    K[i, l, j] += x * W_K[j, col]      # K_l = W_K x_l  (math 13.6)
-                u[i, l] += x * v[local[p]]             # u_l = ⟨v, x_l⟩  (math 13.8)
+                    Q[i, l, j] += x * g[j]             # Q_l = W_Q x_l  (math 13.6)
+                    K[i, l, j] += x * g[m_k + j]       # K_l = W_K x_l  (math 13.6)
+                u[i, l] += x * g[2 * m_k]              # u_l = ⟨v, x_l⟩  (math 13.8)
         total_f = 0.0
         for l in range(L):
             zmax = -math.inf

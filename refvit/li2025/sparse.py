@@ -87,9 +87,9 @@ def sparse_forward_cache(params: LiParams, tokens: SparseTokens, cfg: LiModelCon
     W_Q, W_K, W_V = (np.ascontiguousarray(a, dtype=np.float64) for a in params)
     n, L, _ = tokens.shape
     k = _kernels()
-    v = k.value_at(W_V, tokens.cols)                           # (n_c,) v at the coordinates used  (math 13.8)
-    Q, K, u, Z, S, f = k.forward(tokens.indptr, tokens.indices, tokens.local, tokens.data, W_Q, W_K, v,
-                                 n, L, cfg.c(L), cfg.logit_scale)          # (math 13.6)–(13.9)
+    G = k.gather(W_Q, W_K, W_V, tokens.cols)                   # (n_c, 2 m_k + 1) W_Q, W_K, v at the coordinates used
+    Q, K, u, Z, S, f = k.forward(tokens.indptr, tokens.local, tokens.data, G, n, L, cfg.c(L),
+                                 cfg.logit_scale)                          # (math 13.6)–(13.9)
     return f, LiCache(Q, K, u, Z, S)
 
 
