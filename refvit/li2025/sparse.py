@@ -54,8 +54,8 @@ def sparse_tokens(X: np.ndarray, support: np.ndarray) -> SparseTokens:
                          f"of shape {support.shape}")
     if support.size and (support.min() < 1 or support.max() > d - 1 or np.any(np.diff(support, axis=1) <= 0)):
         raise ValueError(f"support rows must be increasing coordinates in [1, d-1] = [1, {d - 1}]")
-    cols = np.concatenate([np.zeros((n, 1), dtype=np.int64), support.astype(np.int64)], axis=1)   # (n, s + 1)
-    cols_tok = np.broadcast_to(cols[:, None, :], (n, L, cols.shape[1]))                            # (n, L, s + 1)
+    coords = np.concatenate([np.zeros((n, 1), dtype=np.int64), support.astype(np.int64)], axis=1)  # (n, s + 1)
+    cols_tok = np.broadcast_to(coords[:, None, :], (n, L, coords.shape[1]))                        # (n, L, s + 1)
     vals = np.take_along_axis(X, cols_tok, axis=2)                                                 # (n, L, s + 1)
     keep = vals != 0.0                                # signal tokens keep coordinate 0 alone
     if np.count_nonzero(X) != np.count_nonzero(keep):
@@ -88,8 +88,8 @@ def sparse_forward_cache(params: LiParams, tokens: SparseTokens, cfg: LiModelCon
     n, L, _ = tokens.shape
     k = _kernels()
     G = k.gather(W_Q, W_K, W_V, tokens.cols)                   # (n_c, 2 m_k + 1) W_Q, W_K, v at the coordinates used
-    Q, K, u, Z, S, f = k.forward(tokens.indptr, tokens.local, tokens.data, G, n, L, cfg.c(L),
-                                 cfg.logit_scale)                          # (math 13.6)–(13.9)
+    Q, K, u, Z, S, f = k.forward(tokens.indptr, tokens.local, tokens.data, G, n, L, float(cfg.c(L)),
+                                 float(cfg.logit_scale))                   # (math 13.6)–(13.9)
     return f, LiCache(Q, K, u, Z, S)
 
 
@@ -103,5 +103,5 @@ def sparse_loss_grads_cache(params: LiParams, tokens: SparseTokens, y: np.ndarra
     f, cache = sparse_forward_cache(params, tokens, cfg)
     g = dloss_df(f, y)                                          # (n,)  dL/df_i  (math 13.13)
     grads = _kernels().backward(tokens.indptr, tokens.indices, tokens.data, g, cache.Q, cache.K, cache.u, cache.S,
-                                cfg.c(L), cfg.logit_scale, d, cfg.m_v)     # (math 13.14)–(13.19)
+                                float(cfg.c(L)), float(cfg.logit_scale), d, cfg.m_v)   # (math 13.14)–(13.19)
     return Evaluation(mean_loss(f, y), LiParams(*grads), f, cache)       # loss (math 13.12)
