@@ -16,8 +16,8 @@ Sizes: N = 20, d = 2000, m_k = m_v = 10, sparse noise s = 40, n_test = 2000 (the
                        (time of S + 1 steps − time of 1 step) / S, without a test set
     of which ...       the sparse step's loss and gradients, its SignGD update, and the history row that a step
                        through ``run`` adds (``record``: the tracked quantities of docs/math.md §14.1)
-    test evaluation    f on the 2000 test samples, sparse (after the first call, which puts the test tokens in
-                       sparse form once; its cost is printed apart) and reference
+    test evaluation    f on the 2000 test samples, sparse and reference; the first sparse call, which also puts
+                       the test tokens in sparse form (once per objective), is printed apart
 
 Every path is validated before it is timed, or it is not timed: the sparse loss, f, cache and gradients against the
 reference (norm-wise relative ≤ 1e-12, the tolerance of tests/test_li_sparse.py), the torch gradients against the
@@ -165,7 +165,7 @@ def bench(repeat: int, test_repeat: int, run_repeat: int, lr: float = 1e-3) -> d
 
     if "sparse step" in steps:
         t0 = CLOCK()
-        f_fast = fast.test_outputs(state)                              # builds the sparse test tokens (once), then evaluates
+        f_fast = fast.test_outputs(state)                  # builds the sparse test tokens (once), then evaluates
         ms["first sparse test evaluation"] = (CLOCK() - t0) * 1e3
         terr = rel_diff(f_fast, forward_cache(state, data.X_test, model)[0])
         if terr <= VALID:

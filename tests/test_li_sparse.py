@@ -14,12 +14,12 @@ from refvit.li2025.sparse import numba_usable, sparse_forward_cache, sparse_loss
 from refvit.streams import streams
 from refvit.trainer import run
 
-# Both paths add the same ≤ s + 2 non-zero products per projection, in another order (BLAS: blocked with fused
-# multiply-adds over all d coordinates, zeros included; the kernels: one after the other), so Q, K, u differ by a
-# few ulps of their largest terms. Softmax, readout and backward are the same code and, at the O(1) logits and
-# margins used here, pass that on with an O(1) factor: measured ≤ 2e-14 over the problems below (f, cache and every
-# gradient block). 1e-12 leaves a factor 50; a dropped non-zero, a wrong coordinate or a missing term moves a block
-# by 1e-3 or more.
+# Both paths add the same few products in another order: the projections sum ≤ s + 2 non-zero products (BLAS:
+# blocked, with fused multiply-adds over all d coordinates, zeros included; the kernels: one after the other), and
+# the logits, softmax, readout and backward sum L or m_k terms (numpy's matmul and einsum against the kernels'
+# loops). So every quantity differs by a few ulps of its largest terms, passed on with an O(1) factor at the O(1)
+# logits and margins used here: measured ≤ 2e-14 over the problems below (f, cache and every gradient block).
+# 1e-12 leaves a factor 50; a dropped non-zero, a wrong coordinate or a missing term moves a block by 1e-3 or more.
 RTOL = 1e-12
 # Whole GD and Adam runs carry the per-step rounding differences along (each update depends smoothly on the state,
 # with a Lipschitz factor near 1 at these step sizes), so they may grow over the steps; SignGD updates by ±η, so
@@ -47,8 +47,8 @@ def random_problem(seed: int, noise: str = "sparse"):
     d = int(rng.integers(6, 60))
     N = int(rng.integers(3, 9))
     data = LiDataConfig(N=N, d=d, s=int(rng.integers(1, d)), mu_norm=float(rng.uniform(0.5, 2.0)), noise=noise,
-                        signal_position="random", alpha=float(rng.uniform(0.1, 0.5)), flip_rate=0.25 if N >= 4 else 0.0,
-                        n_test=int(rng.integers(2, 12)))
+                        signal_position="random", alpha=float(rng.uniform(0.1, 0.5)),
+                        flip_rate=0.25 if N >= 4 else 0.0, n_test=int(rng.integers(2, 12)))
     model = LiModelConfig(m_k=int(rng.integers(1, 6)), m_v=int(rng.integers(1, 5)), sigma0=0.4,
                           c_L=("sum", "mean")[seed % 2], logit_scale=float(rng.uniform(0.5, 2.0)))
     st = streams(seed)
