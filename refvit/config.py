@@ -97,7 +97,8 @@ class TrainConfig(_Config):
         last update. "first_below" (docs/math.md (6.5)): stop at the first iterate whose training loss is below
         the threshold, without updating it.
         ``History.steps`` counts the updates taken under both rules; the authors' rule takes one more.
-    backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba".
+    backend : the attention core: "auto" (numba if usable, else numpy), "numpy" or "numba". In the second setting:
+        "numpy" the reference model, "numba" its sparse path, "auto" the sparse path when the noise is sparse.
     coords : "dense" (train the weights) or "span" (token coordinates W = W(0) + P·A, GD only; docs/math.md (8.1)).
     eval_every : record the test loss every k steps when a test set is given (0: only at the end).
     history_every : keep the history row of every k-th step (1: every step; 0: only the final row); the final row

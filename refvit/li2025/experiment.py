@@ -20,7 +20,7 @@ from ..trainer import run
 from .config import LiDataConfig, LiModelConfig
 from .data import make_dataset
 from .model import init_params
-from .objective import LiObjective
+from .objective import make_objective
 from .study import SignGDStudy, identity, specs
 from .tables import write_tables
 
@@ -38,14 +38,15 @@ def run_cell(study_dict: dict, part: str, optimizer: str, mu: float, repeat: int
     data = make_dataset(data_cfg, rng.data, rng.test)
     params0 = init_params(model_cfg, data_cfg.d, rng.init)
     cfg = TrainConfig.from_dict(train)
-    params, hist = run(LiObjective(params0, data, model_cfg), cfg)
+    params, hist = run(make_objective(params0, data, model_cfg, cfg.backend), cfg)
     summary = {"part": part, "optimizer": optimizer, "mu_norm": float(mu), "repeat": int(repeat),
                "seed": study_dict["seed"], "settings_hash": study_dict["settings_hash"], "snr": data_cfg.snr,
                "lr": cfg.lr, "adam_eps": cfg.adam_eps, "adam_betas": list(cfg.adam_betas), "status": hist.status,
                "steps": hist.steps, "train_loss": hist.final_train_loss, "test_loss": hist.final_test_loss,
                "test_error": hist.final_test_error, "message": hist.message}
     if reference is not None:
-        ref, ref_hist = run(LiObjective(params0, data, model_cfg), TrainConfig.from_dict(reference))
+        ref_cfg = TrainConfig.from_dict(reference)
+        ref, ref_hist = run(make_objective(params0, data, model_cfg, ref_cfg.backend), ref_cfg)
         moved = math.sqrt(sum(float(np.sum((r - p0) ** 2)) for r, p0 in zip(ref, params0)))
         gap = math.sqrt(sum(float(np.sum((p - r) ** 2)) for p, r in zip(params, ref)))
         summary.update(ref_test_error=ref_hist.final_test_error, ref_distance=gap / moved if moved else math.nan)

@@ -120,7 +120,7 @@ class SignGDStudy:
 
     def train_cfg(self, optimizer: str, **changes) -> TrainConfig:
         lr, steps = {o: (lr, t) for o, lr, t in self.schedules}[optimizer]
-        return TrainConfig(optimizer=optimizer, lr=lr, steps=steps, backend="numpy", **changes)
+        return TrainConfig(optimizer=optimizer, lr=lr, steps=steps, backend="auto", **changes)   # sparse path
 
 
 def run_file(part: str, optimizer: str, mu: float, repeat: int, eps: float | None = None, betas=None) -> str:
