@@ -1,0 +1,79 @@
+"""Every file refvit reads back is what it claims to be, and every stop is a clean one (second round of fault
+injection). One test per kind of fault; each was seen to fail on the code before its fix.
+
+New names are reached through their modules so that, on the old code, each test fails on its own fault rather than
+the whole file on an import.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import refvit.io as rio
+from refvit import DataConfig, ModelConfig, TrainConfig
+from refvit.jiang2024 import dynamics as dyn
+from refvit.results import dynamics_run_file, load_history
+
+
+def tiny_dynamics(seed=0) -> "dyn.Dynamics":
+    """Two regimes × 2 runs of a d=64 model, 30 steps: milliseconds per run."""
+    return dyn.Dynamics("tiny", (("harmful", 1), ("benign", 8)), 2, seed,
+                        DataConfig(N=4, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20),
+                        ModelConfig(d_h=8, d_v=8, init_scale=1.0),
+                        TrainConfig(lr=0.5, steps=30, eval_every=1, coords="span", backend="numpy"))
+
+
+def edit_summary(path, **changes):
+    """Rewrite a history file with its summary changed (a hand-edited or foreign file)."""
+    s, a = load_history(path)
+    rio.save_npz(path, **a, summary=np.array(json.dumps({**s, **changes})))
+
+
+@pytest.fixture()
+def dyn_folder(tmp_path):
+    out = tmp_path / "dyn"
+    dyn.run_dynamics(tiny_dynamics(), out, workers=0, progress=False)
+    return out
+
+
+# --- 1. Figure-3 dynamics files are checked against what they claim to be --------------------------------------
+
+@pytest.mark.parametrize("fault", ["other regime", "other repeat", "other seed", "truncated", "status bogus",
+                                   "coefficients bogus", "nan loss"])
+def test_a_dynamics_file_that_is_not_its_run_is_quarantined_and_recomputed(dyn_folder, tmp_path, capsys, fault):
+    spec = tiny_dynamics()
+    f = {(n, r): dyn_folder / dynamics_run_file(n, mu, r) for n, mu, r in spec.specs()}
+    target = f[("harmful", 1)]
+    good = load_history(target)[1]["h_train_loss"]
+    if fault == "other regime":
+        target.write_bytes(f[("benign", 1)].read_bytes())
+    elif fault == "other repeat":
+        target.write_bytes(f[("harmful", 0)].read_bytes())
+    elif fault == "other seed":             # the same run of a folder made with seed 1
+        dyn.run_dynamics(tiny_dynamics(seed=1), tmp_path / "dyn1", workers=0, progress=False)
+        target.write_bytes((tmp_path / "dyn1" / target.name).read_bytes())
+    elif fault == "truncated":               # used to stop every rerun with the same error
+        target.write_bytes(target.read_bytes()[:200])
+    elif fault == "status bogus":
+        edit_summary(target, status="finished")
+    elif fault == "coefficients bogus":      # a categorical field outside its allowed values
+        edit_summary(target, coefficients="maybe")
+    else:                                    # a trained run promises a finite final loss
+        edit_summary(target, status="converged", train_loss=float("nan"))
+    dyn.run_dynamics(spec, dyn_folder, workers=0, progress=False)
+    assert (dyn_folder / "quarantine" / target.name).exists(), capsys.readouterr().err
+    # the recomputed run is the original one: the same stream gives the same losses exactly
+    assert np.array_equal(load_history(target)[1]["h_train_loss"], good)
+    meta, runs = dyn.load_runs(dyn_folder)
+    assert runs["harmful"][1][0]["repeat"] == 1 and runs["harmful"][1][0]["regime"] == "harmful"
+
+
+def test_fig_dynamics_main_names_a_swapped_file_in_one_line(dyn_folder, tmp_path, capsys):
+    from analysis import fig_dynamics
+    spec = tiny_dynamics()
+    a, b = (dyn_folder / dynamics_run_file("benign", 8, r) for r in (0, 1))
+    b.write_bytes(a.read_bytes())           # repeat 0 copied over repeat 1: the bands would shrink silently
+    assert fig_dynamics.main([str(dyn_folder), "--out", str(tmp_path / "f.png"), "--dpi", "30"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(b) in err and "repeat" in err
+    assert spec.identity("benign", 8, 1)["repeat"] == 1
