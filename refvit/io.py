@@ -180,15 +180,21 @@ def write_manifest(path, spec: dict, ignore=()) -> None:
     save_json(path, new)
 
 
-def save_csv(path, rows: list, columns) -> Path:
-    """Write ``rows`` (dicts) as CSV with the given column order, atomically. Floats are written with ``repr`` (the
-    shortest text that reads back to the same float), so a table written twice from equal rows is byte-identical."""
+def csv_text(rows: list, columns) -> str:
+    """The text ``save_csv`` writes for ``rows``: floats with ``repr`` (the shortest text that reads back to the
+    same float), so a table written twice from equal rows is byte-identical."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for row in rows:
         w.writerow([repr(float(row[k])) if isinstance(row[k], float) else str(row[k]) for k in columns])
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
+    return buf.getvalue()
+
+
+def save_csv(path, rows: list, columns) -> Path:
+    """Write ``rows`` (dicts) as CSV with the given column order, atomically (``csv_text``)."""
+    text = csv_text(rows, columns)
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _parse_cell(v: str):

@@ -77,3 +77,23 @@ def test_fig_dynamics_main_names_a_swapped_file_in_one_line(dyn_folder, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(b) in err and "repeat" in err
     assert spec.identity("benign", 8, 1)["repeat"] == 1
+
+
+# --- 2. the fit never uses a table that is not the folder's verified runs --------------------------------------
+
+def test_fit_rebuilds_a_table_of_another_seed_from_the_verified_run_files(tmp_path, capsys):
+    from refvit.fit import fit_sweep
+    from refvit.sweep import run_sweep
+
+    from .test_sweep import tiny_sweep
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_sweep(tiny_sweep(seed=0), a, workers=0, progress=False)
+    run_sweep(tiny_sweep(seed=1), b, workers=0, progress=False)
+    ref = fit_sweep(a, n_boot=0, save=False)
+    table = (a / "table.csv").read_bytes()
+    other = fit_sweep(b, n_boot=0, save=False)
+    assert other["C"] != ref["C"]                       # the two seeds' tables do fit differently
+    (a / "table.csv").write_bytes((b / "table.csv").read_bytes())     # another seed's table copied into place
+    assert fit_sweep(a, n_boot=0, save=False) == ref
+    assert (a / "table.csv").read_bytes() == table      # rebuilt, so the figures agree with the fit
+    assert str(a / "table.csv") in capsys.readouterr().err
