@@ -23,7 +23,7 @@ loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g.
 nonfinite_test) and ``describe`` prints those counts.
 
 ``python -m refvit.fit SWEEP_DIR`` fits a saved sweep, prints and writes fit.json. The fit never trusts table.csv:
-it rebuilds the table from the folder's run files, each checked against sweep.json (``refvit.sweep.table_rows``:
+it rebuilds the table from the folder's run files, each checked against sweep.json (``refvit.sweep.verified_table``:
 a bad run file is quarantined and the fit refused until the sweep recomputes it), and rewrites a table.csv that
 differs from them, with a warning, so the figures drawn from it agree with the fit.
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +38,10 @@ from scipy.optimize import linprog
 from scipy.special import expit
 
 from .jiang2024.config import BENIGN_LOSS
-from .io import atomic_write, csv_text, load_json, one_line_errors, save_json
+from .io import one_line_errors, save_json
 from .primitives import logistic_loss
 from .results import COLUMNS
-from .sweep import Sweep, table_rows
+from .sweep import verified_table
 
 METHODS = ("mle", "firth")
 WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
@@ -315,34 +314,16 @@ def describe(fit: dict) -> str:
     return f"fitted boundary ({fit['method']}) " + _describe_one(fit) + tail
 
 
-def verified_table(sweep_dir) -> tuple[dict, dict]:
-    """(manifest, columns {name: array}) of a sweep folder, rebuilt from its run files, each checked against the
-    manifest (``refvit.sweep.table_rows``); a table.csv that differs from them is rewritten, with a warning."""
-    sweep_dir = Path(sweep_dir)
-    meta = load_json(sweep_dir / "sweep.json", expect=dict)
-    try:
-        sweep = Sweep.from_dict(meta)
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{sweep_dir / 'sweep.json'}: not a usable sweep manifest ({e})") from None
-    rows = table_rows(sweep, sweep_dir)
-    text, table = csv_text(rows, COLUMNS), sweep_dir / "table.csv"
-    if not table.is_file() or table.read_bytes() != text.encode():
-        if table.exists():
-            print(f"refvit: warning: {table} does not match the verified run files of {sweep_dir}; rebuilt from "
-                  "them", file=sys.stderr)
-        atomic_write(table, lambda fh: fh.write(text.encode()))
-    return meta, {k: np.array([r[k] for r in rows]) for k in COLUMNS}
-
-
 def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
               method: str = "mle") -> dict:
-    """Fit the boundary of a saved sweep (its verified run files, ``verified_table``); writes sweep_dir/fit.json
+    """Fit the boundary of a saved sweep (its verified run files, ``refvit.sweep.verified_table``); writes sweep_dir/fit.json
     and returns the dict.
 
     With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
     ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
     """
-    meta, t = verified_table(sweep_dir)
+    meta, rows = verified_table(sweep_dir)
+    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
     fit = fit_columns(t, meta["data"], n_boot, seed, level, method)
     if save:
         save_json(Path(sweep_dir) / "fit.json", fit)

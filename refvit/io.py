@@ -44,11 +44,16 @@ def _read_problem(path, e: BaseException) -> FileProblem:
 
 
 def one_line_errors(main):
-    """Wrap a ``main(argv) -> int``: bad settings and unusable files end with one line on stderr and status 2."""
+    """Wrap a ``main(argv) -> int``: bad settings and unusable files end with one line on stderr and status 2;
+    Ctrl-C with one line (what was saved, how to resume) and status 130, the shell's code for SIGINT."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            saved = f"{e}; every run finished before it is saved" if str(e) else "every finished run is saved"
+            print(f"refvit: interrupted: {saved}; run the same command again to resume", file=sys.stderr)
+            return 130
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             print(f"refvit: error: {where}{e.strerror or e}", file=sys.stderr)

@@ -80,6 +80,8 @@ def check_history(path, summary: dict, arrays: dict, expect: dict, series=(), ca
     status = summary.get("status")
     if status not in STATUSES:
         raise FileProblem(path, f"unknown status {status!r}")
+    if "converged" in summary and summary["converged"] is not (status == "converged"):
+        raise FileProblem(path, f"converged={summary['converged']!r} contradicts status {status!r}")
     check_categories(path, summary, categories or {})
     if status in TRAINED:
         bad = [k for k in ("train_loss", "test_loss") if k in summary and

@@ -30,6 +30,7 @@ the table keeps it and the fit counts it among the excluded runs (``refvit.fit``
 """
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from .jiang2024.config import DataConfig, ModelConfig, figure1_setting
 from .config import TrainConfig
 from .executors import execute
 from .jiang2024.experiment import cell_key, run_cell
-from .io import FileProblem, check_writable, load_json, save_csv, save_json, write_manifest
+from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json, write_manifest
 from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
 from .runstore import claim, quarantine, settings_hash
 
@@ -192,7 +193,7 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
                  for N, mu, r in specs if (N, mu, r) not in good]
         stamp = {SETTINGS_HASH: sweep.settings_hash()}
         execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), {**row, **stamp}), executor, workers,
-                desc=f"sweep {sweep.name}", progress=progress, total=len(specs))
+                desc=f"sweep {sweep.name}", progress=progress, total=len(specs), where=out)
         return write_table(sweep, out)
 
 
@@ -232,3 +233,23 @@ def write_table(sweep: Sweep, out) -> list[dict]:
     rows = table_rows(sweep, out)
     save_csv(Path(out) / "table.csv", rows, COLUMNS)
     return rows
+
+
+def verified_table(sweep_dir) -> tuple[dict, list[dict]]:
+    """(manifest, rows) of a finished sweep folder, the rows rebuilt from its run files, each checked against
+    sweep.json (``table_rows``): what reads a sweep folder back (the fit, the studies) never trusts table.csv. A
+    table.csv that differs from the verified rows is rewritten, with a warning, so figures drawn from it agree."""
+    sweep_dir = Path(sweep_dir)
+    meta = load_json(sweep_dir / "sweep.json", expect=dict)
+    try:
+        sweep = Sweep.from_dict(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FileProblem(sweep_dir / "sweep.json", f"not a usable sweep manifest ({e})") from None
+    rows = table_rows(sweep, sweep_dir)
+    text, table = csv_text(rows, COLUMNS).encode(), sweep_dir / "table.csv"
+    if not table.is_file() or table.read_bytes() != text:
+        if table.exists():
+            print(f"refvit: warning: {table} does not match the verified run files of {sweep_dir}; rebuilt from "
+                  "them", file=sys.stderr)
+        atomic_write(table, lambda fh: fh.write(text))
+    return meta, rows

@@ -5,6 +5,10 @@ New names are reached through their modules so that, on the old code, each test 
 the whole file on an import.
 """
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -97,3 +101,78 @@ def test_fit_rebuilds_a_table_of_another_seed_from_the_verified_run_files(tmp_pa
     assert fit_sweep(a, n_boot=0, save=False) == ref
     assert (a / "table.csv").read_bytes() == table      # rebuilt, so the figures agree with the fit
     assert str(a / "table.csv") in capsys.readouterr().err
+
+
+# --- 3. categorical fields are accepted only from their allowed values -----------------------------------------
+
+def test_a_study_table_never_copies_a_status_it_did_not_verify(tmp_path, capsys):
+    """The label-noise study's tables are built from each flip rate's sweep folder: a table.csv there with an
+    unknown status (or a converged flag that contradicts it) must not reach the study's table."""
+    from refvit.jiang2024.studies.labelnoise import p_folder, write_label_noise_tables
+    from refvit.sweep import run_sweep
+
+    from .test_sweep import tiny_sweep
+    sw = tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1)
+    run_sweep(sw, tmp_path / p_folder(0.0), workers=0, progress=False)
+    meta = {"flip_rates": [0.0], "benign_factor": 2.0}
+    ref = write_label_noise_tables(meta, tmp_path)["table"]
+    sub = tmp_path / p_folder(0.0) / "table.csv"
+    lines = sub.read_text().splitlines()
+    col = lines[0].split(",").index("status")
+    bad = [",".join("finished" if j == col else c for j, c in enumerate(ln.split(","))) for ln in lines[1:]]
+    sub.write_text("\n".join([lines[0], *bad]) + "\n")
+    got = write_label_noise_tables(meta, tmp_path)["table"]
+    assert {r["status"] for r in got} <= {"converged", "max_steps", "diverged", "overflow", "nonfinite_test"}
+    assert [r["status"] for r in got] == [r["status"] for r in ref]
+    assert "finished" not in (tmp_path / "table.csv").read_text()
+
+
+def test_a_history_whose_converged_flag_contradicts_its_status_is_refused(tmp_path):
+    from refvit import runstore
+    (tmp_path / "runs").mkdir()
+    path = tmp_path / "runs" / "a.npz"
+    summary = {"repeat": 0, "status": "max_steps", "converged": True, "train_loss": 0.1, "test_loss": 0.2}
+    rio.save_npz(path, step=np.arange(3), summary=np.array(json.dumps(summary)))
+    assert runstore.load_or_quarantine(path, {"repeat": 0}) is None
+    assert (tmp_path / "quarantine" / "a.npz").exists()
+
+
+# --- 5. Ctrl-C: one line (what was saved, how to resume), exit 130, workers ended -------------------------------
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
+def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_ended(tmp_path):
+    from .problems import PATIENCE, wait_until
+    from .test_faults import alive, cpu_seconds, pool_workers
+    from .test_sweep import REPO
+    from refvit.sweep import Sweep
+    # each run is minutes of dense training, so the workers are mid-run when Ctrl-C arrives
+    sw = Sweep("slow", (2, 4), (1, 2), 1, 0, DataConfig(N=2, M=16, d=1024, mu_norm=1.0, n_test=20),
+               ModelConfig(d_h=256, d_v=256), TrainConfig(lr=0.01, steps=4000, backend="numpy"))
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(sw.to_dict()))
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "refvit.cli", "sweep", str(out), "--spec", str(spec),
+                             "--workers", "2", "--no-progress"], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    workers = set()
+
+    def two_workers():
+        assert proc.poll() is None, "the sweep ended before it started 2 workers"
+        workers.update(pool_workers(proc.pid))
+        return len(workers) >= 2
+
+    try:
+        wait_until(two_workers, "the sweep starting 2 workers")
+        wait_until(lambda: all(cpu_seconds(w) > 3.0 for w in workers), "both workers busy with a run")
+        os.killpg(proc.pid, signal.SIGINT)            # a terminal sends Ctrl-C to the whole process group
+        err = proc.communicate(timeout=PATIENCE)[1].decode()
+        assert proc.returncode == 130, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert "0 of 4 runs of sweep slow saved in" in err and str(out) in err and "resume" in err, err
+        wait_until(lambda: not any(alive(w) for w in workers), "workers outlived the interrupted sweep")
+    finally:
+        for w in workers:                             # only the processes this test found, by PID
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

@@ -145,4 +145,4 @@ def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None,
                  if load_or_quarantine(out / dynamics_run_file(name, mu, r), spec.identity(name, mu, r), SERIES,
                                        home=out, categories=CATEGORIES) is None]
         execute(tasks, lambda fname, arrays: save_npz(out / fname, **arrays), executor, workers,
-                desc=f"dynamics {spec.name}", progress=progress, total=len(spec.specs()))
+                desc=f"dynamics {spec.name}", progress=progress, total=len(spec.specs()), where=out)

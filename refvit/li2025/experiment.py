@@ -66,7 +66,7 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
             if load_or_quarantine(path, identity(study, part, opt, mu, r), ("h_train_loss",)) is None:
                 tasks.append((run_cell, (manifest, part, opt, mu, r, cfg, ref), path))
         execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers,
-                desc=f"signgd {study.name}", progress=progress, total=len(todo))
+                desc=f"signgd {study.name}", progress=progress, total=len(todo), where=out)
         write_tables(study, out)
 
 

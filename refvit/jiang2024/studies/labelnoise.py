@@ -13,9 +13,9 @@ from pathlib import Path
 from ..config import BOUNDARY_N_SNR2, DataConfig, ModelConfig, figure1_setting
 from ...config import TrainConfig
 from ...executors import executor_context
-from ...io import read_csv, save_csv, write_manifest
+from ...io import save_csv, write_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep
+from ...sweep import Sweep, run_sweep, verified_table
 from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import lr_tag
 
@@ -92,7 +92,7 @@ def write_label_noise_tables(meta: dict, out) -> dict:
     out = Path(out)
     table, summary = [], []
     for p in meta["flip_rates"]:
-        rows = read_csv(out / p_folder(p) / "table.csv")
+        rows = verified_table(out / p_folder(p))[1]
         for r in rows:
             table.append({"flip_rate": p, "n_flipped": int(round(p * r["N"])),
                           "group": regime_of(r["N_snr2"], meta["benign_factor"]), **r})

@@ -148,7 +148,7 @@ def _run_phases(study: PhaseStudy, out: Path, executor, workers, progress) -> No
                 if runstore.load_or_quarantine(path, expect, load=load_run) is None:
                     tasks.append((phase_run, (setting, N, mu, lr, study.steps, study.seed, r), path))
     execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=f"phases {study.name}",
-            progress=progress, total=total)
+            progress=progress, total=total, where=out)
     write_phase_tables(study.to_dict(), out)
 
 

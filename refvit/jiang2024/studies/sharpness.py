@@ -29,9 +29,9 @@ from ..config import BENIGN_LOSS, DataConfig, ModelConfig, figure1_setting
 from ...config import TrainConfig
 from ...executors import executor_context
 from ...fit import fit_sweep, fit_width
-from ...io import load_json, read_csv, save_csv, write_manifest
+from ...io import load_json, save_csv, write_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep
+from ...sweep import Sweep, run_sweep, verified_table
 
 LR_SCALINGS = ("inverse_d", "fixed")
 # one switch of docs/math.md §9.2 at a time, from the authors' data model towards the theory's reading
@@ -229,7 +229,7 @@ def write_sharpness_tables(meta: dict, out) -> dict:
     out = Path(out)
     table, conds, widths = [], [], []
     for cond in meta["conditions"]:
-        rows = read_csv(out / cond["folder"] / "table.csv")
+        rows = verified_table(out / cond["folder"])[1]
         table += [{"condition": cond["folder"], "d": cond["d"], "variant": cond["variant"], **r} for r in rows]
         conds.append(condition_row(cond, rows, load_json(out / cond["folder"] / "fit.json", expect=dict)))
         widths += width_rows(cond, rows, meta["seed"], meta["n_boot"])
