@@ -26,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.io import one_line_errors, save_figure  # noqa: E402
-from refvit.jiang2024.dynamics import load_runs as load_checked_runs  # noqa: E402
+from refvit.jiang2024.saved import load_runs as load_checked_runs  # noqa: E402
 
 # (row name = y label, [(key in the npz, legend label), ...], log scale)
 ROWS = (

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from analysis.fig_dynamics import ROWS, band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
-from refvit.jiang2024.dynamics import load_runs as load_dynamics  # noqa: E402
+from refvit.jiang2024.saved import load_runs as load_dynamics  # noqa: E402
 
 NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C2"}

@@ -28,13 +28,12 @@ from .config import DataConfig, ModelConfig, dynamics_setting
 from ..config import TrainConfig
 from ..executors import execute
 from .experiment import cell_key, run_cell
-from ..io import FileProblem, check_writable, load_json, save_npz, write_manifest
-from ..results import SETTINGS_HASH, dynamics_run_file, history_arrays
-from ..runstore import claim, load_or_quarantine, load_run, settings_hash
+from ..io import check_writable, save_npz, write_manifest
+from ..results import dynamics_run_file, history_arrays
+from ..runstore import claim, load_or_quarantine
+from .saved import CATEGORIES, SERIES, load_runs, run_identity  # noqa: F401 - load_runs: the reader, re-exported
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
-SERIES = ("h_train_loss", "h_test_loss")      # per-step series every dynamics file holds, one row per step
-CATEGORIES = {"coefficients": ("tracked", "none")}   # the allowed values of its categorical summary fields
 
 
 @dataclass(frozen=True)
@@ -82,33 +81,6 @@ class Dynamics:
     def identity(self, name: str, mu: int, repeat: int) -> dict:
         """The identity fields of run (regime, ‖μ‖, repeat), as stored in its file's summary."""
         return run_identity(self.to_dict(), name, mu, repeat)
-
-
-def run_identity(manifest: dict, name: str, mu: int, repeat: int) -> dict:
-    """Identity of run (regime ``name``, ‖μ‖, repeat) of the dynamics folder whose ``dynamics.json`` is
-    ``manifest``: regime, mu_norm, repeat, seed and settings_hash (of the seed and configs; each run replaces ‖μ‖)."""
-    data = {k: v for k, v in manifest["data"].items() if k != "mu_norm"}
-    settings = {"seed": manifest["seed"], "data": data, "model": manifest["model"], "train": manifest["train"]}
-    return {"regime": name, "mu_norm": float(mu), "repeat": repeat, "seed": manifest["seed"],
-            SETTINGS_HASH: settings_hash(settings)}
-
-
-def load_runs(folder) -> tuple[dict, dict]:
-    """(manifest, {regime name: [(summary, arrays) per run]}) of a dynamics folder, every file checked against its
-    identity (``FileProblem`` naming the first one that fails; ValueError when runs are missing). Reads only."""
-    folder = Path(folder)
-    meta = load_json(folder / "dynamics.json", expect=dict)
-    lacking = [k for k in ("regimes", "runs", "seed", "data", "model", "train") if k not in meta]
-    if lacking:
-        raise FileProblem(folder / "dynamics.json", f"lacks {lacking}: not a dynamics manifest")
-    runs = {}
-    for name, mu in meta["regimes"]:
-        files = [folder / dynamics_run_file(name, mu, r) for r in range(meta["runs"])]
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise ValueError(f"{len(missing)} runs missing in {folder} (e.g. {missing[0]}); run the dynamics first")
-        runs[name] = [load_run(f, run_identity(meta, name, mu, r), SERIES, CATEGORIES) for r, f in enumerate(files)]
-    return meta, runs
 
 
 def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int,
