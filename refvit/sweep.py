@@ -38,7 +38,9 @@ from pathlib import Path
 from .jiang2024.config import DataConfig, ModelConfig, figure1_setting
 from .config import TrainConfig
 from .executors import execute
+from .jiang2024.data import dataset_bytes
 from .jiang2024.experiment import cell_key, run_cell
+from .primitives import check_fits_in_memory
 from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json, write_manifest
 from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
 from .runstore import claim, quarantine, settings_hash
@@ -93,7 +95,9 @@ class Sweep:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for N in self.Ns:       # validate every cell's config now, not in a worker halfway through the sweep
-            self.data.replace(N=N)
+            cfg = self.data.replace(N=N)
+            check_fits_in_memory(dataset_bytes(cfg), f"the run at N={N} (n_test={cfg.n_test}, M={cfg.M}, "
+                                 f"d={cfg.d})", "reduce N, n_test, M or d")
         # N and ‖μ‖ of the template are placeholders (each run replaces them): normalize so equal sweeps compare equal
         object.__setattr__(self, "data", self.data.replace(N=min(self.Ns), mu_norm=float(min(self.mu_norms))))
 

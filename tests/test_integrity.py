@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,56 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
                 os.kill(w, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+# --- 6. expected errors end in one line naming what to change ---------------------------------------------------
+
+def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(monkeypatch):
+    import refvit.primitives as prim
+    from refvit.jiang2024.data import dataset_bytes, make_dataset
+    from refvit.sweep import Sweep
+    cfg = DataConfig(N=2_000_000, M=16, d=4096, n_test=20)
+    # (N + n_test)·M·d float64 plus one noise draw of N·M·d: computed by hand, 8 bytes each
+    assert dataset_bytes(cfg) == 8 * (2_000_020 * 16 * 4096) + 8 * 2_000_000 * 16 * 4096
+    monkeypatch.setattr(prim, "physical_memory", lambda: 2**30)       # a 1 GiB machine, whatever this one has
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"N=2000000.*GiB.*reduce N"):
+        make_dataset(cfg, rng, rng)
+    with pytest.raises(ValueError, match=r"N=2000000.*GiB"):
+        Sweep("x", (2, 2_000_000), (1,), 1, 0, cfg)
+    small = cfg.replace(N=4, d=64)
+    assert make_dataset(small, rng, rng).X.shape == (4, 16, 64)        # what fits is not refused
+
+
+@pytest.mark.parametrize("args, name", [(("cfg", 1, 2), "data_rng"), (("cfg", "gen", None), "test_rng"),
+                                        (({"N": 2}, "gen", "gen"), "cfg")])
+def test_make_dataset_names_an_argument_of_the_wrong_type(args, name):
+    from refvit.jiang2024.data import make_dataset
+    real = {"cfg": DataConfig(N=2, M=3, d=8), "gen": np.random.default_rng(0)}
+    with pytest.raises(ValueError, match=name):
+        make_dataset(*(real.get(a, a) if isinstance(a, str) else a for a in args))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_a_non_finite_timeout_is_one_line(value, capsys, tmp_path):
+    from refvit.cli import main
+    (tmp_path / "f.py").write_text("def forward(W_Q, W_K, W_V, w_O, X):\n    return X[:, 0, 0] * 0.0\n")
+    assert main(["crosscheck", f"{tmp_path / 'f.py'}:forward", "--timeout", value, "--cases", "small"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "timeout" in err
+
+
+@pytest.mark.parametrize("drop", ["steps", "traj_steps", "cases", "case file", "case settings"])
+def test_a_golden_manifest_missing_a_field_is_one_line_naming_it(tmp_path, drop):
+    from refvit import golden
+    m = json.loads((Path(__file__).parent / "golden" / "manifest.json").read_text())
+    if drop.startswith("case "):
+        m["cases"][0].pop(drop.split()[1])
+    else:
+        m.pop(drop)
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=drop.split()[-1]):
+        golden.regenerate(tmp_path / "g" / "manifest.json", tmp_path / "out")
+    with pytest.raises(ValueError, match=drop.split()[-1]):
+        golden.check(tmp_path / "g")
