@@ -77,6 +77,16 @@ def check_writable(folder) -> Path:
     return folder
 
 
+def check_output(path) -> Path:
+    """Check, before any work whose result goes to file ``path``, that it can be written there: not a folder, and
+    its folder creatable and writable (``check_writable``); a ``FileProblem`` naming the path otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileProblem(path, "is a folder; give a file name for this output")
+    check_writable(path.parent)
+    return path
+
+
 def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -107,9 +117,11 @@ def atomic_write(path, write) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)   # atomic on POSIX: readers see the old file or the new one, never half of one
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:   # a full disk says only "No space left on device": name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return path
 

@@ -28,7 +28,7 @@ from .jiang2024.config import figure1_setting
 from .executors import available_cores
 from .jiang2024.experiment import cell_key, run_cell
 from .fit import fit_sweep
-from .io import atomic_write, load_json, save_json
+from .io import atomic_write, check_writable, load_json, save_json
 from .results import save_history
 from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
                                 run_label_noise, run_optimizers, run_phases, run_sharpness)
@@ -74,7 +74,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    results, figures = Path(results), Path(figures)
+    results, figures = check_writable(results), check_writable(figures)    # before the work, not after it
     t_start = time.perf_counter()
     timing = {}
     sweep = getattr(Sweep, preset)(seed=seed, backend=backend, coords=coords)
@@ -177,6 +177,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
     k = STUDY_KINDS[kind]
+    check_writable(figures)                                           # before the work, not after it
     options = {"lr_rule": lr_rule, "lr_scaling": lr_scaling}
     tag = study_tag(kind, preset, lr_rule, lr_scaling)
     d = Path(results) / f"study_{tag}"

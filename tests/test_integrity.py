@@ -230,3 +230,36 @@ def test_a_golden_manifest_missing_a_field_is_one_line_naming_it(tmp_path, drop)
         golden.regenerate(tmp_path / "g" / "manifest.json", tmp_path / "out")
     with pytest.raises(ValueError, match=drop.split()[-1]):
         golden.check(tmp_path / "g")
+
+
+# --- 7. messages name the path; output paths are checked before the work ----------------------------------------
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch, capsys):
+    import errno
+    import os as os_mod
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(os_mod, "fsync", full)       # what a full disk does to the last step of every write
+    target = tmp_path / "deep" / "x.json"
+
+    @rio.one_line_errors
+    def main():
+        rio.save_json(target, {"a": 1})
+    assert main() == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(target) in err and "No space left" in err
+    assert not target.exists() and not list(target.parent.glob(".*.tmp"))    # no partial file left behind
+
+
+def test_a_json_output_under_a_plain_file_is_refused_before_any_work(tmp_path, capsys):
+    from refvit.cli import main
+    called = tmp_path / "called"
+    (tmp_path / "f.py").write_text(f"from pathlib import Path\ndef forward(W_Q, W_K, W_V, w_O, X):\n"
+                                   f"    Path({str(called)!r}).touch()\n    return X[:, 0, 0] * 0.0\n")
+    (tmp_path / "plain").write_text("x")
+    assert main(["crosscheck", f"{tmp_path / 'f.py'}:forward", "--json", str(tmp_path / "plain" / "r.json"),
+                 "--cases", "small"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(tmp_path / "plain") in err
+    assert not called.exists()                       # refused before the user's forward ran even once
