@@ -224,3 +224,8 @@ def coefficients(mode: str, *, file=None, results="results", figures="results/fi
     if mode == "draw" or draw:
         print(f"wrote {draw_coefficients(saved, out or Path(figures) / f'{saved.stem}.png')}")
     return saved
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.pipelines is a library module; run it with `refvit demo|reproduce|sweep|study|coefficients …` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -263,3 +263,22 @@ def test_a_json_output_under_a_plain_file_is_refused_before_any_work(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(tmp_path / "plain") in err
     assert not called.exists()                       # refused before the user's forward ran even once
+
+
+# --- 8. modules that look runnable run, or say how --------------------------------------------------------------
+
+@pytest.mark.parametrize("module, command", [
+    ("refvit.sweep", "refvit sweep OUT"), ("refvit.jiang2024.dynamics", "refvit reproduce"),
+    ("refvit.jiang2024.coefficients", "refvit coefficients"), ("refvit.pipelines", "refvit demo|reproduce"),
+    ("refvit.jiang2024.studies.optimizers", "refvit study optimizers"),
+    ("refvit.jiang2024.studies.labelnoise", "refvit study label-noise"),
+    ("refvit.jiang2024.studies.sharpness", "refvit study sharpness"),
+    ("refvit.jiang2024.studies.phases", "refvit study phases"),
+    ("refvit.li2025.study", "refvit study signgd"), ("refvit.li2025.experiment", "refvit study signgd")])
+def test_python_dash_m_on_a_library_module_says_which_command_runs_it(tmp_path, module, command):
+    from .test_sweep import REPO
+    r = subprocess.run([sys.executable, "-m", module, str(tmp_path / "out")], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    # runpy may warn first that a package's __init__ imported the module already; the message is the last line
+    assert r.returncode != 0 and command in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()

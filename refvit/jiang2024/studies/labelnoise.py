@@ -105,3 +105,6 @@ def write_label_noise_tables(meta: dict, out) -> dict:
     return {"table": table, "summary": summary}
 
 
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.labelnoise is a library module; run it with `refvit study label-noise --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

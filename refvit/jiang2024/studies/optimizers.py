@@ -251,3 +251,6 @@ def write_optimizer_tables(study: OptimizerStudy | dict, out) -> dict:
     return {"pilot": pilot, "table": table, "summary": summary}
 
 
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.optimizers is a library module; run it with `refvit study optimizers --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -245,3 +245,8 @@ def write_phase_tables(meta: dict, out) -> dict:
                                                             for s in ("", "_lo", "_hi")]
     save_csv(out / "scaling.csv", [{c: r.get(c, math.nan) for c in cols} for r in scaling], cols)
     return {"rows": rows, "summary": summary, "scaling": scaling}
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.phases is a library module; run it with `refvit study phases --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

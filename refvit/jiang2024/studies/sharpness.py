@@ -237,3 +237,8 @@ def write_sharpness_tables(meta: dict, out) -> dict:
     save_csv(out / "conditions.csv", conds, CONDITION_COLUMNS)
     save_csv(out / "widths.csv", widths, WIDTH_COLUMNS)
     return {"table": table, "conditions": conds, "widths": widths}
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.sharpness is a library module; run it with `refvit study sharpness --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")
