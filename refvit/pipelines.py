@@ -30,6 +30,7 @@ from .jiang2024.experiment import cell_key, run_cell
 from .fit import fit_sweep
 from .io import atomic_write, check_writable, load_json, save_json
 from .results import save_history
+from .runstore import quarantine_note
 from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
                                 run_label_noise, run_optimizers, run_phases, run_sharpness)
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
@@ -105,7 +106,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     timing["total_seconds"] = time.perf_counter() - t_start
     timing["workers"] = workers if workers is not None else available_cores()
 
-    text = summaries.reproduce_summary(sweep_dir)
+    text = summaries.reproduce_summary(sweep_dir) + (quarantine_note(dyn_dir) if dynamics else "")
     drawn.append(_write_text(figures / f"summary_{preset}.txt", text))
     save_json(results / f"timing_{preset}.json", timing)
     print(text, end="")
@@ -192,7 +193,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
     opt = _option(kind, options)
     cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
         (f" --{opt[0].replace('_', '-')} {opt[1]}" if opt else "")
-    text = k.summary(d, cmd)
+    text = k.summary(d, cmd) + quarantine_note(d)      # counts every quarantine/ folder of the study
     _write_text(d / "summary.txt", text)
     drawn.append(_write_text(Path(figures) / f"{tag}_summary.txt", text))
     print(text, end="")

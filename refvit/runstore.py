@@ -115,15 +115,19 @@ def load_or_quarantine(path: Path, expect: dict, series=(), load=load_run, home:
 
 
 def quarantined(folder) -> tuple[int, int]:
-    """(files, bytes) held in ``folder/quarantine/``, counted wherever a summary reports on a folder."""
-    files = [p for p in (Path(folder) / "quarantine").glob("*") if p.is_file()]
+    """(files, bytes) held in every ``quarantine/`` folder under ``folder`` (a study's sweeps each have one)."""
+    files = [p for q in Path(folder).rglob("quarantine") if q.is_dir() for p in q.iterdir() if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
 
 
-def quarantine_note(folder) -> str:
-    """One summary line on what ``folder`` set aside, or "" when nothing was."""
-    n, size = quarantined(folder)
+def quarantine_note(*folders) -> str:
+    """One summary line on what the ``folders`` set aside (count and size), or "" when nothing was."""
+    n = size = 0
+    for folder in folders:
+        k, b = quarantined(folder)
+        n, size = n + k, size + b
     if not n:
         return ""
-    return (f"quarantined: {n} file{'s' * (n != 1)} ({size} bytes) in {Path(folder) / 'quarantine'}, set aside as "
-            "damaged or not the run they claimed to be and recomputed; delete them once inspected\n")
+    where = " and ".join(str(f) for f in folders)
+    return (f"quarantined: {n} file{'s' * (n != 1)} ({size} bytes) under {where}, set aside as damaged or not the "
+            "run they claimed to be and recomputed; inspect or delete the quarantine/ folders\n")

@@ -282,3 +282,25 @@ def test_python_dash_m_on_a_library_module_says_which_command_runs_it(tmp_path, 
     # runpy may warn first that a package's __init__ imported the module already; the message is the last line
     assert r.returncode != 0 and command in r.stderr.splitlines()[-1] and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- 9. quarantined files are counted in the summary ------------------------------------------------------------
+
+def test_the_summary_counts_the_quarantined_files_and_their_size(tmp_path):
+    from analysis.summaries import reproduce_summary
+    from refvit.fit import fit_sweep
+    from refvit.sweep import run_sweep
+
+    from .test_sweep import tiny_sweep
+    sw = tiny_sweep()
+    run_sweep(sw, tmp_path, workers=0, progress=False)
+    fit_sweep(tmp_path, n_boot=0)
+    clean = reproduce_summary(tmp_path)
+    assert "quarantine" not in clean                 # nothing set aside, nothing said: the summary is unchanged
+    runs = sorted((tmp_path / "runs").glob("*.json"))
+    runs[0].write_text("{}")                         # 2 bytes
+    runs[1].write_text("[1, 2]")                     # 6 bytes
+    run_sweep(sw, tmp_path, workers=0, progress=False)
+    text = reproduce_summary(tmp_path)
+    assert text.startswith(clean)
+    assert "quarantined: 2 files (8 bytes)" in text and str(tmp_path) in text
