@@ -304,3 +304,42 @@ def test_the_summary_counts_the_quarantined_files_and_their_size(tmp_path):
     text = reproduce_summary(tmp_path)
     assert text.startswith(clean)
     assert "quarantined: 2 files (8 bytes)" in text and str(tmp_path) in text
+
+
+# --- 1 (continued). coefficient files are checked before they are drawn -----------------------------------------
+
+@pytest.fixture(scope="module")
+def coefficient_file(tmp_path_factory):
+    from refvit.cli import main
+    res = tmp_path_factory.mktemp("coef")
+    assert main(["coefficients", "train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results",
+                 str(res), "--no-draw"]) == 0
+    return res / "coefficients_dynamics_mu30.npz"
+
+
+@pytest.mark.parametrize("fault", ["status bogus", "setting bogus", "short series", "N of another run",
+                                   "a dynamics file"])
+def test_a_coefficient_file_that_is_not_what_it_claims_is_named_in_one_line(coefficient_file, dyn_folder,
+                                                                            tmp_path, capsys, fault):
+    from refvit.cli import main
+    bad = tmp_path / "bad.npz"
+    a = rio.load_npz(coefficient_file)
+    meta = json.loads(str(a.pop("summary")))
+    if fault == "status bogus":
+        meta["status"] = "finished"
+    elif fault == "setting bogus":
+        meta["setting"] = "somewhere"
+    elif fault == "short series":                     # a tracked series one row short of the losses
+        a["h_rho"] = a["h_rho"][:-1]
+    elif fault == "N of another run":
+        meta["N"] = meta["N"] + 2
+    if fault == "a dynamics file":
+        bad.write_bytes((dyn_folder / dynamics_run_file("benign", 8, 0)).read_bytes())
+    else:
+        rio.save_npz(bad, **a, summary=np.array(json.dumps(meta)))
+    assert main(["coefficients", "draw", str(bad), "--out", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err, err
+    assert not (tmp_path / "c.png").exists()
+    # the file as written draws
+    assert main(["coefficients", "draw", str(coefficient_file), "--out", str(tmp_path / "ok.png")]) == 0
