@@ -186,6 +186,9 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
         return out
     beta = _fit_logistic(F, b, method)
     a, log_C, width = _relation(beta)
+    if not (abs(log_C) < 700 and abs(width) < 700):      # exp() of these would overflow float64 (~7.1e2)
+        raise ValueError(f"the {method} fit's boundary has no finite C (log C = {log_C:.3g}, β = {beta.tolist()}): "
+                         "the benign labels barely depend on N or SNR on this grid; widen the grid of N and ‖μ‖")
     out.update(a=a, C=math.exp(log_C), log_C=log_C, beta=[float(x) for x in beta], width_log_snr=width,
                width_log_n_snr2=2 * width, mu_ratio_10_90=math.exp(width))
     if n_boot:

@@ -343,3 +343,15 @@ def test_a_coefficient_file_that_is_not_what_it_claims_is_named_in_one_line(coef
     assert not (tmp_path / "c.png").exists()
     # the file as written draws
     assert main(["coefficients", "draw", str(coefficient_file), "--out", str(tmp_path / "ok.png")]) == 0
+
+
+def test_a_boundary_without_finite_c_is_one_line_not_an_overflow(tmp_path):
+    """On a 2 × 2 grid whose labels follow ‖μ‖ alone, the MLE is separable and Firth's fit has β₁ ≈ 0: C = e^(−β₀/β₁)
+    is beyond float64, which used to end in an OverflowError traceback."""
+    from refvit.fit import fit_sweep
+    from refvit.sweep import run_sweep
+
+    from .test_sweep import tiny_sweep
+    run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
+    with pytest.raises(ValueError, match="no finite C.*widen the grid"):
+        fit_sweep(tmp_path, n_boot=0)
