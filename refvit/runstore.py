@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import FileProblem
+from .io import FileProblem, write_manifest
 from .results import STATUSES, TRAINED, load_history
 
 
@@ -45,7 +45,8 @@ def claim(out: Path, what: str = "sweep"):
         os.close(fd)                 # closing the descriptor releases the lock
 
 
-def quarantine(path: Path, reason: str, home: Path | None = None) -> Path:
+def quarantine(path: Path, reason: str, home: Path | None = None,
+               then: str = "the run will be recomputed") -> Path:
     """Move a bad run file to ``home/quarantine/`` (default: beside its ``runs/`` folder; never deleted), say so on
     stderr, return the move. A name quarantined before gets the first free suffix ``.1``, ``.2``, …, so no earlier
     copy is overwritten."""
@@ -57,8 +58,19 @@ def quarantine(path: Path, reason: str, home: Path | None = None) -> Path:
         k += 1
         dest = folder / f"{path.name}.{k}"
     os.replace(path, dest)
-    print(f"refvit: warning: {reason}; moved to {dest}, the run will be recomputed", file=sys.stderr)
+    print(f"refvit: warning: {reason}; moved to {dest}, {then}", file=sys.stderr)
     return dest
+
+
+def renew_manifest(path: Path, spec: dict, ignore=()) -> None:
+    """``refvit.io.write_manifest`` for a folder whose every run file stores its settings hash: a manifest that is
+    damaged (unreadable, empty, not an object) is quarantined and written anew instead of blocking every rerun, since
+    the runs are checked one by one anyway. An intact manifest of other settings is still refused."""
+    try:
+        write_manifest(path, spec, ignore)
+    except FileProblem as e:
+        quarantine(path, str(e), Path(path).parent, "written anew from this run's settings")
+        write_manifest(path, spec, ignore)
 
 
 def check_categories(path, record: dict, categories: dict) -> None:

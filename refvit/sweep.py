@@ -41,9 +41,9 @@ from .executors import execute
 from .jiang2024.data import dataset_bytes
 from .jiang2024.experiment import cell_key, run_cell
 from .primitives import check_fits_in_memory
-from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json, write_manifest
+from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json
 from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
-from .runstore import claim, quarantine, settings_hash
+from .runstore import claim, quarantine, renew_manifest, settings_hash
 
 PRESETS = ("quick", "paper")
 
@@ -190,7 +190,7 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
     out = Path(out)
     runs = check_writable(check_writable(out) / "runs")     # before any work: nothing computed is lost to a write
     with claim(out):
-        write_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
+        renew_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
         specs = sweep.specs()
         good = {spec for spec in specs if verified_run(sweep, out, *spec) is not None}
         tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.stream_tag), (N, mu, r))

@@ -355,3 +355,19 @@ def test_a_boundary_without_finite_c_is_one_line_not_an_overflow(tmp_path):
     run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)
     with pytest.raises(ValueError, match="no finite C.*widen the grid"):
         fit_sweep(tmp_path, n_boot=0)
+
+
+# --- 4. a damaged file anywhere is set aside and recomputed, never blocks a rerun -------------------------------
+
+@pytest.mark.parametrize("text", ['{"seed": 0, "da', "", "{}", "[]", "\x00\x7f"])
+def test_a_damaged_dynamics_manifest_is_renewed_and_its_runs_kept(dyn_folder, capsys, text):
+    before = {p.name: p.stat().st_mtime_ns for p in dyn_folder.glob("*.npz")}
+    (dyn_folder / "dynamics.json").write_text(text)
+    dyn.run_dynamics(tiny_dynamics(), dyn_folder, workers=0, progress=False)       # used to stop every rerun
+    assert "dynamics.json" in capsys.readouterr().err
+    assert (dyn_folder / "quarantine" / "dynamics.json").read_text() == text      # set aside, not deleted
+    assert {p.name: p.stat().st_mtime_ns for p in dyn_folder.glob("*.npz")} == before   # runs checked, kept
+    assert dyn.load_runs(dyn_folder)[0]["seed"] == 0
+    # an intact manifest of other settings is still refused: its runs would be another experiment's
+    with pytest.raises(ValueError, match="different settings"):
+        dyn.run_dynamics(tiny_dynamics(seed=1), dyn_folder, workers=0, progress=False)

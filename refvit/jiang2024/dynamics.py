@@ -28,9 +28,9 @@ from .config import DataConfig, ModelConfig, dynamics_setting
 from ..config import TrainConfig
 from ..executors import execute
 from .experiment import cell_key, run_cell
-from ..io import check_writable, save_npz, write_manifest
+from ..io import check_writable, save_npz
 from ..results import dynamics_run_file, history_arrays
-from ..runstore import claim, load_or_quarantine
+from ..runstore import claim, load_or_quarantine, renew_manifest
 from .saved import CATEGORIES, SERIES, load_runs, run_identity  # noqa: F401 - load_runs: the reader, re-exported
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
@@ -110,7 +110,7 @@ def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None,
     (``refvit.executors.execute``). A file that is not its run, or not whole, is quarantined and recomputed."""
     out = check_writable(out)
     with claim(out, "dynamics run"):
-        write_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
+        renew_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
         tasks = [(run_one, (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r,
                             spec.identity(name, mu, r)), dynamics_run_file(name, mu, r))
                  for name, mu, r in spec.specs()

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..executors import execute
-from ..io import save_npz, write_manifest
+from ..io import save_npz
 from ..results import history_arrays
-from ..runstore import claim, load_or_quarantine
+from ..runstore import claim, load_or_quarantine, renew_manifest
 from ..streams import cell_key, streams
 from ..trainer import run
 from .config import LiDataConfig, LiModelConfig
@@ -58,7 +58,7 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     manifest = {**study.to_dict(), "settings_hash": study.settings_hash()}
     with claim(out, "study"):                       # one process owns the folder while it runs
-        write_manifest(out / "study.json", manifest, ignore=("name", "runs", "snrs", "adam_eps", "adam_betas"))
+        renew_manifest(out / "study.json", manifest, ignore=("name", "runs", "snrs", "adam_eps", "adam_betas"))
         tasks, todo = [], specs(study)
         for part, opt, mu, r, cfg, ref, fname in todo:
             path = out / part / "runs" / fname
