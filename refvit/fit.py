@@ -319,8 +319,8 @@ def describe(fit: dict) -> str:
 
 def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
               method: str = "mle") -> dict:
-    """Fit the boundary of a saved sweep (its verified run files, ``refvit.sweep.verified_table``); writes sweep_dir/fit.json
-    and returns the dict.
+    """Fit the boundary of a saved sweep (its run files, checked: ``refvit.sweep.verified_table``); writes
+    sweep_dir/fit.json and returns the dict.
 
     With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
     ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.

@@ -228,5 +228,6 @@ def coefficients(mode: str, *, file=None, results="results", figures="results/fi
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.pipelines is a library module; run it with `refvit demo|reproduce|sweep|study|coefficients …` "
+    raise SystemExit("refvit.pipelines is a library module; run it with "
+                     "`refvit demo|reproduce|sweep|study|coefficients …` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -94,5 +94,6 @@ def weights_and_save(weights_file, path) -> Path:
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.jiang2024.coefficients is a library module; run it with `refvit coefficients train|weights|draw …` "
+    raise SystemExit("refvit.jiang2024.coefficients is a library module; run it with "
+                     "`refvit coefficients train|weights|draw …` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -121,5 +121,6 @@ def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None,
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.jiang2024.dynamics is a library module; run it with `refvit reproduce --preset quick (the sweep, then these dynamics runs)` "
+    raise SystemExit("refvit.jiang2024.dynamics is a library module; run it with "
+                     "`refvit reproduce --preset quick (the sweep, then these dynamics runs)` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

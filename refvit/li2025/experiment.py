@@ -71,5 +71,6 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.li2025.experiment is a library module; run it with `refvit study signgd --preset quick|full` "
+    raise SystemExit("refvit.li2025.experiment is a library module; run it with "
+                     "`refvit study signgd --preset quick|full` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -159,5 +159,6 @@ def identity(study: SignGDStudy, part: str, optimizer: str, mu: float, repeat: i
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.li2025.study is a library module; run it with `refvit study signgd --preset quick|full` "
+    raise SystemExit("refvit.li2025.study is a library module; run it with "
+                     "`refvit study signgd --preset quick|full` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

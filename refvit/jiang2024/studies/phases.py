@@ -248,5 +248,6 @@ def write_phase_tables(meta: dict, out) -> dict:
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.jiang2024.studies.phases is a library module; run it with `refvit study phases --preset quick|full` "
+    raise SystemExit("refvit.jiang2024.studies.phases is a library module; run it with "
+                     "`refvit study phases --preset quick|full` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")
