@@ -92,6 +92,21 @@ def worker_init(parent: int) -> None:
     os.close(devnull)
 
 
+class _Pool(ProcessPoolExecutor):
+    """A process pool whose workers are born ignoring SIGINT: an ignored signal stays ignored across exec, and Python
+    then installs no KeyboardInterrupt handler, so a Ctrl-C that reaches the process group while a worker is still
+    starting up (before ``worker_init`` runs) cannot print a traceback from it."""
+
+    def _spawn_process(self):
+        if threading.current_thread() is not threading.main_thread():
+            return super()._spawn_process()
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)   # for the few ms of the spawn: the child inherits it
+        try:
+            return super()._spawn_process()
+        finally:
+            signal.signal(signal.SIGINT, old)
+
+
 def _terminate_workers(ex: ProcessPoolExecutor) -> None:
     # concurrent.futures has no public way to stop running tasks; its worker processes are in ``_processes``
     for proc in list((getattr(ex, "_processes", None) or {}).values()):
@@ -110,7 +125,7 @@ def default_executor(workers: int | None = None):
         yield SerialExecutor()
         return
     with single_thread_env():
-        ex = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        ex = _Pool(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=worker_init, initargs=(os.getpid(),))
         try:
             yield ex

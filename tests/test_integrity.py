@@ -141,7 +141,10 @@ def test_a_history_whose_converged_flag_contradicts_its_status_is_refused(tmp_pa
 # --- 5. Ctrl-C: one line (what was saved, how to resume), exit 130, workers ended -------------------------------
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds workers through /proc")
-def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_ended(tmp_path):
+@pytest.mark.parametrize("when", ["mid-run", "start-up"])
+def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_ended(tmp_path, when):
+    """mid-run: both workers busy with a run; start-up: as soon as they exist, while they still import (a worker
+    interrupted there used to print its own KeyboardInterrupt traceback)."""
     from .problems import PATIENCE, wait_until
     from .test_faults import alive, cpu_seconds, pool_workers
     from .test_sweep import REPO
@@ -164,7 +167,8 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
 
     try:
         wait_until(two_workers, "the sweep starting 2 workers")
-        wait_until(lambda: all(cpu_seconds(w) > 3.0 for w in workers), "both workers busy with a run")
+        if when == "mid-run":
+            wait_until(lambda: all(cpu_seconds(w) > 3.0 for w in workers), "both workers busy with a run")
         os.killpg(proc.pid, signal.SIGINT)            # a terminal sends Ctrl-C to the whole process group
         err = proc.communicate(timeout=PATIENCE)[1].decode()
         assert proc.returncode == 130, err
