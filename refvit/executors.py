@@ -32,7 +32,7 @@ BLAS_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C while ``execute`` ran; str() says what was saved (``"37 of 120 runs of sweep quick saved in DIR"``)."""
+    """Ctrl-C while ``execute`` ran; str() says what is saved ("37 of 120 runs of sweep quick are saved in DIR")."""
 
 
 class SerialExecutor(Executor):
@@ -189,8 +189,8 @@ def execute(tasks: list, save, executor: Executor | None = None, workers: int | 
             for fut in pending:
                 fut.cancel()
             if isinstance(e, KeyboardInterrupt) and not isinstance(e, Interrupted):
-                raise Interrupted(f"{saved} of {total} runs of {desc} saved" + (f" in {where}" if where else "")) \
-                    from None
+                place = f" in {where}" if where else ""
+                raise Interrupted(f"{saved} of {total} runs of {desc} are saved{place}") from None
             raise
         finally:
             bar.close()

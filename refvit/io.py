@@ -51,7 +51,7 @@ def one_line_errors(main):
         try:
             return main(*args, **kwargs)
         except KeyboardInterrupt as e:
-            saved = f"{e}; every run finished before it is saved" if str(e) else "every finished run is saved"
+            saved = f"{e} (every run that finished)" if str(e) else "every finished run is saved"
             print(f"refvit: interrupted: {saved}; run the same command again to resume", file=sys.stderr)
             return 130
         except OSError as e:

@@ -173,7 +173,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
         err = proc.communicate(timeout=PATIENCE)[1].decode()
         assert proc.returncode == 130, err
         assert err.count("\n") == 1 and "Traceback" not in err, err
-        assert "0 of 4 runs of sweep slow saved in" in err and str(out) in err and "resume" in err, err
+        assert "0 of 4 runs of sweep slow are saved in" in err and str(out) in err and "resume" in err, err
         wait_until(lambda: not any(alive(w) for w in workers), "workers outlived the interrupted sweep")
     finally:
         for w in workers:                             # only the processes this test found, by PID
