@@ -9,7 +9,6 @@ script only reads it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.io import load_npz, one_line_errors, save_figure  # noqa: E402
+from refvit.io import one_line_errors, save_figure  # noqa: E402
+from refvit.jiang2024.saved import load_coefficients  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -27,8 +27,7 @@ from refvit.io import load_npz, one_line_errors, save_figure  # noqa: E402
 
 def draw(results_file, out) -> Path:
     """Draw the coefficient figure from a results file written by ``train_and_save`` or ``weights_and_save``."""
-    r = load_npz(results_file)
-    meta = json.loads(str(r["summary"]))
+    meta, r = load_coefficients(results_file)      # checked: a file of another kind or a damaged one is named
     y = r["y"]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), constrained_layout=True)
     ax = axes.ravel()

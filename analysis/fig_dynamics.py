@@ -3,7 +3,9 @@ regime.
 
 Usage: python -m analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
 
-Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.jiang2024.dynamics``. Rows: training and
+Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.jiang2024.dynamics``, each checked
+against the run it claims to be (``refvit.jiang2024.dynamics.load_runs``): a file of another regime, ‖μ‖, repeat or
+setting, or a damaged one, stops the figure with one line naming it. Rows: training and
 test loss; attention on the signal and noise token of training sample 0 (the authors' plot); its value scores
 μ₊ᵀW_V w_O and ξ₀ᵀW_V w_O; the QK bilinear forms μᵀW_QW_Kᵀμ and μᵀW_QW_Kᵀξ (signal query), x₃ᵀW_QW_Kᵀμ and
 x₃ᵀW_QW_Kᵀξ (the third token as query, as the authors plot); and the decomposed coefficients γ₊, −γ₋ and the mean
@@ -23,8 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from refvit.io import load_json, one_line_errors, save_figure  # noqa: E402
-from refvit.results import dynamics_run_file, load_history  # noqa: E402
+from refvit.io import one_line_errors, save_figure  # noqa: E402
+from refvit.jiang2024.saved import load_runs as load_checked_runs  # noqa: E402
 
 # (row name = y label, [(key in the npz, legend label), ...], log scale)
 ROWS = (
@@ -43,17 +45,9 @@ STYLES = ({"ls": "-", "lw": 2.4}, {"ls": "--", "lw": 1.6}, {"ls": "-", "lw": 1.5
 
 
 def load_runs(folder) -> tuple[dict, dict]:
-    """(manifest, {regime name: [run dict, ...]}) from a dynamics folder."""
-    folder = Path(folder)
-    meta = load_json(folder / "dynamics.json")
-    runs = {}
-    for name, mu in meta["regimes"]:
-        files = [folder / dynamics_run_file(name, mu, r) for r in range(meta["runs"])]
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise ValueError(f"{len(missing)} runs missing in {folder} (e.g. {missing[0]}); run the dynamics first")
-        runs[name] = [_with_derived(*load_history(f)) for f in files]
-    return meta, runs
+    """(manifest, {regime name: [run dict, ...]}) from a dynamics folder, every file checked."""
+    meta, runs = load_checked_runs(Path(folder))
+    return meta, {name: [_with_derived(*run) for run in rs] for name, rs in runs.items()}
 
 
 def _with_derived(summary: dict, run: dict) -> dict:

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from analysis.fig_dynamics import ROWS, band  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
-from refvit.results import dynamics_run_file, load_history  # noqa: E402
+from refvit.jiang2024.saved import load_runs as load_dynamics  # noqa: E402
 
 NAMES = {"gd": "GD", "signgd": "SignGD", "adam": "Adam"}
 COLORS = {"gd": "C0", "signgd": "C3", "adam": "C2"}
@@ -215,9 +215,9 @@ def dynamics_figure(d: Path, out: Path, k: float = 1.0, dpi: int = 110) -> Path 
     dd = setting["data"]
     for c, s in enumerate(cols):
         folder = d / "dynamics" / s["curves"]
-        dmeta = load_json(folder / "dynamics.json")
+        checked = load_dynamics(folder)[1]            # every file checked against the run it claims to be
         for g, (name, mu) in enumerate(regimes):
-            runs = [load_history(folder / dynamics_run_file(name, mu, r))[1] for r in range(dmeta["runs"])]
+            runs = [arrays for _, arrays in checked[name]]
             n_snr2 = dd["N"] * mu ** 2 / (dd["sigma_p"] ** 2 * dd["d"])
             for r, (title, series, log) in enumerate(CURVE_ROWS):
                 ax = axes[g * len(CURVE_ROWS) + r, c]

@@ -9,6 +9,7 @@ import numpy as np
 from refvit.fit import describe
 from refvit.io import load_json, read_csv
 from refvit.jiang2024.studies import lr_tag
+from refvit.runstore import quarantine_note
 
 
 def reproduce_summary(sweep_dir) -> str:
@@ -30,7 +31,7 @@ def reproduce_summary(sweep_dir) -> str:
             if st != "converged"),
         describe(load_json(d / "fit.json")),
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + quarantine_note(d)    # nothing when no file was set aside
 
 
 def timing_line(timing: dict) -> str:

@@ -22,7 +22,10 @@ Non-converged runs are left out (the authors stored them as NaN, docs/math.md §
 loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow,
 nonfinite_test) and ``describe`` prints those counts.
 
-``python -m refvit.fit SWEEP_DIR`` fits a saved sweep (table.csv + sweep.json), prints and writes fit.json.
+``python -m refvit.fit SWEEP_DIR`` fits a saved sweep, prints and writes fit.json. The fit never trusts table.csv:
+it rebuilds the table from the folder's run files, each checked against sweep.json (``refvit.sweep.verified_table``:
+a bad run file is quarantined and the fit refused until the sweep recomputes it), and rewrites a table.csv that
+differs from them, with a warning, so the figures drawn from it agree with the fit.
 """
 from __future__ import annotations
 
@@ -35,9 +38,10 @@ from scipy.optimize import linprog
 from scipy.special import expit
 
 from .jiang2024.config import BENIGN_LOSS
-from .io import load_json, one_line_errors, read_columns, save_json
+from .io import one_line_errors, save_json
 from .primitives import logistic_loss
 from .results import COLUMNS
+from .sweep import verified_table
 
 METHODS = ("mle", "firth")
 WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
@@ -182,6 +186,9 @@ def fit_boundary(N, snr, benign, rng: np.random.Generator, n_boot: int = 1000, l
         return out
     beta = _fit_logistic(F, b, method)
     a, log_C, width = _relation(beta)
+    if not (abs(log_C) < 700 and abs(width) < 700):      # exp() of these would overflow float64 (~7.1e2)
+        raise ValueError(f"the {method} fit's boundary has no finite C (log C = {log_C:.3g}, β = {beta.tolist()}): "
+                         "the benign labels barely depend on N or SNR on this grid; widen the grid of N and ‖μ‖")
     out.update(a=a, C=math.exp(log_C), log_C=log_C, beta=[float(x) for x in beta], width_log_snr=width,
                width_log_n_snr2=2 * width, mu_ratio_10_90=math.exp(width))
     if n_boot:
@@ -312,20 +319,28 @@ def describe(fit: dict) -> str:
 
 def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
               method: str = "mle") -> dict:
-    """Fit the boundary of a saved sweep (table.csv, sweep.json); writes sweep_dir/fit.json and returns the dict.
+    """Fit the boundary of a saved sweep (its run files, checked: ``refvit.sweep.verified_table``); writes
+    sweep_dir/fit.json and returns the dict.
 
     With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
     ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
     """
-    sweep_dir = Path(sweep_dir)
-    t = read_columns(sweep_dir / "table.csv", columns=COLUMNS)
-    meta = load_json(sweep_dir / "sweep.json", expect=dict)
+    meta, rows = verified_table(sweep_dir)
+    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
+    fit = fit_columns(t, meta["data"], n_boot, seed, level, method)
+    if save:
+        save_json(Path(sweep_dir) / "fit.json", fit)
+    return fit
+
+
+def fit_columns(t: dict, d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95, method: str = "mle") -> dict:
+    """``fit_sweep`` on a run table's columns ``t`` (``COLUMNS``: N, snr, status, converged, test_loss) of a sweep
+    whose data settings are ``d`` (sigma_p, snr_axis_sigma, d)."""
     ok = t["converged"] & np.isfinite(t["test_loss"])
     # every run left out is counted by its status (a converged run with a non-finite test loss as nonfinite_test)
     why = np.where(t["converged"] & ~ok, "nonfinite_test", t["status"].astype(str))
     excluded = {str(k): int(n) for k, n in zip(*np.unique(why[~ok], return_counts=True))}
     benign = t["test_loss"][ok] < BENIGN_LOSS
-    d = meta["data"]
     ratio = d["sigma_p"] / d["snr_axis_sigma"]
     # the bootstrap stream is keyed apart from every run stream (those have 3 keys)
     rng = np.random.default_rng([seed, 0xF17])
@@ -339,8 +354,6 @@ def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
     fit["mu_10_90"] = {str(int(n)): [mu_per_snr * (best["C"] / n) ** (1 / best["a"]) * math.exp(-best["width_log_snr"] * f)
                                      for f in (0.5, -0.5)] for n in np.unique(t["N"])}
     fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), excluded=excluded, seed=seed)
-    if save:
-        save_json(sweep_dir / "fit.json", fit)
     return fit
 
 

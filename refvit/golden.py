@@ -108,11 +108,16 @@ def write_golden(out, cases="small", steps: int = STEPS, traj_steps=DEFAULT_TRAJ
 
 def regenerate(manifest, out) -> dict:
     """Rewrite the golden set described by ``manifest`` (a dict or a path to manifest.json) into ``out``."""
+    where = "the manifest"
     if not isinstance(manifest, dict):
-        manifest = load_json(manifest)
+        where, manifest = str(manifest), load_json(manifest)
+    _check_manifest(where, manifest)
     if manifest.get("format") != FORMAT:
         raise ValueError(f"unsupported golden format {manifest.get('format')!r}; this refvit writes {FORMAT}")
-    specs = [CaseSpec(**c["settings"]) for c in manifest["cases"]]
+    try:
+        specs = [CaseSpec(**c["settings"]) for c in manifest["cases"]]
+    except TypeError as e:      # an unknown or missing setting of a case
+        raise ValueError(f"{where}: a case's settings do not describe a case ({e})") from None
     return write_golden(out, specs, manifest["steps"], manifest["traj_steps"])
 
 
@@ -128,9 +133,24 @@ def _load_manifest(golden_dir: Path) -> dict:
         manifest = load_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: not a readable JSON manifest ({e})") from e
-    for key in ("steps", "traj_steps", "cases"):
-        if not isinstance(manifest, dict) or key not in manifest:
-            raise ValueError(f"{path}: the manifest has no {key!r} entry")
+    return _check_manifest(path, manifest)
+
+
+def _check_manifest(where, manifest) -> dict:
+    """``manifest`` if it has every entry ``check`` and ``regenerate`` read, else a one-line ValueError naming the
+    file (``where``) and the entry."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where}: a golden manifest is a JSON object, got {type(manifest).__name__}")
+    for key, kind in (("steps", int), ("traj_steps", list), ("cases", list)):
+        if key not in manifest:
+            raise ValueError(f"{where}: the manifest has no {key!r} entry; regenerate it with `refvit golden --out`")
+        if not isinstance(manifest[key], kind) or isinstance(manifest[key], bool):
+            raise ValueError(f"{where}: the manifest's {key!r} should be a {kind.__name__}, got {manifest[key]!r:.40}")
+    for i, entry in enumerate(manifest["cases"]):
+        lacking = [k for k in ("name", "file", "sha256", "settings") if not isinstance(entry, dict) or k not in entry]
+        if lacking:
+            raise ValueError(f"{where}: case {i} of the manifest has no {lacking} entry; regenerate it with "
+                             "`refvit golden --out`")
     return manifest
 
 

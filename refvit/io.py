@@ -44,11 +44,16 @@ def _read_problem(path, e: BaseException) -> FileProblem:
 
 
 def one_line_errors(main):
-    """Wrap a ``main(argv) -> int``: bad settings and unusable files end with one line on stderr and status 2."""
+    """Wrap a ``main(argv) -> int``: bad settings and unusable files end with one line on stderr and status 2;
+    Ctrl-C with one line (what was saved, how to resume) and status 130, the shell's code for SIGINT."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
         try:
             return main(*args, **kwargs)
+        except KeyboardInterrupt as e:
+            saved = f"{e} (every run that finished)" if str(e) else "every finished run is saved"
+            print(f"refvit: interrupted: {saved}; run the same command again to resume", file=sys.stderr)
+            return 130
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             print(f"refvit: error: {where}{e.strerror or e}", file=sys.stderr)
@@ -70,6 +75,16 @@ def check_writable(folder) -> Path:
         raise FileProblem(folder, f"results cannot be written there ({e.strerror or e}); choose a writable "
                                   "folder") from None
     return folder
+
+
+def check_output(path) -> Path:
+    """Check, before any work whose result goes to file ``path``, that it can be written there: not a folder, and
+    its folder creatable and writable (``check_writable``); a ``FileProblem`` naming the path otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileProblem(path, "is a folder; give a file name for this output")
+    check_writable(path.parent)
+    return path
 
 
 def _read_umask() -> int:
@@ -102,9 +117,11 @@ def atomic_write(path, write) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)   # atomic on POSIX: readers see the old file or the new one, never half of one
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not e.filename:   # a full disk says only "No space left on device": name it
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     return path
 
@@ -180,15 +197,21 @@ def write_manifest(path, spec: dict, ignore=()) -> None:
     save_json(path, new)
 
 
-def save_csv(path, rows: list, columns) -> Path:
-    """Write ``rows`` (dicts) as CSV with the given column order, atomically. Floats are written with ``repr`` (the
-    shortest text that reads back to the same float), so a table written twice from equal rows is byte-identical."""
+def csv_text(rows: list, columns) -> str:
+    """The text ``save_csv`` writes for ``rows``: floats with ``repr`` (the shortest text that reads back to the
+    same float), so a table written twice from equal rows is byte-identical."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for row in rows:
         w.writerow([repr(float(row[k])) if isinstance(row[k], float) else str(row[k]) for k in columns])
-    return atomic_write(path, lambda fh: fh.write(buf.getvalue().encode()))
+    return buf.getvalue()
+
+
+def save_csv(path, rows: list, columns) -> Path:
+    """Write ``rows`` (dicts) as CSV with the given column order, atomically (``csv_text``)."""
+    text = csv_text(rows, columns)
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _parse_cell(v: str):

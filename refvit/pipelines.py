@@ -28,8 +28,9 @@ from .jiang2024.config import figure1_setting
 from .executors import available_cores
 from .jiang2024.experiment import cell_key, run_cell
 from .fit import fit_sweep
-from .io import atomic_write, load_json, save_json
+from .io import atomic_write, check_writable, load_json, save_json
 from .results import save_history
+from .runstore import quarantine_note
 from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
                                 run_label_noise, run_optimizers, run_phases, run_sharpness)
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
@@ -74,7 +75,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    results, figures = Path(results), Path(figures)
+    results, figures = check_writable(results), check_writable(figures)    # before the work, not after it
     t_start = time.perf_counter()
     timing = {}
     sweep = getattr(Sweep, preset)(seed=seed, backend=backend, coords=coords)
@@ -105,7 +106,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     timing["total_seconds"] = time.perf_counter() - t_start
     timing["workers"] = workers if workers is not None else available_cores()
 
-    text = summaries.reproduce_summary(sweep_dir)
+    text = summaries.reproduce_summary(sweep_dir) + (quarantine_note(dyn_dir) if dynamics else "")
     drawn.append(_write_text(figures / f"summary_{preset}.txt", text))
     save_json(results / f"timing_{preset}.json", timing)
     print(text, end="")
@@ -177,6 +178,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
     if preset not in STUDY_PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(STUDY_PRESETS)}")
     k = STUDY_KINDS[kind]
+    check_writable(figures)                                           # before the work, not after it
     options = {"lr_rule": lr_rule, "lr_scaling": lr_scaling}
     tag = study_tag(kind, preset, lr_rule, lr_scaling)
     d = Path(results) / f"study_{tag}"
@@ -191,7 +193,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
     opt = _option(kind, options)
     cmd = f"refvit study {kind} --preset {preset}" + (f" --seed {seed}" if seed else "") + \
         (f" --{opt[0].replace('_', '-')} {opt[1]}" if opt else "")
-    text = k.summary(d, cmd)
+    text = k.summary(d, cmd) + quarantine_note(d)      # counts every quarantine/ folder of the study
     _write_text(d / "summary.txt", text)
     drawn.append(_write_text(Path(figures) / f"{tag}_summary.txt", text))
     print(text, end="")
@@ -223,3 +225,9 @@ def coefficients(mode: str, *, file=None, results="results", figures="results/fi
     if mode == "draw" or draw:
         print(f"wrote {draw_coefficients(saved, out or Path(figures) / f'{saved.stem}.png')}")
     return saved
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.pipelines is a library module; run it with "
+                     "`refvit demo|reproduce|sweep|study|coefficients …` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

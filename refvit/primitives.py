@@ -6,6 +6,7 @@ Nothing here knows a model. Each setting's reference file (``refvit.jiang2024.mo
 """
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,6 +19,31 @@ class Evaluation(NamedTuple):
     grads: tuple         # gradient of L with respect to the state, the same NamedTuple type as the state
     f: np.ndarray        # (n,) outputs on the training set
     cache: Any           # the model's forward intermediates (for the history and the trackers)
+
+
+def check_generator(name: str, rng) -> np.random.Generator:
+    """``rng`` if it is a numpy Generator, else a one-line ValueError naming the argument."""
+    if not isinstance(rng, np.random.Generator):
+        raise ValueError(f"{name} must be a numpy.random.Generator (e.g. from refvit.streams.streams(seed)), "
+                         f"got {type(rng).__name__}")
+    return rng
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_fits_in_memory(nbytes: float, what: str, change: str) -> None:
+    """Refuse, before allocating, arrays of ``nbytes`` that this machine's physical memory cannot hold: a one-line
+    ValueError saying how much ``what`` needs, how much there is, and what to ``change``."""
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB of arrays but this machine has "
+                         f"{total / 2**30:.3g} GiB of memory; {change}")
 
 
 def as_float_array(name: str, a, ndim: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import FileProblem
+from .io import FileProblem, write_manifest
 from .results import STATUSES, TRAINED, load_history
 
 
@@ -45,31 +45,56 @@ def claim(out: Path, what: str = "sweep"):
         os.close(fd)                 # closing the descriptor releases the lock
 
 
-def quarantine(path: Path, reason: str) -> Path:
-    """Move a bad run file to ``quarantine/`` beside its folder (never deleted), say so on stderr, return the move.
-    A name quarantined before gets the first free suffix ``.1``, ``.2``, …, so no earlier copy is overwritten."""
+def quarantine(path: Path, reason: str, home: Path | None = None,
+               then: str = "the run will be recomputed") -> Path:
+    """Move a bad run file to ``home/quarantine/`` (default: beside its ``runs/`` folder; never deleted), say so on
+    stderr, return the move. A name quarantined before gets the first free suffix ``.1``, ``.2``, …, so no earlier
+    copy is overwritten."""
     path = Path(path)
-    folder = path.parent.parent / "quarantine"
+    folder = (path.parent.parent if home is None else Path(home)) / "quarantine"
     folder.mkdir(exist_ok=True)
     dest, k = folder / path.name, 0
     while dest.exists():
         k += 1
         dest = folder / f"{path.name}.{k}"
     os.replace(path, dest)
-    print(f"refvit: warning: {reason}; moved to {dest}, the run will be recomputed", file=sys.stderr)
+    print(f"refvit: warning: {reason}; moved to {dest}, {then}", file=sys.stderr)
     return dest
 
 
-def check_history(path, summary: dict, arrays: dict, expect: dict, series=()) -> None:
+def renew_manifest(path: Path, spec: dict, ignore=()) -> None:
+    """``refvit.io.write_manifest`` for a folder whose every run file stores its settings hash: a manifest that is
+    damaged (unreadable, empty, not an object) is quarantined and written anew instead of blocking every rerun, since
+    the runs are checked one by one anyway. An intact manifest of other settings is still refused."""
+    try:
+        write_manifest(path, spec, ignore)
+    except FileProblem as e:
+        quarantine(path, str(e), Path(path).parent, "written anew from this run's settings")
+        write_manifest(path, spec, ignore)
+
+
+def check_categories(path, record: dict, categories: dict) -> None:
+    """Raise ``FileProblem`` naming ``path`` unless every field of ``categories`` ({name: allowed values}) holds
+    one of its allowed values: a value outside them is never copied into a table or a figure."""
+    for key, allowed in categories.items():
+        if record.get(key) not in allowed:
+            raise FileProblem(path, f"{key} is {record.get(key)!r}, not one of {', '.join(map(repr, allowed))}")
+
+
+def check_history(path, summary: dict, arrays: dict, expect: dict, series=(), categories=None) -> None:
     """Raise ``FileProblem`` naming ``path`` unless the history file is the run ``expect`` names and is whole:
-    the summary's identity fields equal ``expect``, its status is known, its final losses are finite when the status
-    promises it (``TRAINED``), and every key of ``series`` is an array with one row per recorded step."""
+    the summary's identity fields equal ``expect``, its status is known, every field of ``categories``
+    ({name: allowed values}) holds an allowed value, its final losses are finite when the status promises it
+    (``TRAINED``), and every key of ``series`` is an array with one row per recorded step."""
     got = {k: summary.get(k) for k in expect}
     if got != expect:
         raise FileProblem(path, f"holds the run {got}, not {expect}")
     status = summary.get("status")
     if status not in STATUSES:
         raise FileProblem(path, f"unknown status {status!r}")
+    if "converged" in summary and summary["converged"] is not (status == "converged"):
+        raise FileProblem(path, f"converged={summary['converged']!r} contradicts status {status!r}")
+    check_categories(path, summary, categories or {})
     if status in TRAINED:
         bad = [k for k in ("train_loss", "test_loss") if k in summary and
                not (isinstance(summary[k], (int, float)) and math.isfinite(summary[k]))]
@@ -82,19 +107,39 @@ def check_history(path, summary: dict, arrays: dict, expect: dict, series=()) ->
             raise FileProblem(path, f"has no {key} series of {rows} rows")
 
 
-def load_run(path, expect: dict, series=()) -> tuple[dict, dict]:
+def load_run(path, expect: dict, series=(), categories=None) -> tuple[dict, dict]:
     """(summary, arrays) of a saved history file; ``FileProblem`` if it does not load or fails ``check_history``."""
     summary, arrays = load_history(path)
-    check_history(path, summary, arrays, expect, series)
+    check_history(path, summary, arrays, expect, series, categories)
     return summary, arrays
 
 
-def load_or_quarantine(path: Path, expect: dict, series=(), load=load_run):
-    """``load(path, expect, series)``, or None when the file is absent; a file that fails is quarantined (None)."""
+def load_or_quarantine(path: Path, expect: dict, series=(), load=load_run, home: Path | None = None, **checks):
+    """``load(path, expect, series, **checks)``, or None when the file is absent; a file that fails is quarantined
+    (in ``home``, see ``quarantine``) and None returned."""
     if not Path(path).exists():
         return None
     try:
-        return load(path, expect, series)
+        return load(path, expect, series, **checks)
     except FileProblem as e:
-        quarantine(path, str(e))
+        quarantine(path, str(e), home)
         return None
+
+
+def quarantined(folder) -> tuple[int, int]:
+    """(files, bytes) held in every ``quarantine/`` folder under ``folder`` (a study's sweeps each have one)."""
+    files = [p for q in Path(folder).rglob("quarantine") if q.is_dir() for p in q.iterdir() if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def quarantine_note(*folders) -> str:
+    """One summary line on what the ``folders`` set aside (count and size), or "" when nothing was."""
+    n = size = 0
+    for folder in folders:
+        k, b = quarantined(folder)
+        n, size = n + k, size + b
+    if not n:
+        return ""
+    where = " and ".join(str(f) for f in folders)
+    return (f"quarantined: {n} file{'s' * (n != 1)} ({size} bytes) under {where}, set aside as damaged or not the "
+            "run they claimed to be and recomputed; inspect or delete the quarantine/ folders\n")

@@ -30,6 +30,7 @@ the table keeps it and the fit counts it among the excluded runs (``refvit.fit``
 """
 from __future__ import annotations
 
+import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +38,12 @@ from pathlib import Path
 from .jiang2024.config import DataConfig, ModelConfig, figure1_setting
 from .config import TrainConfig
 from .executors import execute
+from .jiang2024.data import dataset_bytes
 from .jiang2024.experiment import cell_key, run_cell
-from .io import FileProblem, check_writable, load_json, save_csv, save_json, write_manifest
+from .primitives import check_fits_in_memory
+from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json
 from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
-from .runstore import claim, quarantine, settings_hash
+from .runstore import claim, quarantine, renew_manifest, settings_hash
 
 PRESETS = ("quick", "paper")
 
@@ -92,7 +95,9 @@ class Sweep:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         for N in self.Ns:       # validate every cell's config now, not in a worker halfway through the sweep
-            self.data.replace(N=N)
+            cfg = self.data.replace(N=N)
+            check_fits_in_memory(dataset_bytes(cfg), f"the run at N={N} (n_test={cfg.n_test}, M={cfg.M}, "
+                                 f"d={cfg.d})", "reduce N, n_test, M or d")
         # N and ‖μ‖ of the template are placeholders (each run replaces them): normalize so equal sweeps compare equal
         object.__setattr__(self, "data", self.data.replace(N=min(self.Ns), mu_norm=float(min(self.mu_norms))))
 
@@ -185,14 +190,14 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
     out = Path(out)
     runs = check_writable(check_writable(out) / "runs")     # before any work: nothing computed is lost to a write
     with claim(out):
-        write_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
+        renew_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
         specs = sweep.specs()
         good = {spec for spec in specs if verified_run(sweep, out, *spec) is not None}
         tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.stream_tag), (N, mu, r))
                  for N, mu, r in specs if (N, mu, r) not in good]
         stamp = {SETTINGS_HASH: sweep.settings_hash()}
         execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), {**row, **stamp}), executor, workers,
-                desc=f"sweep {sweep.name}", progress=progress, total=len(specs))
+                desc=f"sweep {sweep.name}", progress=progress, total=len(specs), where=out)
         return write_table(sweep, out)
 
 
@@ -232,3 +237,29 @@ def write_table(sweep: Sweep, out) -> list[dict]:
     rows = table_rows(sweep, out)
     save_csv(Path(out) / "table.csv", rows, COLUMNS)
     return rows
+
+
+def verified_table(sweep_dir) -> tuple[dict, list[dict]]:
+    """(manifest, rows) of a finished sweep folder, the rows rebuilt from its run files, each checked against
+    sweep.json (``table_rows``): what reads a sweep folder back (the fit, the studies) never trusts table.csv. A
+    table.csv that differs from the verified rows is rewritten, with a warning, so figures drawn from it agree."""
+    sweep_dir = Path(sweep_dir)
+    meta = load_json(sweep_dir / "sweep.json", expect=dict)
+    try:
+        sweep = Sweep.from_dict(meta)
+    except (KeyError, TypeError, ValueError) as e:
+        raise FileProblem(sweep_dir / "sweep.json", f"not a usable sweep manifest ({e})") from None
+    rows = table_rows(sweep, sweep_dir)
+    text, table = csv_text(rows, COLUMNS).encode(), sweep_dir / "table.csv"
+    if not table.is_file() or table.read_bytes() != text:
+        if table.exists():
+            print(f"refvit: warning: {table} does not match the verified run files of {sweep_dir}; rebuilt from "
+                  "them", file=sys.stderr)
+        atomic_write(table, lambda fh: fh.write(text))
+    return meta, rows
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.sweep is a library module; run it with "
+                     "`refvit sweep OUT [--preset quick|paper | --spec sweep.json] [--workers K]` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

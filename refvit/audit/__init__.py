@@ -87,6 +87,8 @@ def write_json(report: Report, path) -> None:
 
 
 def cmd_audit(args) -> int:
+    if args.json:
+        io.check_output(args.json)       # before the work, not after it
     report = run(progress=not args.no_progress)
     print(report.format())
     if args.json:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ..io import atomic_write
+from ..io import atomic_write, check_output
 from .cases import CASE_GROUPS, DTYPES, STEPS
 from .runner import DEFAULT_TIMEOUT, crosscheck
 
@@ -52,6 +52,8 @@ EXIT_STATUSES = """exit status:
 def cmd_crosscheck(args) -> int:
     """Exit status: ``Report.status`` (0 pass, 1 incorrect, 3 correct but not robust); 2 (through
     ``refvit.cli.main``) a usage or import error."""
+    if args.json:
+        check_output(args.json)          # before the work, not after it
     report = crosscheck(load_callable(args.forward),
                         load_callable(args.grad) if args.grad else None,
                         load_callable(args.step) if args.step else None,

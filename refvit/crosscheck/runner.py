@@ -100,8 +100,8 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
         raise ValueError(f"train_w_O must be True or False, got {train_w_O!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a positive, finite number of seconds, got {timeout!r}")
     fns = (forward_fn, grad_fn, gd_step_fn, trainer)
     specs = select_cases(cases)
     runs = []

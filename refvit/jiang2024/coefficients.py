@@ -91,3 +91,9 @@ def weights_and_save(weights_file, path) -> Path:
     save_npz(path, summary=_summary_json(**meta), y=w["y"], **{f"s_{k}": v for k, v in s.items()},
              **recovered.to_arrays("recovered_"))
     return Path(path)
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.coefficients is a library module; run it with "
+                     "`refvit coefficients train|weights|draw …` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

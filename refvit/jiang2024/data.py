@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import DataConfig
+from ..primitives import check_fits_in_memory, check_generator
 from ..streams import Streams, flip_labels, streams  # noqa: F401  (the streams every experiment draws from)
 
 
@@ -89,9 +90,22 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
     return X, y
 
 
+def dataset_bytes(cfg: DataConfig) -> int:
+    """Bytes of the float64 arrays of one dataset: X (N, M, d) and X_test (n_test, M, d), plus a draw of the noise
+    of the same size while sampling."""
+    return 8 * (cfg.N + cfg.n_test) * cfg.M * cfg.d + 8 * max(cfg.N, cfg.n_test) * cfg.M * cfg.d
+
+
 def make_dataset(cfg: DataConfig, data_rng: np.random.Generator, test_rng: np.random.Generator,
                  signals=None) -> Dataset:
-    """Training set (N samples, labels flipped at ``cfg.flip_rate``) and a clean test set (n_test samples)."""
+    """Training set (N samples, labels flipped at ``cfg.flip_rate``) and a clean test set (n_test samples).
+    A size this machine cannot hold is refused before anything is allocated (``dataset_bytes``)."""
+    if not isinstance(cfg, DataConfig):
+        raise ValueError(f"cfg must be a DataConfig (refvit.DataConfig(...)), got {type(cfg).__name__}")
+    check_generator("data_rng", data_rng)
+    check_generator("test_rng", test_rng)
+    check_fits_in_memory(dataset_bytes(cfg), f"a dataset of N={cfg.N}, n_test={cfg.n_test}, M={cfg.M}, d={cfg.d}",
+                         "reduce N, n_test, M or d")
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
     X, y_clean = sample(cfg, cfg.N, data_rng, (mu_plus, mu_minus))
     y = flip_labels(y_clean, cfg.flip_rate, data_rng)             # (math 1.5)

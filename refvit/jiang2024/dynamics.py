@@ -9,7 +9,13 @@ Figure-1 boundary N·SNR² ≈ 2.5 (docs/math.md (1.9)) yet close enough that th
 
 Run (regime, r) draws from ``streams(seed, N, ‖μ‖, r)``, like a sweep run; each run is one history file in the
 folder (``benign_mu030_r003.npz``, ``refvit.results``; for GD with the tracked coefficients ``c_<name>``, see
-``run_one``), written atomically, so a killed run resumes by skipping the files that exist.
+``run_one``), written atomically, so a killed run resumes by skipping the files already done.
+
+Verification (``refvit.runstore``). Each file's summary stores its identity (regime, ‖μ‖, repeat, seed and
+``settings_hash``, the hash of ``Dynamics.settings()``); a resumed run and the figure read a file only when it is
+that run, whole (every series one row per step), with a known status and coefficient kind and finite final losses
+where its status promises them. On resume a file that fails is moved to ``quarantine/`` in the folder and
+recomputed; the figure refuses it, naming the file.
 """
 from __future__ import annotations
 
@@ -22,8 +28,10 @@ from .config import DataConfig, ModelConfig, dynamics_setting
 from ..config import TrainConfig
 from ..executors import execute
 from .experiment import cell_key, run_cell
-from ..io import save_npz, write_manifest
+from ..io import check_writable, save_npz
 from ..results import dynamics_run_file, history_arrays
+from ..runstore import claim, load_or_quarantine, renew_manifest
+from .saved import CATEGORIES, SERIES, load_runs, run_identity  # noqa: F401 - load_runs: the reader, re-exported
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
 
@@ -70,13 +78,19 @@ class Dynamics:
     def specs(self) -> list[tuple[str, int, int]]:
         return [(name, mu, r) for name, mu in self.regimes for r in range(self.runs)]
 
+    def identity(self, name: str, mu: int, repeat: int) -> dict:
+        """The identity fields of run (regime, ‖μ‖, repeat), as stored in its file's summary."""
+        return run_identity(self.to_dict(), name, mu, repeat)
 
-def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int) -> dict:
+
+def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int, repeat: int,
+            identity: dict | None = None) -> dict:
     """One dynamics run (executes in a worker). Returns the arrays of its history file, never the d×d_h weights.
 
     With GD, training runs under ``refvit.jiang2024.tracking.CoefficientTracker``, which replays the recursions of
     docs/math.md (7.5), (7.6) from each step's forward cache: c_gamma_plus, c_gamma_minus (steps+1,) and c_y_rho
     (steps+1, N) = y_i ρ_i. The trajectory is the same as without it (the tracker never changes a weight).
+    ``identity`` (``Dynamics.identity``) is stored in the summary, so the file can be checked when read back.
     """
     track = train_cfg.optimizer == "gd"   # the recursions (math 7.5) hold for GD only
     run = run_cell(data_cfg, model_cfg, train_cfg, seed=seed, key=cell_key(data_cfg.N, data_cfg.mu_norm, repeat),
@@ -86,19 +100,27 @@ def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig
         data = run.data
         h = run.tracker.history((data.mu_plus, data.mu_minus))
         coeffs = {"gamma_plus": h["gamma_plus"], "gamma_minus": h["gamma_minus"], "y_rho": h["rho"] * data.y}
-    summary = {**run.summary, "repeat": repeat, "coefficients": "tracked" if coeffs else "none"}
+    summary = {**run.summary, "repeat": repeat, "coefficients": "tracked" if coeffs else "none", **(identity or {})}
     return history_arrays(run.history, summary,
                           **{f"c_{k}": np.asarray(v, dtype=np.float64) for k, v in coeffs.items()})
 
 
 def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None, progress: bool = True) -> None:
     """Run every missing run of ``spec`` into folder ``out`` (one history file per run) on an executor
-    (``refvit.executors.execute``)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
-    tasks = [(run_one, (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r),
-              dynamics_run_file(name, mu, r))
-             for name, mu, r in spec.specs() if not (out / dynamics_run_file(name, mu, r)).exists()]
-    execute(tasks, lambda fname, arrays: save_npz(out / fname, **arrays), executor, workers,
-            desc=f"dynamics {spec.name}", progress=progress, total=len(spec.specs()))
+    (``refvit.executors.execute``). A file that is not its run, or not whole, is quarantined and recomputed."""
+    out = check_writable(out)
+    with claim(out, "dynamics run"):
+        renew_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
+        tasks = [(run_one, (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r,
+                            spec.identity(name, mu, r)), dynamics_run_file(name, mu, r))
+                 for name, mu, r in spec.specs()
+                 if load_or_quarantine(out / dynamics_run_file(name, mu, r), spec.identity(name, mu, r), SERIES,
+                                       home=out, categories=CATEGORIES) is None]
+        execute(tasks, lambda fname, arrays: save_npz(out / fname, **arrays), executor, workers,
+                desc=f"dynamics {spec.name}", progress=progress, total=len(spec.specs()), where=out)
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.dynamics is a library module; run it with "
+                     "`refvit reproduce --preset quick (the sweep, then these dynamics runs)` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

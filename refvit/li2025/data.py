@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..primitives import check_fits_in_memory, check_generator
 from ..streams import flip_labels
 from .config import L_TOKENS, LiDataConfig
 
@@ -48,10 +49,7 @@ def _check_cfg(cfg) -> None:
         raise ValueError(f"cfg must be a LiDataConfig, got {type(cfg).__name__}")
 
 
-def _check_rng(name: str, rng) -> None:
-    if not isinstance(rng, np.random.Generator):
-        raise ValueError(f"{name} must be a numpy.random.Generator (e.g. from refvit.streams.streams(seed)), "
-                         f"got {type(rng).__name__}")
+_check_rng = check_generator      # one rule for both settings (refvit.primitives)
 
 
 def signal(cfg: LiDataConfig) -> np.ndarray:
@@ -105,6 +103,8 @@ def make_dataset(cfg: LiDataConfig, data_rng: np.random.Generator, test_rng: np.
     _check_cfg(cfg)
     _check_rng("data_rng", data_rng)
     _check_rng("test_rng", test_rng)
+    check_fits_in_memory(16 * (cfg.N + cfg.n_test) * L_TOKENS * cfg.d, f"a dataset of N={cfg.N}, "
+                         f"n_test={cfg.n_test}, d={cfg.d}", "reduce N, n_test or d")   # X and one draw of its size
     train = sample(cfg, cfg.N, data_rng)
     y = flip_labels(train.y, cfg.flip_rate, data_rng)                 # exactly round(pN) flips  (math 13.3)
     test = sample(cfg, cfg.n_test, test_rng)                          # clean  (math 13.3)

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..executors import execute
-from ..io import save_npz, write_manifest
+from ..io import save_npz
 from ..results import history_arrays
-from ..runstore import claim, load_or_quarantine
+from ..runstore import claim, load_or_quarantine, renew_manifest
 from ..streams import cell_key, streams
 from ..trainer import run
 from .config import LiDataConfig, LiModelConfig
@@ -59,7 +59,7 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
     out.mkdir(parents=True, exist_ok=True)
     manifest = {**study.to_dict(), "settings_hash": study.settings_hash()}
     with claim(out, "study"):                       # one process owns the folder while it runs
-        write_manifest(out / "study.json", manifest, ignore=("name", "runs", "snrs", "adam_eps", "adam_betas"))
+        renew_manifest(out / "study.json", manifest, ignore=("name", "runs", "snrs", "adam_eps", "adam_betas"))
         tasks, todo = [], specs(study)
         for part, opt, mu, r, cfg, ref, fname in todo:
             path = out / part / "runs" / fname
@@ -67,7 +67,11 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
             if load_or_quarantine(path, identity(study, part, opt, mu, r), ("h_train_loss",)) is None:
                 tasks.append((run_cell, (manifest, part, opt, mu, r, cfg, ref), path))
         execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers,
-                desc=f"signgd {study.name}", progress=progress, total=len(todo))
+                desc=f"signgd {study.name}", progress=progress, total=len(todo), where=out)
         write_tables(study, out)
 
 
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.li2025.experiment is a library module; run it with "
+                     "`refvit study signgd --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -156,3 +156,9 @@ def specs(study: SignGDStudy) -> list[tuple]:
 def identity(study: SignGDStudy, part: str, optimizer: str, mu: float, repeat: int) -> dict:
     return {"part": part, "optimizer": optimizer, "mu_norm": float(mu), "repeat": repeat, "seed": study.seed,
             "settings_hash": study.settings_hash()}
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.li2025.study is a library module; run it with "
+                     "`refvit study signgd --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

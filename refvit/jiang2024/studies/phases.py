@@ -148,7 +148,7 @@ def _run_phases(study: PhaseStudy, out: Path, executor, workers, progress) -> No
                 if runstore.load_or_quarantine(path, expect, load=load_run) is None:
                     tasks.append((phase_run, (setting, N, mu, lr, study.steps, study.seed, r), path))
     execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=f"phases {study.name}",
-            progress=progress, total=total)
+            progress=progress, total=total, where=out)
     write_phase_tables(study.to_dict(), out)
 
 
@@ -245,3 +245,9 @@ def write_phase_tables(meta: dict, out) -> dict:
                                                             for s in ("", "_lo", "_hi")]
     save_csv(out / "scaling.csv", [{c: r.get(c, math.nan) for c in cols} for r in scaling], cols)
     return {"rows": rows, "summary": summary, "scaling": scaling}
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.phases is a library module; run it with "
+                     "`refvit study phases --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -29,9 +29,10 @@ from ..config import BENIGN_LOSS, DataConfig, ModelConfig, figure1_setting
 from ...config import TrainConfig
 from ...executors import executor_context
 from ...fit import fit_sweep, fit_width
-from ...io import load_json, read_csv, save_csv, write_manifest
+from ...io import load_json, save_csv
+from ...runstore import renew_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep
+from ...sweep import Sweep, run_sweep, verified_table
 
 LR_SCALINGS = ("inverse_d", "fixed")
 # one switch of docs/math.md §9.2 at a time, from the authors' data model towards the theory's reading
@@ -174,7 +175,7 @@ def run_sharpness(study: SharpnessStudy, out, executor=None, workers: int | None
     out/conditions.csv."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_manifest(out / "study.json", study.to_dict())
+    renew_manifest(out / "study.json", study.to_dict())   # damaged: set aside (the sweeps check their runs)
     t0 = time.perf_counter()
     with executor_context(executor, workers) as ex:
         for cond in study.conditions():
@@ -229,7 +230,7 @@ def write_sharpness_tables(meta: dict, out) -> dict:
     out = Path(out)
     table, conds, widths = [], [], []
     for cond in meta["conditions"]:
-        rows = read_csv(out / cond["folder"] / "table.csv")
+        rows = verified_table(out / cond["folder"])[1]
         table += [{"condition": cond["folder"], "d": cond["d"], "variant": cond["variant"], **r} for r in rows]
         conds.append(condition_row(cond, rows, load_json(out / cond["folder"] / "fit.json", expect=dict)))
         widths += width_rows(cond, rows, meta["seed"], meta["n_boot"])
@@ -237,3 +238,9 @@ def write_sharpness_tables(meta: dict, out) -> dict:
     save_csv(out / "conditions.csv", conds, CONDITION_COLUMNS)
     save_csv(out / "widths.csv", widths, WIDTH_COLUMNS)
     return {"table": table, "conditions": conds, "widths": widths}
+
+
+if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
+    raise SystemExit("refvit.jiang2024.studies.sharpness is a library module; run it with "
+                     "`refvit study sharpness --preset quick|full` "
+                     "(or `python -m refvit.cli …`); `refvit --help` lists the commands")
