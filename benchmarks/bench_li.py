@@ -112,7 +112,7 @@ def objective_step_fn(obj, state, cfg: TrainConfig):
     return step
 
 
-def via_run_time(make, cfg: TrainConfig, repeat: int, steps: int = 100) -> float:
+def via_run_time(make, cfg: TrainConfig, repeat: int, steps: int = 200) -> float:
     """Per-step time through ``refvit.trainer.run``: (time of steps + 1 steps − time of 1 step) / steps."""
     t_s = median_time(lambda: run(make(), cfg.replace(steps=steps + 1)), repeat)
     t_1 = median_time(lambda: run(make(), cfg.replace(steps=1)), repeat)
@@ -219,7 +219,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeat", type=int, default=200, help="timed repetitions of one step")
     p.add_argument("--test-repeat", type=int, default=20, help="timed repetitions of one test evaluation")
-    p.add_argument("--run-repeat", type=int, default=5, help="timed repetitions of a run (for the steps via run)")
+    p.add_argument("--run-repeat", type=int, default=9, help="timed repetitions of a run (for the steps via run)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",
                    help="wall time, or CPU time of this process (on a shared, loaded machine)")
