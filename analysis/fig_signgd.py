@@ -410,6 +410,10 @@ def draw_threshold(ax, row: dict, color) -> str:
         return "threshold"
     why = "separable, no fit" if row.get("separable") is True else "no fit"
     lo, hi = row["bracket_lo"], row["bracket_hi"]
+    if _finite(lo) and lo == hi:            # quasi-separable: runs fail below, succeed above, and split at lo
+        ax.axvline(lo, color=color, lw=1.8, ls="--", gid=f"bracket {gid}",
+                   label=f"{opt} ({why}): runs split at SNR {lo:.3g}, fail below, generalize above")
+        return "bracket"
     if _finite(lo) and _finite(hi):
         ax.axvspan(lo, hi, facecolor="none", edgecolor=color, hatch="//", lw=0.8, gid=f"bracket {gid}",
                    label=f"{opt} ({why}): SNR* in [{lo:.3g}, {hi:.3g}]")

@@ -157,7 +157,9 @@ def signgd_summary(out, command: str = "") -> str:
              "SNR threshold of each optimizer (docs/math.md (15.3), 95% bootstrap interval):"]
     for t in thr:
         n_tr = sum(r["optimizer"] == t["optimizer"] for r in snr)
-        if t["separable"] and math.isfinite(t["bracket_lo"]):
+        if t["separable"] and math.isfinite(t["bracket_lo"]) and t["bracket_lo"] == t["bracket_hi"]:
+            val = f"at {_fmt(t['bracket_lo'])} (every run below fails, every run above generalizes, both at it)"
+        elif t["separable"] and math.isfinite(t["bracket_lo"]):
             val = f"between {_fmt(t['bracket_lo'])} and {_fmt(t['bracket_hi'])} (separable)"
         elif math.isfinite(t["threshold"]):
             val = f"{_fmt(t['threshold'])} [{_fmt(t['lo'])}, {_fmt(t['hi'])}]"

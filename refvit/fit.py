@@ -256,7 +256,8 @@ def fit_threshold(x, good, rng: np.random.Generator, n_boot: int = 1000, level: 
 
     x, good : (n,) arrays (e.g. the SNR of each run and whether its test error is small). Returns threshold and
     ci_threshold (None without estimates), separable, bracket (for separable labels that increase with x: the
-    largest x of a bad run and the smallest x of a good one, between which any threshold fits), n, n_benign (good
+    largest x of a bad run and the smallest x of a good one, between which any threshold fits; equal ends when both
+    kinds of run occur at that one x and nowhere else), n, n_benign (good
     runs), n_boot_no_estimate and message (why threshold is None, else "").
     """
     F, b, counts, why = _one_variable(x, good, "x")
@@ -267,8 +268,10 @@ def fit_threshold(x, good, rng: np.random.Generator, n_boot: int = 1000, level: 
     if is_separable(F, b):
         xs = np.exp(F[:, 0])
         lo, hi = float(xs[b == 0].max()), float(xs[b == 1].min())
-        return {**out, "separable": True, "bracket": [lo, hi] if lo < hi else None,
-                "message": "separable: every threshold between the bracket's ends fits"}
+        return {**out, "separable": True, "bracket": [lo, hi] if lo <= hi else None,
+                "message": "separable: every threshold between the bracket's ends fits" if lo < hi else (
+                    "quasi-separable: every run below the bracket's value fails, every run above it succeeds, and "
+                    "both happen at it" if lo == hi else "separable the other way: the good runs have the smaller x")}
     try:
         beta = _fit_logistic(F, b)
     except FitDidNotConverge as e:

@@ -263,6 +263,16 @@ def test_a_one_sided_bracket_is_a_dotted_bound_on_the_right_side(lo, hi, where, 
     assert line.get_linestyle() == ":" and text in line.get_label()
 
 
+def test_a_bracket_of_one_value_is_a_dashed_line_there():
+    """Quasi-separable labels (runs split at one SNR, fail below, generalize above): a dashed line at that SNR."""
+    row = dict(threshold_rows()[2], bracket_lo=4.0, bracket_hi=4.0)
+    fig, ax = plt.subplots()
+    assert F.draw_threshold(ax, row, "C2") == "bracket"
+    line = F.artist(ax, "bracket adam")
+    np.testing.assert_array_equal(line.get_xdata(), [4.0, 4.0])
+    assert line.get_linestyle() == "--" and "split at SNR 4" in line.get_label()
+
+
 def test_snr_panel_shows_every_finite_run_and_the_mean_per_snr():
     rows = snr_table()
     rows[0]["test_error"] = float("nan")                                # gd, snr 0.25, repeat 0: no test error

@@ -50,6 +50,12 @@ def test_the_interval_is_the_percentile_bootstrap_on_the_same_stream():
 def test_separable_labels_give_the_bracket_not_a_number():
     got = fit_threshold(np.array([0.1, 0.2, 0.4, 0.8]), np.array([0, 0, 1, 1]), np.random.default_rng(0), n_boot=5)
     assert got["separable"] and got["threshold"] is None and got["bracket"] == [0.2, 0.4]
+    # quasi-separable: fails below 0.4, generalizes above, both at 0.4 — the bracket is that one value
+    quasi = fit_threshold(np.array([0.1, 0.4, 0.4, 0.8]), np.array([0, 0, 1, 1]), np.random.default_rng(0), n_boot=5)
+    assert quasi["separable"] and quasi["bracket"] == [0.4, 0.4] and "quasi" in quasi["message"]
+    # separable the other way (good at small x): no bracket of the kind the threshold means
+    other = fit_threshold(np.array([0.1, 0.2, 0.4, 0.8]), np.array([1, 1, 0, 0]), np.random.default_rng(0), n_boot=5)
+    assert other["separable"] and other["bracket"] is None and "other way" in other["message"]
     one = fit_threshold(np.array([0.1, 0.2]), np.array([1, 1]), np.random.default_rng(0), n_boot=5)
     assert one["threshold"] is None and "one class" in one["message"]
 

@@ -89,3 +89,13 @@ def test_bad_input_is_refused_in_one_line(call, match):
     data, mc, p0 = problem()
     with pytest.raises(ValueError, match=match):
         call(data, mc, p0)
+
+
+def test_the_example_runs_and_the_docs_show_it_verbatim(capsys):
+    """examples/li2025_signgd.py exits 0 and prints its stages; docs/li2025.md shows the file as it is."""
+    from .test_examples import ROOT, fenced_blocks, load_example
+    assert load_example("li2025_signgd").main() == 0
+    out = capsys.readouterr().out
+    assert "SignGD, 900 steps" in out and "'t1': (2, False)" in out   # value noise linear from the first steps
+    text = (ROOT / "examples" / "li2025_signgd.py").read_text(encoding="utf-8")
+    assert text in fenced_blocks((ROOT / "docs" / "li2025.md").read_text(encoding="utf-8"))
