@@ -174,8 +174,15 @@ def signgd_summary(out, command: str = "") -> str:
                      + (f" ({r['n_censored']} of {r['n']} censored)" if r["n_censored"] else "") for r in rows]
             lines.append(f"stages ({opt}, median step [interval], docs/math.md §14.2): " + "; ".join(parts))
     rates = read_csv(out / "rates.csv")
+    stages = read_csv(out / "stages.csv")
     for opt in ("signgd", "adam"):
         rr = [r for r in rates if r["optimizer"] == opt]
+        growth = [r["key_growth"] for r in stages if r["optimizer"] == opt]
+        if rr:
+            lines.append(f"dynamics ({opt}, |mu|={meta['dyn_mu']:g}): mean test error "
+                         f"{_fmt(float(np.mean([r['test_error'] for r in rr])))}, mean test loss "
+                         f"{_fmt(float(np.mean([r['test_loss'] for r in rr])))}; key noise at t1 / at t=0 (rms): "
+                         f"{_fmt(min(growth))} to {_fmt(max(growth))}" if growth else "")
         if rr:
             lin = sum(r["better"] == "linear" for r in rr)
             lines.append(f"training loss ({opt}): the linear-rate fit of log L is the better one in {lin}/{len(rr)}"

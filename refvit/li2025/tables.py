@@ -6,7 +6,8 @@ Tables (CSV, one home for each quantity the figures and the summary report):
     thresholds.csv   per optimizer: the SNR* of docs/math.md (15.3) with its interval, or the separable bracket
     stages.csv       per dynamics run: the stage boundaries of docs/math.md §14.2 (step and censored flag)
     stage_summary.csv per optimizer and boundary: median and order-statistic interval over runs (math 14.13, 14.14)
-    rates.csv        per dynamics run: the training-loss rate fits of docs/math.md (15.4), (15.5)
+    rates.csv        per dynamics run: its final losses and test error, the training-loss rate fits of
+                     docs/math.md (15.4), (15.5)
     adam.csv         per Adam variant and run: test error, SignGD's on the same data, and their distance
 """
 from __future__ import annotations
@@ -98,6 +99,7 @@ def write_tables(study: SignGDStudy, out, n_boot: int = 1000) -> dict:
                 row.update({name: b.step, f"{name}_censored": b.censored})
             stage_rows.append({**row, "key_growth": st.key_growth})
         rate_rows.append({"optimizer": s["optimizer"], "repeat": s["repeat"], "status": s["status"],
+                          "train_loss": s["train_loss"], "test_loss": s["test_loss"], "test_error": s["test_error"],
                           **rate_fits(a["step"], a["h_train_loss"])})
     tables["stages"], tables["rates"] = stage_rows, rate_rows
     tables["stage_summary"] = [{"optimizer": opt, "boundary": name, **summ._asdict()}
