@@ -13,6 +13,9 @@ Figure ``twostep``: (a) clean test error after two GD steps, mean over repeats, 
 Figure ``maxmargin``: (a) clean test error of the maximum-margin interpolator over (n, SNR) with its fitted line;
   (b) its test error against SNR·√n, one line per n (they collapse when the boundary is SNR ≍ 1/√n);
   (c) the certificate: stationarity residual, 1 − margin and the spread of the norms the starts reached, per run.
+Figure ``beyond`` (beyond the paper): (a) clean test error after many small GD steps over (n, SNR) with its fitted
+  lines; (b) attention on the signal token at the end of those runs, clean and flipped samples, per n. A study
+  without long runs draws a panel that says so.
 """
 from __future__ import annotations
 
@@ -96,7 +99,8 @@ def draw_heatmap(ax, rows, bounds, edges, method: str, fig) -> None:
     ax.set_ylim(_edges(snrs)[0], _edges(snrs)[-1])
     ax.set_xlabel("n (training samples)")
     ax.set_ylabel("SNR = ρ/(σ√d)")
-    ax.legend(fontsize=7, loc="lower left")
+    if ax.get_legend_handles_labels()[0]:          # no line when no edge could be fitted
+        ax.legend(fontsize=7, loc="lower left")
 
 
 def _by_n(ax, rows, key: str, style: str, label: str) -> None:
@@ -174,6 +178,28 @@ def maxmargin_figure(folder, path, dpi: int = 110) -> Path:
     return save_figure(fig, path, dpi)
 
 
-def singlehead_figures(folder, twostep_path, maxmargin_path) -> list[Path]:
-    """Both figures of a study folder."""
-    return [twostep_figure(folder, twostep_path), maxmargin_figure(folder, maxmargin_path)]
+def beyond_figure(folder, path, dpi: int = 110) -> Path:
+    """Figure ``beyond`` of the module docstring from ``folder``'s tables."""
+    folder = Path(folder)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    if not (folder / "longrun.csv").exists():
+        for ax in axes:
+            ax.text(0.5, 0.5, "no long runs in this study (long_steps = 0)", ha="center", va="center")
+            ax.set_axis_off()
+        return save_figure(fig, path, dpi)
+    rows = read_csv(folder / "longrun.csv")
+    draw_heatmap(axes[0], rows, read_csv(folder / "boundary.csv"), read_csv(folder / "edges.csv"), "longrun", fig)
+    axes[0].set_title(f"(a) many small GD steps (η = {rows[0]['eta'] / rows[0]['n']:g}·n): clean test error")
+    _by_n(axes[1], rows, "attn_signal_clean", "-o", "clean")
+    _by_n(axes[1], rows, "attn_signal_flipped", "--x", "flipped")
+    axes[1].set_ylabel("attention on the signal token at the end")
+    axes[1].set_title("(b) clean (solid) and flipped (dashed) samples")
+    axes[1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi)
+
+
+def singlehead_figures(folder, twostep_path, maxmargin_path, beyond_path) -> list[Path]:
+    """The three figures of a study folder."""
+    return [twostep_figure(folder, twostep_path), maxmargin_figure(folder, maxmargin_path),
+            beyond_figure(folder, beyond_path)]

@@ -213,8 +213,13 @@ def singlehead_summary(out, command: str = "") -> str:
              f"two GD steps from zero with step size eta = {meta['step_size']:g}"
              f"{' x n' if meta['step_scaling'] == 'n' else ''}; benign = every training label fitted "
              "and clean test error <= 0.1 (docs/math.md (17.3))"]
-    for method, what in (("twostep", "two GD steps"), ("maxmargin", "max-margin interpolator")):
-        rows = ts if method == "twostep" else mm
+    longrun = read_csv(out / "longrun.csv") if (out / "longrun.csv").exists() else []
+    long_what = (f"{meta.get('long_steps', 0)} GD steps with eta = {meta.get('long_step_size', 0):g} x n "
+                 "(beyond the paper)")
+    for method, what, rows in (("twostep", "two GD steps", ts), ("maxmargin", "max-margin interpolator", mm),
+                               ("longrun", long_what, longrun)):
+        if not rows:
+            continue
         lines.append(f"{what}: {sum(r['benign'] for r in rows)}/{len(rows)} runs benign")
         for b in (b for b in bounds if b["method"] == method):
             if b["runs"] == 0 or b["n_good"] in (0, b["runs"]):
@@ -236,6 +241,15 @@ def singlehead_summary(out, command: str = "") -> str:
         lines.append(f"  of them interpolated after step 1 alone: {sum(r['train_error_step1'] == 0 for r in good)}"
                      f"/{len(good)}; test error against noisy labels (expected, (17.2)) at most "
                      f"{_fmt(max(r['test_error_noisy'] for r in good))}")
+    good = [r for r in longrun if r["benign"]]
+    if good:
+        lines.append(f"attention on the signal token at the end of the benign long runs (mean [min, max]): clean "
+                     f"{_fmt(np.mean([r['attn_signal_clean'] for r in good]))} "
+                     f"[{_fmt(min(r['attn_signal_clean'] for r in good))}, "
+                     f"{_fmt(max(r['attn_signal_clean'] for r in good))}], flipped "
+                     f"{_fmt(np.mean([r['attn_signal_flipped'] for r in good]))} "
+                     f"[{_fmt(min(r['attn_signal_flipped'] for r in good))}, "
+                     f"{_fmt(max(r['attn_signal_flipped'] for r in good))}]")
     ok = [r for r in mm if r["status"] == "converged"]
     if ok:
         lines.append(f"max-margin certificate over {len(ok)}/{len(mm)} solved runs (docs/math.md (17.6)): largest "

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis.fig_singlehead import mean_grid, twostep_figure
+from analysis.fig_singlehead import mean_grid, singlehead_figures
 from analysis.summaries import singlehead_summary
 from refvit.gradcheck import numerical_grad
 from refvit.io import read_csv
@@ -141,7 +141,7 @@ def test_on_the_data_law_the_starts_agree_and_the_solution_is_certified():
 def tiny(**changes) -> SingleHeadStudy:
     """Tenths of a second per run: d = 120, 40 test samples."""
     base = dict(runs=2, data=DATA.replace(d=120, n_test=40), ns=(8, 16), snrs=(0.1, 0.3, 0.9),
-                probe_lrs=(0.005, 0.05), mm_random=1)
+                probe_lrs=(0.005, 0.05), mm_random=1, long_steps=30, long_step_size=0.02)
     return SingleHeadStudy("tiny", **{**base, **changes})
 
 
@@ -154,7 +154,7 @@ def done(tmp_path_factory):
 
 def test_every_run_is_saved_with_its_identity_and_the_tables_are_its_summaries(done):
     study = tiny()
-    for part in ("twostep", "maxmargin", "probe"):
+    for part in ("twostep", "maxmargin", "probe", "longrun"):
         rows = read_csv(done / f"{part}.csv")
         files = [s for s in specs(study) if s[0] == part]
         assert len(rows) == len(files)
@@ -181,6 +181,26 @@ def test_a_two_step_file_holds_what_an_independent_rerun_gives(done):
     f_test = forward_cache(params, data.X_test)[0]
     assert summary["test_error"] == np.mean(np.sign(f_test) != data.y_test)
     assert summary["n_flipped"] == round(cfg.flip_rate * n)             # "exact" flips
+
+
+def test_a_long_run_file_holds_what_an_independent_loop_gives(done):
+    """30 plain GD steps written here with the model's loss_and_grads, against the saved long run."""
+    from refvit.magen2025 import MagenModelConfig, loss_and_grads
+    from refvit.streams import cell_key
+    study = tiny()
+    p, n, rho, r, lr, fname = [s for s in specs(study) if s[0] == "longrun"][-1]
+    summary, _ = load_history(done / "longrun" / "runs" / fname)
+    rng = streams(study.seed, *cell_key(n, rho, r))
+    data = make_dataset(study.data.replace(N=n, rho=rho), rng.data, rng.test)
+    params = MagenParams(np.zeros(study.data.d), np.zeros(study.data.d))
+    for _ in range(30):
+        _, g = loss_and_grads(params, data.X, data.y, MagenModelConfig())
+        params = MagenParams(params.p - lr * n * g.p, params.v - lr * n * g.v)
+    f, f_test = forward_cache(params, data.X)[0], forward_cache(params, data.X_test)[0]
+    assert summary["test_error"] == np.mean(np.sign(f_test) != data.y_test)
+    assert summary["train_error"] == np.mean(np.sign(f) != data.y)
+    # 1e-12 relative: the same 30 updates, summed in the same order up to the trainer's bookkeeping
+    assert summary["margin_min"] == pytest.approx(np.min(data.y * f), rel=1e-12)
 
 
 def test_the_edges_split_each_n_at_its_best_snr():
@@ -239,8 +259,8 @@ def test_the_figure_and_summary_show_the_tables(done, tmp_path):
     ns, snrs, G = mean_grid(rows, "test_error")
     by_hand = np.mean([r["test_error"] for r in rows if r["n"] == ns[1] and r["snr"] == snrs[2]])
     assert G[2, 1] == by_hand
-    path = twostep_figure(done, tmp_path / "t.png")
-    assert path.stat().st_size > 0
+    paths = singlehead_figures(done, *(tmp_path / f"{k}.png" for k in ("t", "m", "b")))
+    assert all(p.stat().st_size > 0 for p in paths)
     text = singlehead_summary(done, "cmd")
     n_good = sum(r["benign"] for r in rows)
     assert text.startswith("cmd\n") and f"two GD steps: {n_good}/{len(rows)} runs benign" in text
@@ -250,7 +270,7 @@ def test_the_figure_and_summary_show_the_tables(done, tmp_path):
     (dict(snrs=(0.5, 0.5)), "snrs must be distinct"), (dict(runs=0), "runs must be"),
     (dict(ns=(1,)), "ns must be"), (dict(step_size=-1.0), "lr"), (dict(probe_lrs=()), "probe_lrs"),
     (dict(data=DATA.replace(M=3)), "M = 2"), (dict(mm_random=-1), "mm_random"),
-    (dict(step_scaling="sqrt"), "step_scaling"),
+    (dict(step_scaling="sqrt"), "step_scaling"), (dict(long_steps=-1), "long_steps"),
 ])
 def test_a_bad_design_is_refused_in_one_line(change, match):
     with pytest.raises(ValueError, match=match):

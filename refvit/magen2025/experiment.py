@@ -37,10 +37,10 @@ def noisy_error(clean_error: float, flip_rate: float) -> float:
     return flip_rate + (1.0 - 2.0 * flip_rate) * clean_error
 
 
-def two_steps(data, lr: float):
-    """Two full-batch GD steps from zero with step size ``lr`` (η of (17.1)) on the shared trainer:
-    (params, History)."""
-    cfg = TrainConfig(optimizer="gd", lr=lr, steps=2, backend="numpy")
+def two_steps(data, lr: float, steps: int = 2):
+    """Two (or ``steps``) full-batch GD steps from zero with step size ``lr`` (η of (17.1), (17.11)) on the shared
+    trainer: (params, History); the history keeps every row of two steps, the final row of longer runs."""
+    cfg = TrainConfig(optimizer="gd", lr=lr, steps=steps, backend="numpy", history_every=1 if steps <= 2 else 0)
     return run(MagenObjective(init_params(MODEL, data.X.shape[-1]), data, MODEL), cfg)
 
 
@@ -50,12 +50,14 @@ def _data(study_dict: dict, n: int, rho: float, repeat: int):
     return cfg, make_dataset(cfg, rng.data, rng.test), rng.init
 
 
-def _twostep(cfg, data, lr: float, base: dict) -> dict:
-    _, hist = two_steps(data, lr)
-    rec = {k: float(hist[k][-1]) for k in GROUP_KEYS}          # at the parameters after step 2 (math 16.22)
+def _twostep(cfg, data, lr: float, base: dict, steps: int = 2) -> dict:
+    _, hist = two_steps(data, lr, steps)
+    first = 1 if steps == 2 else -1                            # the row after step 1 (two-step runs only)
+    rec = {k: float(hist[k][-1]) for k in GROUP_KEYS}          # at the final parameters (math 16.22)
     summary = {**base, "status": hist.status, "steps": hist.steps, "train_loss": hist.final_train_loss,
                "test_loss": hist.final_test_loss, "train_error": float(hist["train_error"][-1]),
-               "train_error_step1": float(hist["train_error"][1]), "margin_min_step1": float(hist["margin_min"][1]),
+               "train_error_step1": float(hist["train_error"][first]) if steps == 2 else float("nan"),
+               "margin_min_step1": float(hist["margin_min"][first]) if steps == 2 else float("nan"),
                "test_error": hist.final_test_error, "test_error_noisy": noisy_error(hist.final_test_error,
                                                                                     cfg.flip_rate),
                **rec, "message": hist.message}
@@ -96,8 +98,9 @@ def _maxmargin(cfg, data, rng, mm_random: int, base: dict) -> dict:
 
 
 def run_cell(study_dict: dict, part: str, n: int, rho: float, repeat: int, lr: float | None) -> dict:
-    """One run (executes in a worker): its data from the cell's streams, then two GD steps (parts twostep, probe)
-    or the maximum-margin interpolator (part maxmargin). Returns its history file's arrays."""
+    """One run (executes in a worker): its data from the cell's streams, then two GD steps (parts twostep, probe),
+    the maximum-margin interpolator (part maxmargin) or ``long_steps`` GD steps (part longrun). Returns its history
+    file's arrays."""
     cfg, data, rng = _data(study_dict, n, rho, repeat)
     base = {"part": part, "n": int(n), "rho": float(rho), "repeat": int(repeat), "lr": lr,
             "seed": study_dict["seed"], "settings_hash": study_dict["settings_hash"], "snr": cfg.snr,
@@ -107,7 +110,8 @@ def run_cell(study_dict: dict, part: str, n: int, rho: float, repeat: int, lr: f
     base["eta"] = float((lr if lr is not None else study_dict["step_size"]) * (n if scaled else 1))
     if part == "maxmargin":
         return _maxmargin(cfg, data, rng, study_dict["mm_random"], base)
-    return _twostep(cfg, data, base["eta"], base)
+    steps = study_dict["long_steps"] if part == "longrun" else 2
+    return _twostep(cfg, data, base["eta"], base, steps)
 
 
 def run_study(study: SingleHeadStudy, out, executor=None, workers: int | None = None, progress: bool = True) -> None:

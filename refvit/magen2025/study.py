@@ -9,6 +9,8 @@ quarantined and recomputed when they are not what they claim to be):
     maxmargin/  the maximum-margin interpolator (``refvit.magen2025.maxmargin``) on the same training sets
     probe/      two GD steps at every (n, SNR, repeat) for every step size of ``probe_lrs``: how the default
                 was chosen (docs/math.md (17.4))
+    longrun/    beyond the paper: ``long_steps`` GD steps from zero with the small step size ``long_step_size``
+                (docs/math.md (17.11)); no part when ``long_steps`` is 0
 
 The data of a run depend on (seed, n, ρ, repeat) only (``refvit.streams.cell_key``), so the three parts see the same
 training sets. Tables are rebuilt from the verified files.
@@ -23,7 +25,7 @@ from ..runstore import settings_hash
 from .config import MagenDataConfig
 
 PRESETS = ("quick", "full")
-PARTS = ("twostep", "maxmargin", "probe")
+PARTS = ("twostep", "maxmargin", "probe", "longrun")
 GOOD_ERROR = 0.1          # benign: interpolates and its clean test 0-1 error is at most this (math 17.3)
 STEP_SCALINGS = ("n", "fixed")
 # Two GD steps from zero, η = STEP_SIZE·n (step_scaling "n"): the rule of docs/math.md (17.4) applied to the full
@@ -54,13 +56,15 @@ class SingleHeadStudy:
     step_scaling: str = "n"             # "n": η = η₀·n (ours, docs/math.md (17.1)); "fixed": η = η₀
     probe_lrs: tuple = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
     mm_random: int = 2                  # random starts of the max-margin solver, beside its two fixed ones
+    long_steps: int = 300               # beyond the paper: steps of the long runs (0: no longrun part; ours)
+    long_step_size: float = 0.0002      # η₀ of the long runs, scaled like step_size (ours: a tenth of it)
 
     def __post_init__(self):
         for name in ("runs",):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("seed", "mm_random"):
+        for name in ("seed", "mm_random", "long_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
@@ -74,7 +78,7 @@ class SingleHeadStudy:
         object.__setattr__(self, "probe_lrs", _positive_floats("probe_lrs", self.probe_lrs))
         if self.step_scaling not in STEP_SCALINGS:
             raise ValueError(f"step_scaling must be one of {STEP_SCALINGS}, got {self.step_scaling!r}")
-        for lr in (self.step_size, *self.probe_lrs):
+        for lr in (self.step_size, self.long_step_size, *self.probe_lrs):
             TrainConfig(optimizer="gd", lr=lr, steps=2)      # validated like any step size
 
     @classmethod
@@ -108,7 +112,8 @@ class SingleHeadStudy:
     def to_dict(self) -> dict:
         return {"name": self.name, "seed": self.seed, "runs": self.runs, "data": self.data.to_dict(),
                 "ns": list(self.ns), "snrs": list(self.snrs), "step_size": self.step_size,
-                "step_scaling": self.step_scaling,
+                "step_scaling": self.step_scaling, "long_steps": self.long_steps,
+                "long_step_size": self.long_step_size,
                 "probe_lrs": list(self.probe_lrs), "mm_random": self.mm_random}
 
     def settings_hash(self) -> str:
@@ -141,6 +146,10 @@ def specs(study: SingleHeadStudy) -> list[tuple]:
                 for n in study.ns for s in study.snrs for r in range(study.runs)]
     out += [("probe", n, study.rho_of(s), r, lr, run_file("probe", n, study.rho_of(s), r, lr))
             for lr in study.probe_lrs for n in study.ns for s in study.snrs for r in range(study.runs)]
+    if study.long_steps:
+        lr = study.long_step_size
+        out += [("longrun", n, study.rho_of(s), r, lr, run_file("longrun", n, study.rho_of(s), r, lr))
+                for n in study.ns for s in study.snrs for r in range(study.runs)]
     return out
 
 

@@ -6,6 +6,7 @@ Tables (CSV, one home for each quantity the figures and the summary report):
                    noisy labels, attention on the signal token (clean and flipped samples), benign or not
     maxmargin.csv  one row per maximum-margin run: norm, margin, KKT residuals, agreement of the starts, test errors
     probe.csv      one row per probe run (two GD steps at every cell for each probed step size)
+    longrun.csv    one row per long run (beyond the paper: many small GD steps, docs/math.md (17.11))
     edges.csv      per method, edge and n: the SNR threshold of docs/math.md (17.9) with its interval or bracket
     boundary.csv   per method and edge: the exponent of SNR* against n and the constant c of SNR* = c/√n (17.10)
 """
@@ -20,13 +21,14 @@ from ..fit import fit_boundary, fit_threshold
 from ..io import save_csv
 from ..results import TRAINED
 from ..runstore import load_or_quarantine
-from .study import GOOD_ERROR, SingleHeadStudy, identity, specs
+from .study import GOOD_ERROR, PARTS, SingleHeadStudy, identity, specs
 
-METHODS = ("twostep", "maxmargin")
+METHODS = ("twostep", "maxmargin", "longrun")
 EDGES = ("lower", "upper")
 COMMON = ("n", "eta", "snr", "snr_sqrt_n", "rho", "repeat", "status", "n_flipped", "test_error", "test_error_noisy",
           "attn_signal_clean", "attn_signal_flipped")
 COLUMNS = {"twostep": COMMON + ("train_error_step1", "train_error", "margin_min_step1", "margin_min"),
+           "longrun": COMMON + ("train_error", "margin_min", "train_loss"),
            "probe": ("lr",) + COMMON + ("train_error_step1", "train_error", "margin_min_step1", "margin_min"),
            "maxmargin": COMMON + ("norm", "norm_p", "norm_v", "starts", "starts_ok", "norm_spread", "margin",
                                   "feasibility", "stationarity", "slackness", "n_active", "cpu_seconds")}
@@ -140,10 +142,9 @@ def write_tables(study: SingleHeadStudy, out, n_boot: int = 500) -> dict:
     """Rebuild every table from the verified run files; returns {table name: rows}."""
     out = Path(out)
     rng = np.random.default_rng([study.seed, 17])       # the bootstraps' own stream
-    tables = {part: [_row(s, part) for s, _ in load_part(study, out, part)] for part in ("twostep", "maxmargin",
-                                                                                         "probe")}
+    tables = {part: [_row(s, part) for s, _ in load_part(study, out, part)] for part in PARTS}
     edges, bounds = [], []
-    for method in METHODS:
+    for method in (m for m in METHODS if tables[m]):
         for edge in EDGES:
             runs = _edge_runs(tables[method], edge)
             for n in study.ns:
