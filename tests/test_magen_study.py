@@ -121,6 +121,28 @@ def test_the_solver_finds_the_known_solution_from_every_start():
     np.testing.assert_allclose(mm.norms, np.linalg.norm(v), rtol=1e-6)
 
 
+def test_the_smallest_feasible_norm_is_kept_and_failed_starts_are_nan(monkeypatch):
+    """A stand-in solver returns the known solution scaled by 1.5, 1.0, 2.0 (all feasible) and one failure: the
+    kept solution is the one of norm 1.0·‖v*‖, and the failed start's norm is NaN."""
+    from types import SimpleNamespace
+    from refvit.magen2025 import maxmargin
+    X, y, p, v, _ = known_problem()
+    ends = iter([(1.5, True), (1.0, True), (None, False), (2.0, True)])
+
+    def fake(fun, t0, **kw):
+        scale, ok = next(ends)
+        k = t0.size // 2
+        B = maxmargin.span_basis(X)
+        t = np.concatenate([np.zeros(k), B.T @ v]) * (scale or 1.0)
+        return SimpleNamespace(x=t, success=ok)
+
+    monkeypatch.setattr(maxmargin, "minimize", fake)
+    mm = maxmargin.max_margin(X, y, np.random.default_rng(0), n_random=3)
+    # 1e-12: exact arithmetic on the basis change
+    assert mm.norm == pytest.approx(np.linalg.norm(v), rel=1e-12) and mm.n_ok == 3
+    assert np.isnan(mm.norms[2]) and mm.norms[0] == pytest.approx(1.5 * np.linalg.norm(v), rel=1e-12)
+
+
 def test_on_the_data_law_the_starts_agree_and_the_solution_is_certified():
     _, data = dataset(n=12, d=80, snr=0.4)
     gd, _ = two_steps(data, 0.1)
