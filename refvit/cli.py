@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_reproduce)
 
     s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies; signgd: the "
-                       "second setting (Li et al.)", formatter_class=FORMATTER,
+                       "second setting (Li et al.); single-head: the third (Magen et al.)",
+                       formatter_class=FORMATTER,
                        description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
                                    "finish a killed run), then draw its figures and a text summary into FIGURES.")
     s.add_argument("study", choices=(*pipelines.STUDIES, "all"))

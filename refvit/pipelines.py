@@ -21,6 +21,7 @@ from analysis.fig_optimizers import optimizer_figures
 from analysis.fig_phases import phase_figures
 from analysis.fig_sharpness import sharpness_figures
 from analysis.fig_signgd import signgd_figures
+from analysis.fig_singlehead import singlehead_figures
 
 from .jiang2024 import dynamics as dyn
 from .jiang2024.coefficients import train_and_save, weights_and_save
@@ -36,6 +37,8 @@ from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, Sha
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .li2025.experiment import run_study as run_signgd
 from .li2025.study import SignGDStudy
+from .magen2025.experiment import run_study as run_singlehead
+from .magen2025.study import SingleHeadStudy
 from .sweep import PRESETS, Sweep, run_sweep
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
@@ -143,6 +146,8 @@ STUDY_KINDS = {
     "phases": _Study(PhaseStudy, run_phases, phase_figures, ("runs", "lengths"), summaries.phase_summary),
     "signgd": _Study(SignGDStudy, run_signgd, signgd_figures, ("dynamics", "optimizers", "beyond"),
                      summaries.signgd_summary),
+    "single-head": _Study(SingleHeadStudy, run_singlehead, singlehead_figures, ("twostep", "maxmargin", "beyond"),
+                          summaries.singlehead_summary),
 }
 STUDIES = tuple(STUDY_KINDS)
 
