@@ -115,8 +115,9 @@ def _fit_logistic(F: np.ndarray, b: np.ndarray, method: str = "mle") -> np.ndarr
 def _bootstrap(F: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: int, method: str,
                statistic) -> tuple[list, int]:
     """(values, no_estimate): ``statistic(β)`` of the fit on each of ``n_boot`` resamples of the runs (with
-    replacement). A resample with one class, a constant feature, (for MLE) separable labels, or on which Newton's
-    method does not converge has no estimate: it is counted in ``no_estimate``, not hidden."""
+    replacement). A resample with one class, a constant feature, (for MLE) separable labels, on which Newton's
+    method does not converge, or whose statistic is not finite (a slope of 0 puts a threshold at infinity) has no
+    estimate: it is counted in ``no_estimate``, not hidden."""
     boots, none = [], 0
     for _ in range(n_boot):
         idx = rng.integers(0, len(b), size=len(b))
@@ -126,8 +127,14 @@ def _bootstrap(F: np.ndarray, b: np.ndarray, rng: np.random.Generator, n_boot: i
             none += 1
             continue
         try:
-            boots.append(statistic(_fit_logistic(Fi, bi, method)))
+            with np.errstate(over="ignore", divide="ignore", invalid="ignore"):   # judged right below
+                value = statistic(_fit_logistic(Fi, bi, method))
         except FitDidNotConverge:
+            none += 1
+            continue
+        if np.all(np.isfinite(value)):
+            boots.append(value)
+        else:
             none += 1
     return boots, none
 
@@ -276,7 +283,11 @@ def fit_threshold(x, good, rng: np.random.Generator, n_boot: int = 1000, level: 
         beta = _fit_logistic(F, b)
     except FitDidNotConverge as e:
         return {**out, "message": str(e)}
-    out["threshold"] = float(np.exp(-beta[0] / beta[1]))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):      # judged right below
+        threshold = float(np.exp(-beta[0] / beta[1]))
+    if not math.isfinite(threshold) or threshold == 0:
+        return {**out, "message": f"the fitted slope in log x is {beta[1]:.3g}: no threshold within float64"}
+    out["threshold"] = threshold
     boots, out["n_boot_no_estimate"] = _bootstrap(F, b, rng, n_boot, "mle", lambda c: np.exp(-c[0] / c[1]))
     if boots:
         out["ci_threshold"] = [float(v) for v in np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])]

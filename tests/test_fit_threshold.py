@@ -65,3 +65,22 @@ def test_separable_labels_give_the_bracket_not_a_number():
 def test_bad_input_is_refused_in_one_line(x, b):
     with pytest.raises(ValueError, match="must be finite and positive"):
         fit_threshold(np.array(x), np.array(b), np.random.default_rng(0))
+
+
+def test_a_resample_whose_statistic_is_not_finite_counts_as_no_estimate():
+    """A bootstrap value of inf or NaN (a slope of 0 puts the threshold at infinity) never enters an interval."""
+    from refvit.fit import _bootstrap
+    x, b = labelled(np.random.default_rng(4), n=200)
+    F = np.log(x)[:, None]
+    calls = iter(range(10 ** 6))
+    boots, none = _bootstrap(F, b, np.random.default_rng(0), 20, "mle",
+                             lambda beta: np.inf if next(calls) % 2 else float(beta[1]))
+    assert len(boots) == 10 and none == 10 and np.all(np.isfinite(boots))
+
+
+def test_labels_that_do_not_depend_on_x_give_no_threshold():
+    """Half good at every x, in the same pattern: the fitted slope is 0 and no threshold (inf or 0) is reported."""
+    x = np.repeat([0.1, 0.2, 0.4, 0.8], 4)
+    b = np.tile([0.0, 1.0, 0.0, 1.0], 4)
+    got = fit_threshold(x, b, np.random.default_rng(0), n_boot=20)
+    assert got["threshold"] is None and "slope" in got["message"]
