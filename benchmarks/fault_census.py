@@ -26,7 +26,7 @@ from refvit.cli import main as cli_main
 from refvit.streams import streams
 from refvit.jiang2024.experiment import draw_cell
 from refvit.results import load_history, sweep_run_file
-from refvit.sweep import Sweep, run_sweep
+from refvit.jiang2024.sweep import Sweep, run_sweep
 from refvit.jiang2024.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -235,7 +235,7 @@ def dynamics_faults(tmp: Path) -> list:
 
 def fit_faults(tmp: Path) -> list:
     """``python -m refvit.fit`` on a table.csv that is not the folder's runs."""
-    from refvit.fit import fit_sweep
+    from refvit.jiang2024.boundary import fit_sweep
     out = tmp / "fitsweep"
     run_sweep(TINY, out, workers=0, progress=False)
     ref = fit_sweep(out, n_boot=0, save=False)
@@ -343,17 +343,17 @@ def path_faults(tmp: Path) -> list:
 def entry_faults(tmp: Path) -> list:
     """Modules that look runnable run (or say how)."""
     (tmp / "tiny.json").write_text(json.dumps(TINY.to_dict()))
-    r = subprocess.run([sys.executable, "-m", "refvit.sweep", str(tmp / "m"), "--spec", str(tmp / "tiny.json"),
+    r = subprocess.run([sys.executable, "-m", "refvit.jiang2024.sweep", str(tmp / "m"), "--spec", str(tmp / "tiny.json"),
                         "--workers", "0", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=300)
     ran = r.returncode == 0 and (tmp / "m" / "table.csv").exists()
     says = r.returncode != 0 and "refvit sweep" in r.stderr
-    return [("python -m refvit.sweep OUT", ran or says)]
+    return [("python -m refvit.jiang2024.sweep OUT", ran or says)]
 
 
 def quarantine_faults(tmp: Path) -> list:
     """Quarantined files are counted in the summary."""
     from analysis.summaries import reproduce_summary
-    from refvit.fit import fit_sweep
+    from refvit.jiang2024.boundary import fit_sweep
     out = tmp / "qsweep"
     run_sweep(TINY, out, workers=0, progress=False)
     (out / "runs" / sweep_run_file(2, 1, 0)).write_text("{}")

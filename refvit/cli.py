@@ -13,10 +13,11 @@ from . import audit, golden, pipelines
 from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
+from .jiang2024 import boundary
 from .jiang2024.coefficients import SETTINGS
 from .jiang2024.studies import LR_RULES, LR_SCALINGS
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
-from .sweep import PRESETS
+from .jiang2024.sweep import PRESETS
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -151,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     _compute_options(w, None, "span")
     _parallel_options(w)
     w.set_defaults(func=cmd_sweep)
+
+    f = sub.add_parser("fit", help="fit the boundary N·SNR^a = C to a saved sweep folder (docs/math.md §11)",
+                       formatter_class=FORMATTER,
+                       description="Fit N·SNR^a = C to the verified run files of a sweep folder (made by `refvit sweep` "
+                                   "or `refvit reproduce`); print it and write SWEEP_DIR/fit.json.")
+    boundary.add_arguments(f)
+    f.set_defaults(func=boundary.cmd_fit)
 
     c = sub.add_parser("coefficients", help="signal/noise coefficients of a cell over training (docs/math.md §7)",
                        description="Train a cell with the coefficient tracker (train), decompose saved weights "

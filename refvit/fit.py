@@ -22,26 +22,18 @@ Non-converged runs are left out (the authors stored them as NaN, docs/math.md §
 loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow,
 nonfinite_test) and ``describe`` prints those counts.
 
-``python -m refvit.fit SWEEP_DIR`` fits a saved sweep, prints and writes fit.json. The fit never trusts table.csv:
-it rebuilds the table from the folder's run files, each checked against sweep.json (``refvit.sweep.verified_table``:
-a bad run file is quarantined and the fit refused until the sweep recomputes it), and rewrites a table.csv that
-differs from them, with a warning, so the figures drawn from it agree with the fit.
+The estimators here know no setting: ``refvit.jiang2024.boundary`` fits a saved Figure-1 sweep folder with them
+(``refvit fit SWEEP_DIR``), and the other settings' studies call ``fit_boundary`` and ``fit_threshold`` directly.
 """
 from __future__ import annotations
 
-import argparse
 import math
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linprog
 from scipy.special import expit
 
-from .jiang2024.config import BENIGN_LOSS
-from .io import one_line_errors, save_json
 from .primitives import logistic_loss
-from .results import COLUMNS
-from .sweep import verified_table
 
 METHODS = ("mle", "firth")
 WIDTH_LOG = 2.0 * math.log(9.0)     # logit(0.9) − logit(0.1): the 10 %–90 % range of a logistic in its argument
@@ -331,65 +323,6 @@ def describe(fit: dict) -> str:
     return f"fitted boundary ({fit['method']}) " + _describe_one(fit) + tail
 
 
-def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
-              method: str = "mle") -> dict:
-    """Fit the boundary of a saved sweep (its run files, checked: ``refvit.sweep.verified_table``); writes
-    sweep_dir/fit.json and returns the dict.
-
-    With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
-    ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
-    """
-    meta, rows = verified_table(sweep_dir)
-    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
-    fit = fit_columns(t, meta["data"], n_boot, seed, level, method)
-    if save:
-        save_json(Path(sweep_dir) / "fit.json", fit)
-    return fit
-
-
-def fit_columns(t: dict, d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95, method: str = "mle") -> dict:
-    """``fit_sweep`` on a run table's columns ``t`` (``COLUMNS``: N, snr, status, converged, test_loss) of a sweep
-    whose data settings are ``d`` (sigma_p, snr_axis_sigma, d)."""
-    ok = t["converged"] & np.isfinite(t["test_loss"])
-    # every run left out is counted by its status (a converged run with a non-finite test loss as nonfinite_test)
-    why = np.where(t["converged"] & ~ok, "nonfinite_test", t["status"].astype(str))
-    excluded = {str(k): int(n) for k, n in zip(*np.unique(why[~ok], return_counts=True))}
-    benign = t["test_loss"][ok] < BENIGN_LOSS
-    ratio = d["sigma_p"] / d["snr_axis_sigma"]
-    # the bootstrap stream is keyed apart from every run stream (those have 3 keys)
-    rng = np.random.default_rng([seed, 0xF17])
-    fit = fit_boundary(t["N"][ok], t["snr"][ok], benign, rng, n_boot=n_boot, level=level, method=method,
-                       sigma_ratio=ratio)
-    if fit["a"] is None:
-        fit["firth"] = fit_boundary(t["N"][ok], t["snr"][ok], benign, np.random.default_rng([seed, 0xF17]),
-                                    n_boot=n_boot, level=level, method="firth", sigma_ratio=ratio)
-    best = fit if fit["a"] is not None else fit["firth"]
-    mu_per_snr = d["sigma_p"] * math.sqrt(d["d"])
-    fit["mu_10_90"] = {str(int(n)): [mu_per_snr * (best["C"] / n) ** (1 / best["a"]) * math.exp(-best["width_log_snr"] * f)
-                                     for f in (0.5, -0.5)] for n in np.unique(t["N"])}
-    fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), excluded=excluded, seed=seed)
-    return fit
-
-
-def _whole_number(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
-
-
-@one_line_errors   # a missing or damaged sweep folder: one line, status 2
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Fit N·SNR^a = C to a saved sweep; print it and write fit.json.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("sweep_dir", help="folder with table.csv and sweep.json")
-    p.add_argument("--n-boot", type=_whole_number, default=1000, help="bootstrap resamples (0: no intervals)")
-    p.add_argument("--seed", type=_whole_number, default=0, help="seed of the bootstrap Generator")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level")
-    p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
-    a = p.parse_args(argv)
-    print(describe(fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level, method=a.method)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":    # the estimators have no command of their own; a sweep folder is fitted by `refvit fit`
+    raise SystemExit("refvit.fit holds the estimators; fit a saved sweep folder with `refvit fit SWEEP_DIR` "
+                     "(or `python -m refvit.cli fit SWEEP_DIR`)")

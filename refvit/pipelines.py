@@ -28,18 +28,18 @@ from .jiang2024.coefficients import train_and_save, weights_and_save
 from .jiang2024.config import figure1_setting
 from .executors import available_cores
 from .jiang2024.experiment import cell_key, run_cell
-from .fit import fit_sweep
+from .jiang2024.boundary import fit_sweep
 from .io import atomic_write, check_writable, load_json, save_json
 from .results import save_history
 from .runstore import quarantine_note
-from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy,
-                                run_label_noise, run_optimizers, run_phases, run_sharpness)
+from .jiang2024.studies import (LabelNoiseStudy, OptimizerStudy, PhaseStudy, SharpnessStudy, run_label_noise,
+                                run_optimizers, run_phases, run_sharpness)
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .li2025.experiment import run_study as run_signgd
 from .li2025.study import SignGDStudy
 from .magen2025.experiment import run_study as run_singlehead
 from .magen2025.study import SingleHeadStudy
-from .sweep import PRESETS, Sweep, run_sweep
+from .jiang2024.sweep import PRESETS, Sweep, run_sweep
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
 

@@ -8,7 +8,7 @@ from scipy.special import expit
 
 from refvit import DataConfig, ModelConfig, init_params, make_dataset, streams, train
 from refvit.jiang2024.decompose import TokenSolver, name_coefficients
-from refvit.fit import fit_columns
+from refvit.jiang2024.boundary import fit_columns
 from refvit.results import COLUMNS
 from refvit.jiang2024.tokens import unique_tokens
 

@@ -19,7 +19,7 @@ import pytest
 import refvit.io as io_mod
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
-from refvit.sweep import Sweep, run_sweep
+from refvit.jiang2024.sweep import Sweep, run_sweep
 
 OLD = b"previous complete content\n" * 200
 NEW = b"the new content, longer than the old one\n" * 400

@@ -13,7 +13,7 @@ import pytest
 distributed = pytest.importorskip("distributed")
 
 from refvit.executors import BLAS_ENV  # noqa: E402
-from refvit.sweep import run_sweep  # noqa: E402
+from refvit.jiang2024.sweep import run_sweep  # noqa: E402
 
 from .problems import PATIENCE, wait_until  # noqa: E402
 from .test_sweep import csv_without_seconds, tiny_sweep  # noqa: E402

@@ -16,15 +16,16 @@ import numpy as np
 import pytest
 
 import refvit.io as rio
-import refvit.sweep as sweep_mod
+import refvit.jiang2024.sweep as sweep_mod
 from analysis import fig_heatmap
 from refvit import DataConfig, ModelConfig, Params, TrainConfig, forward
 from refvit.cli import main as cli_main
 from refvit.streams import streams
 from refvit.jiang2024.experiment import draw_cell
-from refvit.fit import describe, fit_boundary, fit_sweep
+from refvit.fit import describe, fit_boundary
+from refvit.jiang2024.boundary import fit_sweep
 from refvit.results import load_history, sweep_run_file
-from refvit.sweep import Sweep, run_sweep
+from refvit.jiang2024.sweep import Sweep, run_sweep
 from refvit.jiang2024.tracking import track_train
 from refvit.jiang2024.train import train
 

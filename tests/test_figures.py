@@ -8,9 +8,9 @@ from analysis import fig_dynamics, fig_heatmap
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.dynamics import Dynamics, run_dynamics
-from refvit.fit import fit_sweep
+from refvit.jiang2024.boundary import fit_sweep
 from refvit.io import load_json
-from refvit.sweep import Sweep, run_sweep
+from refvit.jiang2024.sweep import Sweep, run_sweep
 
 
 def tiny(steps=200):

@@ -87,8 +87,8 @@ def test_fig_dynamics_main_names_a_swapped_file_in_one_line(dyn_folder, tmp_path
 # --- 2. the fit never uses a table that is not the folder's verified runs --------------------------------------
 
 def test_fit_rebuilds_a_table_of_another_seed_from_the_verified_run_files(tmp_path, capsys):
-    from refvit.fit import fit_sweep
-    from refvit.sweep import run_sweep
+    from refvit.jiang2024.boundary import fit_sweep
+    from refvit.jiang2024.sweep import run_sweep
 
     from .test_sweep import tiny_sweep
     a, b = tmp_path / "a", tmp_path / "b"
@@ -110,7 +110,7 @@ def test_a_study_table_never_copies_a_status_it_did_not_verify(tmp_path, capsys)
     """The label-noise study's tables are built from each flip rate's sweep folder: a table.csv there with an
     unknown status (or a converged flag that contradicts it) must not reach the study's table."""
     from refvit.jiang2024.studies.labelnoise import p_folder, write_label_noise_tables
-    from refvit.sweep import run_sweep
+    from refvit.jiang2024.sweep import run_sweep
 
     from .test_sweep import tiny_sweep
     sw = tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1)
@@ -148,7 +148,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
     from .problems import PATIENCE, wait_until
     from .test_faults import alive, cpu_seconds, pool_workers
     from .test_sweep import REPO
-    from refvit.sweep import Sweep
+    from refvit.jiang2024.sweep import Sweep
     # each run is minutes of dense training, so the workers are mid-run when Ctrl-C arrives
     sw = Sweep("slow", (2, 4), (1, 2), 1, 0, DataConfig(N=2, M=16, d=1024, mu_norm=1.0, n_test=20),
                ModelConfig(d_h=256, d_v=256), TrainConfig(lr=0.01, steps=4000, backend="numpy"))
@@ -188,7 +188,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
 def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(monkeypatch):
     import refvit.primitives as prim
     from refvit.jiang2024.data import dataset_bytes, make_dataset
-    from refvit.sweep import Sweep
+    from refvit.jiang2024.sweep import Sweep
     cfg = DataConfig(N=2_000_000, M=16, d=4096, n_test=20)
     # (N + n_test)·M·d float64 plus one noise draw of N·M·d: computed by hand, 8 bytes each
     assert dataset_bytes(cfg) == 8 * (2_000_020 * 16 * 4096) + 8 * 2_000_000 * 16 * 4096
@@ -272,13 +272,14 @@ def test_a_json_output_under_a_plain_file_is_refused_before_any_work(tmp_path, c
 # --- 8. modules that look runnable run, or say how --------------------------------------------------------------
 
 @pytest.mark.parametrize("module, command", [
-    ("refvit.sweep", "refvit sweep OUT"), ("refvit.jiang2024.dynamics", "refvit reproduce"),
+    ("refvit.jiang2024.sweep", "refvit sweep OUT"), ("refvit.jiang2024.dynamics", "refvit reproduce"),
     ("refvit.jiang2024.coefficients", "refvit coefficients"), ("refvit.pipelines", "refvit demo|reproduce"),
     ("refvit.jiang2024.studies.optimizers", "refvit study optimizers"),
     ("refvit.jiang2024.studies.labelnoise", "refvit study label-noise"),
     ("refvit.jiang2024.studies.sharpness", "refvit study sharpness"),
     ("refvit.jiang2024.studies.phases", "refvit study phases"),
-    ("refvit.li2025.study", "refvit study signgd"), ("refvit.li2025.experiment", "refvit study signgd")])
+    ("refvit.li2025.study", "refvit study signgd"), ("refvit.li2025.experiment", "refvit study signgd"),
+    ("refvit.fit", "refvit fit SWEEP_DIR")])
 def test_python_dash_m_on_a_library_module_says_which_command_runs_it(tmp_path, module, command):
     from .test_sweep import REPO
     r = subprocess.run([sys.executable, "-m", module, str(tmp_path / "out")], cwd=REPO, capture_output=True,
@@ -292,8 +293,8 @@ def test_python_dash_m_on_a_library_module_says_which_command_runs_it(tmp_path, 
 
 def test_the_summary_counts_the_quarantined_files_and_their_size(tmp_path):
     from analysis.summaries import reproduce_summary
-    from refvit.fit import fit_sweep
-    from refvit.sweep import run_sweep
+    from refvit.jiang2024.boundary import fit_sweep
+    from refvit.jiang2024.sweep import run_sweep
 
     from .test_sweep import tiny_sweep
     sw = tiny_sweep()
@@ -352,8 +353,8 @@ def test_a_coefficient_file_that_is_not_what_it_claims_is_named_in_one_line(coef
 def test_a_boundary_without_finite_c_is_one_line_not_an_overflow(tmp_path):
     """On a 2 × 2 grid whose labels follow ‖μ‖ alone, the MLE is separable and Firth's fit has β₁ ≈ 0: C = e^(−β₀/β₁)
     is beyond float64, which used to end in an OverflowError traceback."""
-    from refvit.fit import fit_sweep
-    from refvit.sweep import run_sweep
+    from refvit.jiang2024.boundary import fit_sweep
+    from refvit.jiang2024.sweep import run_sweep
 
     from .test_sweep import tiny_sweep
     run_sweep(tiny_sweep(Ns=(2, 4), mus=(1, 8), repeats=1), tmp_path, workers=0, progress=False)

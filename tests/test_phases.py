@@ -13,7 +13,7 @@ from refvit.io import FileProblem, read_csv
 from refvit.jiang2024.phases import detect_phases
 from refvit.jiang2024.studies import PhaseStudy, run_phases
 from refvit.jiang2024.studies.phases import median_ci, power_fit, run_file
-from refvit.sweep import claim
+from refvit.runstore import claim
 
 M = 4
 U = 1 / M

@@ -23,7 +23,7 @@ from refvit.fit import fit_boundary
 from refvit.io import save_csv, save_json
 from refvit.results import sweep_run_file
 from refvit.jiang2024.studies.common import group_stats
-from refvit.sweep import Sweep, run_one, write_table
+from refvit.jiang2024.sweep import Sweep, run_one, write_table
 
 from .problems import newton_logistic, table_row
 

@@ -7,7 +7,7 @@ import pytest
 
 from refvit import runstore
 from refvit.io import FileProblem, save_npz
-from refvit.sweep import Sweep
+from refvit.jiang2024.sweep import Sweep
 
 EXPECT = {"regime": "benign", "mu_norm": 30.0, "repeat": 2, "seed": 0, "settings_hash": "abc"}
 

@@ -13,10 +13,11 @@ import numpy as np
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.experiment import cell_key, draw_cell, run_cell
-from refvit.fit import fit_boundary, fit_columns
+from refvit.fit import fit_boundary
+from refvit.jiang2024.boundary import fit_columns
 from refvit.io import read_columns, save_csv
 from refvit.jiang2024.studies.optimizers import PILOT_STREAM_TAG
-from refvit.sweep import run_one
+from refvit.jiang2024.sweep import run_one
 
 from .problems import table_row
 

@@ -96,7 +96,7 @@ def test_only_the_top_layer_imports_analysis_and_nothing_imports_it():
 def test_analysis_scripts_read_results_but_never_run_experiments():
     """Figure scripts import the library's readers (io, results, config, fit, studies' names), never a trainer."""
     g = graph()
-    runners = {"refvit.trainer", "refvit.jiang2024.train", "refvit.sweep", "refvit.jiang2024.dynamics",
+    runners = {"refvit.trainer", "refvit.jiang2024.train", "refvit.jiang2024.sweep", "refvit.jiang2024.dynamics",
                "refvit.jiang2024.experiment", "refvit.pipelines"}
     for n, targets in g.items():
         if n.startswith("analysis"):

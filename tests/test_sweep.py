@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-import refvit.sweep as sweep_mod
+import refvit.jiang2024.sweep as sweep_mod
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.experiment import run_cell
 from refvit.executors import BLAS_ENV, default_executor
 from refvit.io import read_columns as load_table
 from refvit.results import TIMING_COLUMNS, sweep_run_file
-from refvit.sweep import COLUMNS, Sweep, run_one, run_sweep, table_rows
+from refvit.jiang2024.sweep import COLUMNS, Sweep, run_one, run_sweep, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from ...executors import executor_context
 from ...io import save_csv
 from ...runstore import renew_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep, verified_table
+from ..sweep import Sweep, run_sweep, verified_table
 from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import lr_tag
 

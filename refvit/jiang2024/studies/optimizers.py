@@ -19,7 +19,7 @@ from ...executors import executor_context
 from ...io import load_json, save_csv, save_json
 from ...runstore import renew_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep, verified_table
+from ..sweep import Sweep, run_sweep, verified_table
 from .common import SUMMARY_COLUMNS, coords_for, group_stats, regime_of
 from .lr_rule import LR_RULES, choose_lr, lr_tag
 

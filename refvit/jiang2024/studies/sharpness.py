@@ -28,11 +28,12 @@ import numpy as np
 from ..config import BENIGN_LOSS, DataConfig, ModelConfig, figure1_setting
 from ...config import TrainConfig
 from ...executors import executor_context
-from ...fit import fit_sweep, fit_width
+from ..boundary import fit_sweep
+from ...fit import fit_width
 from ...io import load_json, save_csv
 from ...runstore import renew_manifest
 from ...results import COLUMNS
-from ...sweep import Sweep, run_sweep, verified_table
+from ..sweep import Sweep, run_sweep, verified_table
 
 LR_SCALINGS = ("inverse_d", "fixed")
 # one switch of docs/math.md §9.2 at a time, from the authors' data model towards the theory's reading

@@ -35,15 +35,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from .jiang2024.config import DataConfig, ModelConfig, figure1_setting
-from .config import TrainConfig
-from .executors import execute
-from .jiang2024.data import dataset_bytes
-from .jiang2024.experiment import cell_key, run_cell
-from .primitives import check_fits_in_memory
-from .io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json
-from .results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
-from .runstore import claim, quarantine, renew_manifest, settings_hash
+from .config import DataConfig, ModelConfig, figure1_setting
+from ..config import TrainConfig
+from ..executors import execute
+from .data import dataset_bytes
+from .experiment import cell_key, run_cell
+from ..primitives import check_fits_in_memory
+from ..io import FileProblem, atomic_write, check_writable, csv_text, load_json, save_csv, save_json
+from ..results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
+from ..runstore import claim, quarantine, renew_manifest, settings_hash
 
 PRESETS = ("quick", "paper")
 
@@ -260,6 +260,6 @@ def verified_table(sweep_dir) -> tuple[dict, list[dict]]:
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
-    raise SystemExit("refvit.sweep is a library module; run it with "
+    raise SystemExit("refvit.jiang2024.sweep is a library module; run it with "
                      "`refvit sweep OUT [--preset quick|paper | --spec sweep.json] [--workers K]` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")

@@ -1,0 +1,94 @@
+"""The benign/harmful boundary of a saved Figure-1 sweep folder (docs/math.md §11): its run files, checked, fitted by
+``refvit.fit.fit_boundary``; ``refvit fit SWEEP_DIR`` runs it from the command line.
+
+The fit never trusts table.csv: it rebuilds the table from the folder's run files, each checked against sweep.json
+(``refvit.jiang2024.sweep.verified_table``: a bad run file is quarantined and the fit refused until the sweep
+recomputes it), and rewrites a table.csv that differs from them, with a warning, so the figures drawn from it agree
+with the fit.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..fit import METHODS, describe, fit_boundary
+from ..io import one_line_errors, save_json
+from ..results import COLUMNS
+from .config import BENIGN_LOSS
+from .sweep import verified_table
+
+
+def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
+              method: str = "mle") -> dict:
+    """Fit the boundary of a saved sweep (its run files, checked: ``refvit.jiang2024.sweep.verified_table``); writes
+    sweep_dir/fit.json and returns the dict.
+
+    With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
+    ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
+    """
+    meta, rows = verified_table(sweep_dir)
+    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
+    fit = fit_columns(t, meta["data"], n_boot, seed, level, method)
+    if save:
+        save_json(Path(sweep_dir) / "fit.json", fit)
+    return fit
+
+
+def fit_columns(t: dict, d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95, method: str = "mle") -> dict:
+    """``fit_sweep`` on a run table's columns ``t`` (``COLUMNS``: N, snr, status, converged, test_loss) of a sweep
+    whose data settings are ``d`` (sigma_p, snr_axis_sigma, d)."""
+    ok = t["converged"] & np.isfinite(t["test_loss"])
+    # every run left out is counted by its status (a converged run with a non-finite test loss as nonfinite_test)
+    why = np.where(t["converged"] & ~ok, "nonfinite_test", t["status"].astype(str))
+    excluded = {str(k): int(n) for k, n in zip(*np.unique(why[~ok], return_counts=True))}
+    benign = t["test_loss"][ok] < BENIGN_LOSS
+    ratio = d["sigma_p"] / d["snr_axis_sigma"]
+    # the bootstrap stream is keyed apart from every run stream (those have 3 keys)
+    rng = np.random.default_rng([seed, 0xF17])
+    fit = fit_boundary(t["N"][ok], t["snr"][ok], benign, rng, n_boot=n_boot, level=level, method=method,
+                       sigma_ratio=ratio)
+    if fit["a"] is None:
+        fit["firth"] = fit_boundary(t["N"][ok], t["snr"][ok], benign, np.random.default_rng([seed, 0xF17]),
+                                    n_boot=n_boot, level=level, method="firth", sigma_ratio=ratio)
+    best = fit if fit["a"] is not None else fit["firth"]
+    mu_per_snr = d["sigma_p"] * math.sqrt(d["d"])
+    fit["mu_10_90"] = {str(int(n)): [mu_per_snr * (best["C"] / n) ** (1 / best["a"]) * math.exp(-best["width_log_snr"] * f)
+                                     for f in (0.5, -0.5)] for n in np.unique(t["N"])}
+    fit.update(benign_loss=BENIGN_LOSS, n_not_converged=int((~ok).sum()), excluded=excluded, seed=seed)
+    return fit
+
+
+def _whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``refvit fit``."""
+    p.add_argument("sweep_dir", help="folder with sweep.json and runs/ (made by refvit sweep or refvit reproduce)")
+    p.add_argument("--n-boot", type=_whole_number, default=1000, help="bootstrap resamples (0: no intervals)")
+    p.add_argument("--seed", type=_whole_number, default=0, help="seed of the bootstrap Generator")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level")
+    p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
+
+
+def cmd_fit(a) -> int:
+    """Fit the folder, print the boundary, write fit.json (``fit_sweep``)."""
+    print(describe(fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level, method=a.method)))
+    return 0
+
+
+@one_line_errors   # a missing or damaged sweep folder: one line, status 2
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Fit N·SNR^a = C to a saved sweep; print it and write fit.json.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_arguments(p)
+    return cmd_fit(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
