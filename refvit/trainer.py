@@ -3,11 +3,11 @@
 
 What the loop trains is an ``Objective`` (the protocol below): a setting's model seen through one small interface. It
 holds the training state as a NamedTuple of arrays (``Params`` for the first setting's dense weights,
-``refvit.jiang2024.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second setting,
-``refvit.magen2025.model.MagenParams`` or ``MagenQKParams`` for the third) and
-returns an ``Evaluation``: the loss, the gradient with respect to that state (same type), the outputs f and the forward
-cache, from which the objective's ``record`` computes the history row. The optimizer updates every field of the state
-except those the objective names as frozen.
+``refvit.jiang2024.span.SpanState`` for its token coordinates, ``refvit.li2025.model.LiParams`` for the second
+setting, ``refvit.magen2025.model.MagenParams`` or ``MagenQKParams`` for the third) and returns an ``Evaluation``: the
+loss, the gradient with respect to that state (same type), the outputs f and the forward cache, from which the
+objective's ``record`` computes the history row. The optimizer updates every field of the state except those the
+objective names as frozen.
 """
 from __future__ import annotations
 
@@ -34,8 +34,9 @@ class History:
             finite inputs, is not finite: a scale too large for float64, named in ``message``) or "nonfinite_test"
             (trained, but the model is not finite on the test set; test loss and error are NaN, ``message`` names
             the scales).
-    steps: number of updates taken; the history has a row per ``history_every`` steps (steps + 1 rows by default),
-        the last one at the returned parameters; ``step`` gives the step of each row.
+    steps: number of updates taken; the history has a row per ``history_every`` steps (steps + 1 rows by default)
+        and at the steps of ``history_per_decade``'s log grid, the last one at the returned parameters; ``step`` gives
+        the step of each row.
     final_*: train loss, test loss and test 0-1 error at the returned parameters (NaN without a test set).
     """
     step: np.ndarray
