@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import audit, golden, pipelines
+from . import audit, golden, mathdoc, pipelines
 from .config import BACKENDS, COORDS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
@@ -190,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_crosscheck(sub)
     golden.add_subcommand(sub)
     audit.add_subcommand(sub)
+    mathdoc.add_subcommand(sub)
     return p
 
 

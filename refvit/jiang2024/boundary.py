@@ -9,13 +9,14 @@ with the fit.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from ..fit import METHODS, describe, fit_boundary
-from ..io import one_line_errors, save_json
+from ..io import load_json, one_line_errors, save_json
 from ..results import COLUMNS
 from .config import BENIGN_LOSS
 from .sweep import verified_table
@@ -76,9 +77,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
 
 
+FIT_SETTINGS = ("n_boot", "seed", "level", "method")   # what a refit may change; the runs are the folder's
+
+
 def cmd_fit(a) -> int:
-    """Fit the folder, print the boundary, write fit.json (``fit_sweep``)."""
-    print(describe(fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level, method=a.method)))
+    """Fit the folder, print the boundary, write fit.json (``fit_sweep``). A fit.json of other settings (e.g. the
+    one ``reproduce`` wrote) is not overwritten silently: the line after the fit says what it held and was replaced."""
+    path = Path(a.sweep_dir) / "fit.json"
+    old = load_json(path, expect=dict) if path.exists() else None
+    fit = fit_sweep(a.sweep_dir, a.n_boot, a.seed, a.level, method=a.method)
+    print(describe(fit))
+    if old is not None and old != json.loads(json.dumps(fit)):
+        was = ", ".join(f"{k}={old.get(k)!r}" for k in FIT_SETTINGS if old.get(k) != fit.get(k)) or "other numbers"
+        print(f"replaced {path}: it held a fit with {was}")
     return 0
 
 
