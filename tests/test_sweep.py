@@ -201,3 +201,14 @@ def test_presets_have_the_documented_grids():
     assert (d.M, d.d, d.sigma_p, d.sigma_w, p.model.d_h, p.model.init_scale, p.train.lr, p.train.steps,
             p.train.loss_threshold) == (16, 1024, 4.0, 0.2, 512, 16.0, 0.1, 1000, 0.01)
     assert Sweep.from_dict(json.loads(json.dumps(p.to_dict()))) == p
+
+
+def test_a_custom_grid_follows_the_figure1_protocol_by_default():
+    """Sweep(name, Ns, mu_norms, repeats) alone trains as the presets do: the same data, model and training settings
+    (η = 0.1, ≤ 1000 steps, stop below 0.01 by the authors' rule, span coordinates), hence the presets' settings hash
+    (the hash leaves out the grid and the name)."""
+    mine, quick = Sweep("mine", (2, 4, 8), (20, 40, 80), 3), Sweep.quick()
+    assert mine.train == quick.train and mine.model == quick.model
+    assert (mine.train.lr, mine.train.steps, mine.train.loss_threshold, mine.train.stop_rule,
+            mine.train.coords) == (0.1, 1000, 0.01, "authors", "span")
+    assert mine.settings_hash() == quick.settings_hash() == Sweep.paper().settings_hash()

@@ -58,9 +58,16 @@ def _whole_numbers(name: str, values, what: str) -> tuple:
     return tuple(out)
 
 
+# The Figure-1 protocol (docs/math.md §10.1) on exact span coordinates: the training of both presets, and the default
+# of a custom grid, so that ``Sweep("mine", Ns=(2, 4, 8), mu_norms=(20, 40, 80), repeats=3)`` is the authors' protocol.
+FIGURE1_TRAIN = figure1_setting()[2].replace(coords="span", backend="numpy")
+
+
 @dataclass(frozen=True)
 class Sweep:
-    """A grid of runs. ``data``/``model``/``train`` are templates: each run replaces data.N and data.mu_norm.
+    """A grid of runs. ``data``/``model``/``train`` are templates: each run replaces data.N and data.mu_norm; their
+    defaults are the Figure-1 setting and protocol (``figure1_setting``, ``FIGURE1_TRAIN``: η = 0.1, at most 1000
+    steps, stop below training loss 0.01 by the authors' rule, span coordinates).
 
     Ns : training-set sizes (even, for balanced labels).   mu_norms : signal norms ‖μ‖ (integers: they key streams).
     repeats : runs per cell, repeat r ∈ [0, repeats).       seed : base seed of every stream.
@@ -74,7 +81,7 @@ class Sweep:
     seed: int = 0
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    train: TrainConfig = FIGURE1_TRAIN
     stream_tag: tuple = ()
 
     def __post_init__(self):
