@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import FileProblem, write_manifest
+from .executors import execute
+from .io import FileProblem, save_npz, write_manifest
 from .results import STATUSES, TRAINED, load_history
 
 
@@ -124,6 +125,24 @@ def load_or_quarantine(path: Path, expect: dict, series=(), load=load_run, home:
     except FileProblem as e:
         quarantine(path, str(e), home)
         return None
+
+
+def compute_missing(jobs, desc: str, executor=None, workers: int | None = None, progress: bool = True, where=None,
+                    series=(), load=load_run, **checks) -> None:
+    """Compute every job of a claimed run folder whose history file is absent or fails its check, on an executor
+    (``refvit.executors.execute``), saving each file as its run finishes; a file that fails is quarantined first.
+
+    jobs : [(path, expect, fn, args)]: the file a run writes, the identity it must hold (``check_history``) and the
+        worker call ``fn(*args)`` returning the file's arrays. ``series``, ``load`` and ``checks`` (``home``,
+        ``categories``) go to ``load_or_quarantine`` for every file; ``where`` names the folder in a Ctrl-C message.
+    """
+    tasks = []
+    for path, expect, fn, args in jobs:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if load_or_quarantine(path, expect, series, load, **checks) is None:
+            tasks.append((fn, args, path))
+    execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=desc, progress=progress,
+            total=len(jobs), where=where)
 
 
 def quarantined(folder) -> tuple[int, int]:

@@ -86,3 +86,25 @@ def test_the_settings_hash_is_the_sweeps():
     assert sw.settings_hash() == runstore.settings_hash(sw.settings())
     assert runstore.settings_hash({"a": 1, "b": 2}) == runstore.settings_hash({"b": 2, "a": 1})
     assert runstore.settings_hash({"a": 1}) != runstore.settings_hash({"a": 2})
+
+
+def _arrays(rows=4):
+    summary = {**EXPECT, "status": "converged", "train_loss": 0.01, "test_loss": 0.3}
+    return {"step": np.arange(rows), "h_train_loss": np.linspace(1, 0, rows), "summary": np.array(json.dumps(summary))}
+
+
+def test_compute_missing_keeps_whole_files_and_recomputes_the_rest_with_every_check(tmp_path):
+    """Only the jobs whose file is absent or fails its check (identity, and the series it is given) run; a file
+    short of a series is quarantined, so the check reaches every reader of the folder."""
+    runs = tmp_path / "runs"
+    good, short, absent = runs / "good.npz", runs / "short.npz", runs / "absent.npz"
+    history_file(runs.mkdir() or good)
+    history_file(short, series_rows=3)
+    ran = []
+    jobs = [(p, EXPECT, lambda name: ran.append(name) or _arrays(), (p.name,)) for p in (good, short, absent)]
+    runstore.compute_missing(jobs, "test", workers=0, progress=False, series=("h_train_loss",))
+    assert ran == ["short.npz", "absent.npz"]
+    assert (tmp_path / "quarantine" / "short.npz").exists() and short.exists() and absent.exists()
+    ran.clear()
+    runstore.compute_missing(jobs, "test", workers=0, progress=False, series=("h_train_loss",))
+    assert ran == []                                                  # everything now whole: nothing recomputed

@@ -26,11 +26,10 @@ import numpy as np
 
 from .config import DataConfig, ModelConfig, dynamics_setting
 from ..config import TrainConfig
-from ..executors import execute
 from .experiment import cell_key, run_cell
-from ..io import check_writable, save_npz
+from ..io import check_writable
 from ..results import dynamics_run_file, history_arrays
-from ..runstore import claim, load_or_quarantine, renew_manifest
+from ..runstore import claim, compute_missing, renew_manifest
 from .saved import CATEGORIES, SERIES, load_runs, run_identity  # noqa: F401 - load_runs: the reader, re-exported
 
 REGIMES = (("harmful", 1), ("benign", 30))     # (name, ‖μ‖): the authors' setting and its benign counterpart
@@ -111,13 +110,11 @@ def run_dynamics(spec: Dynamics, out, executor=None, workers: int | None = None,
     out = check_writable(out)
     with claim(out, "dynamics run"):
         renew_manifest(out / "dynamics.json", spec.to_dict(), ignore=("name", "regimes", "runs"))
-        tasks = [(run_one, (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r,
-                            spec.identity(name, mu, r)), dynamics_run_file(name, mu, r))
-                 for name, mu, r in spec.specs()
-                 if load_or_quarantine(out / dynamics_run_file(name, mu, r), spec.identity(name, mu, r), SERIES,
-                                       home=out, categories=CATEGORIES) is None]
-        execute(tasks, lambda fname, arrays: save_npz(out / fname, **arrays), executor, workers,
-                desc=f"dynamics {spec.name}", progress=progress, total=len(spec.specs()), where=out)
+        jobs = [(out / dynamics_run_file(name, mu, r), spec.identity(name, mu, r), run_one,
+                 (spec.data.replace(mu_norm=float(mu)), spec.model, spec.train, spec.seed, r,
+                  spec.identity(name, mu, r))) for name, mu, r in spec.specs()]
+        compute_missing(jobs, f"dynamics {spec.name}", executor, workers, progress, where=out, series=SERIES, home=out,
+                        categories=CATEGORIES)
 
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing

@@ -11,10 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TrainConfig
-from ..executors import execute
-from ..io import save_npz
 from ..results import history_arrays
-from ..runstore import claim, load_or_quarantine, renew_manifest
+from ..runstore import claim, compute_missing, renew_manifest
 from ..streams import cell_key, streams
 from ..trainer import run
 from .config import LiDataConfig, LiModelConfig
@@ -60,14 +58,9 @@ def run_study(study: SignGDStudy, out, executor=None, workers: int | None = None
     manifest = {**study.to_dict(), "settings_hash": study.settings_hash()}
     with claim(out, "study"):                       # one process owns the folder while it runs
         renew_manifest(out / "study.json", manifest, ignore=("name", "runs", "snrs", "adam_eps", "adam_betas"))
-        tasks, todo = [], specs(study)
-        for part, opt, mu, r, cfg, ref, fname in todo:
-            path = out / part / "runs" / fname
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if load_or_quarantine(path, identity(study, part, opt, mu, r), ("h_train_loss",)) is None:
-                tasks.append((run_cell, (manifest, part, opt, mu, r, cfg, ref), path))
-        execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers,
-                desc=f"signgd {study.name}", progress=progress, total=len(todo), where=out)
+        jobs = [(out / part / "runs" / fname, identity(study, part, opt, mu, r), run_cell,
+                 (manifest, part, opt, mu, r, cfg, ref)) for part, opt, mu, r, cfg, ref, fname in specs(study)]
+        compute_missing(jobs, f"signgd {study.name}", executor, workers, progress, where=out, series=("h_train_loss",))
         write_tables(study, out)
 
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import TrainConfig
-from ..executors import execute
-from ..io import save_npz, write_manifest
 from ..primitives import mean_loss
 from ..results import history_arrays
-from ..runstore import claim, load_or_quarantine
+from ..runstore import claim, compute_missing, renew_manifest
 from ..streams import cell_key, streams
 from ..trainer import run
 from .config import MagenDataConfig, MagenModelConfig
@@ -120,13 +118,8 @@ def run_study(study: SingleHeadStudy, out, executor=None, workers: int | None = 
     out.mkdir(parents=True, exist_ok=True)
     manifest = {**study.to_dict(), "settings_hash": study.settings_hash()}
     with claim(out, "study"):                       # one process owns the folder while it runs
-        write_manifest(out / "study.json", manifest, ignore=("name", "runs", "ns", "snrs", "probe_lrs"))
-        tasks, todo = [], specs(study)
-        for part, n, rho, r, lr, fname in todo:
-            path = out / part / "runs" / fname
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if load_or_quarantine(path, identity(study, part, n, rho, r, lr)) is None:
-                tasks.append((run_cell, (manifest, part, n, rho, r, lr), path))
-        execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers,
-                desc=f"single-head {study.name}", progress=progress, total=len(todo))
+        renew_manifest(out / "study.json", manifest, ignore=("name", "runs", "ns", "snrs", "probe_lrs"))
+        jobs = [(out / part / "runs" / fname, identity(study, part, n, rho, r, lr), run_cell,
+                 (manifest, part, n, rho, r, lr)) for part, n, rho, r, lr, fname in specs(study)]
+        compute_missing(jobs, f"single-head {study.name}", executor, workers, progress, where=out)
         write_tables(study, out)

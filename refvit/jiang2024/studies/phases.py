@@ -25,11 +25,10 @@ import numpy as np
 
 from ..config import BENIGN_LOSS, BOUNDARY_N_SNR2, dynamics_setting, figure1_setting
 from ..dynamics import run_one
-from ...executors import execute
-from ...io import FileProblem, save_csv, save_npz, write_manifest
+from ...io import FileProblem, save_csv, write_manifest
 from ..phases import DELTA_SETTLED, DELTA_UNIFORM, detect_phases
 from ... import runstore
-from ...runstore import claim
+from ...runstore import claim, compute_missing
 from .lr_rule import lr_tag
 
 SETTINGS = ("dynamics", "figure1")
@@ -138,17 +137,11 @@ def run_phases(study: PhaseStudy, out, executor=None, workers: int | None = None
 
 def _run_phases(study: PhaseStudy, out: Path, executor, workers, progress) -> None:
     write_manifest(out / "study.json", study.to_dict())
-    tasks, total = [], 0
-    for setting, conds in study.conditions.items():
-        for N, mu, lr in conds:
-            for r in range(study.runs):
-                total += 1
-                path = out / setting / "runs" / run_file(N, mu, lr, r)
-                expect = _identity(setting, N, mu, lr, study.seed, r)
-                if runstore.load_or_quarantine(path, expect, load=load_run) is None:
-                    tasks.append((phase_run, (setting, N, mu, lr, study.steps, study.seed, r), path))
-    execute(tasks, lambda path, arrays: save_npz(path, **arrays), executor, workers, desc=f"phases {study.name}",
-            progress=progress, total=total, where=out)
+    jobs = [(out / setting / "runs" / run_file(N, mu, lr, r), _identity(setting, N, mu, lr, study.seed, r), phase_run,
+             (setting, N, mu, lr, study.steps, study.seed, r))
+            for setting, conds in study.conditions.items() for N, mu, lr in conds for r in range(study.runs)]
+    compute_missing(jobs, f"phases {study.name}", executor, workers, progress, where=out, series=PHASE_SERIES,
+                    load=load_run)
     write_phase_tables(study.to_dict(), out)
 
 
