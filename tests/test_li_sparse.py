@@ -10,7 +10,8 @@ from refvit.li2025 import LiDataConfig, LiModelConfig, LiParams, init_params, ma
 from refvit.li2025 import _kernels
 from refvit.li2025.model import forward_cache, loss_grads_cache, value_direction
 from refvit.li2025.objective import LiObjective, SparseLiObjective, make_objective, train
-from refvit.li2025.sparse import numba_usable, sparse_forward_cache, sparse_loss_grads_cache, sparse_tokens
+from refvit.jit import numba_usable
+from refvit.li2025.sparse import sparse_forward_cache, sparse_loss_grads_cache, sparse_tokens
 from refvit.streams import streams
 from refvit.trainer import run
 

@@ -19,11 +19,11 @@ prove the three (chain rule, paper form, finite differences) equal.
 """
 from __future__ import annotations
 
-import os
 from typing import NamedTuple
 
 import numpy as np
 
+from ..jit import numba_usable
 from ..primitives import (Evaluation, ModelOverflow, as_float_array, check_batch, check_evaluation_finite,  # noqa: F401
                           check_forward_finite, dloss_df, logistic_loss, logistic_loss_derivative, mean_loss,
                           overflow_scales, softmax)
@@ -104,20 +104,10 @@ def attention_backward(df, S, v, Q, K):
     return dQ, dK, dv
 
 
-def _numba_usable() -> bool:
-    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
-        return False
-    try:
-        import numba  # noqa: F401  (an import test, not a use: numba loads only when a kernel is asked for)
-    except ImportError:
-        return False
-    return True
-
-
 def resolve_backend(backend: str) -> str:
     """"auto" -> "numba" when numba is installed and JIT is enabled, else "numpy"."""
     if backend == "auto":
-        return "numba" if _numba_usable() else "numpy"
+        return "numba" if numba_usable() else "numpy"
     if backend not in ("numpy", "numba"):
         raise ValueError(f"unknown backend {backend!r} for the dense model; choose 'auto', 'numpy' or 'numba'")
     return backend

@@ -19,14 +19,7 @@ import math
 
 import numpy as np
 
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    def njit(*args, **kwargs):
-        """Stand-in that works both as ``@njit`` and as ``@njit(cache=True)``."""
-        if len(args) == 1 and callable(args[0]) and not kwargs:
-            return args[0]
-        return lambda fn: fn
+from ..jit import njit
 
 
 @njit(cache=True)

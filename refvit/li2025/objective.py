@@ -16,12 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import TrainConfig
+from ..jit import numba_usable
 from ..primitives import overflow_scales
 from ..trainer import History, run
 from .config import LiModelConfig
 from .data import LiDataset
 from .model import LiParams, check_inputs, forward_cache, loss_grads_cache
-from .sparse import numba_usable, sparse_forward_cache, sparse_loss_grads_cache, sparse_tokens
+from .sparse import sparse_forward_cache, sparse_loss_grads_cache, sparse_tokens
 from .tracking import TRACKED_KEYS, tracked
 
 HISTORY_KEYS = ("train_loss", "test_loss", "train_error", *TRACKED_KEYS)

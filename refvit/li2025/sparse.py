@@ -17,8 +17,6 @@ per class, R = n·L token rows, nnz non-zeros of X.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import NamedTuple
 
 import numpy as np
@@ -67,13 +65,6 @@ def sparse_tokens(X: np.ndarray, support: np.ndarray) -> SparseTokens:
     used = np.unique(indices)
     return SparseTokens(indptr, indices, np.ascontiguousarray(vals[keep]), used,
                         np.searchsorted(used, indices).astype(np.int64), (n, L, d))
-
-
-def numba_usable() -> bool:
-    """Whether the kernels are compiled: numba installed and JIT not disabled (numba itself is not loaded here)."""
-    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
-        return False
-    return importlib.util.find_spec("numba") is not None
 
 
 def _kernels():
