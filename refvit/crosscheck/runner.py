@@ -113,6 +113,9 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
             raise ValueError(f"{name} must be callable or None")
     if not isinstance(train_w_O, bool):
         raise ValueError(f"train_w_O must be True or False, got {train_w_O!r}")
+    if train_w_O and setting is not JIANG:
+        raise ValueError(f"train_w_O (--train-w-O) is an option of the first setting (its head w_O); in "
+                         f"{setting.title} each case says which blocks are trained")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps <= 0:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
