@@ -89,6 +89,10 @@ class LiVariant:
         dS = np.broadcast_to((df[:, None] * c * u)[:, None, :], S.shape)  # (13.16)
         with np.errstate(invalid="ignore"):
             dZ = tau * S * (dS - (S * dS).sum(axis=axis, keepdims=True))  # (13.17)
+        if self.softmax_over == "queries":
+            # Σ_l S_lm = 1 makes f independent of the logits: dZ is 0 exactly, not the rounding noise of the
+            # line above, whose signs a SignGD step would turn into moves of ±η
+            dZ = np.zeros_like(dZ)
         dW_Q = np.einsum("nls,nld->sd", dZ @ K, X)                        # (13.18)-(13.19)
         dW_K = np.einsum("nms,nmd->sd", dZ.transpose(0, 2, 1) @ Q, X)
         if self.swap_qk_grads:
