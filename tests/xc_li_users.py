@@ -55,7 +55,7 @@ def user(value_sign=1.0, softmax_axis=2, c_rule="given", value_sum=False, temper
     def grad(W_Q, W_K, W_V, X, y, c_L):
         f, (c, Q, K, S, u) = parts(W_Q, W_K, W_V, X, c_L)
         n = len(y)
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             losses = np.log(1 + np.exp(-y * f)) if naive_loss else np.logaddexp(0, -y * f)
         k = 1 if loss_sum else n
         lp = -expit(-y * f) / k                                          # ℓ'(y f) / n
