@@ -33,7 +33,7 @@ class _State(NamedTuple):
     ref_traj: _RefTraj | None
     steps: int
     scatter: list        # filled by the float32 test of the diagnosis
-    setting: object = None   # the ``Setting`` (None: the first setting's)
+    setting: object = None   # the ``Setting`` (None: the first setting's, as written before settings existed)
 
     @property
     def blocks(self) -> dict:

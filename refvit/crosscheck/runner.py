@@ -37,9 +37,9 @@ def _run_case(spec, fns, dtype, train_w_O, steps, timeout, setting: Setting = JI
     ref_traj = None
     if fns[2] is not None or fns[3] is not None:
         traj, grads = setting.trajectory(p0, X, y, spec, train_w_O, steps)
-        restart = None
-        if fns[3] is not None and setting.fresh_step(p0, X, y, spec, train_w_O) is not None:
-            restart = [setting.fresh_step(p, X, y, spec, train_w_O) for p in [p0] + traj[:-1]]
+        first = setting.fresh_step(p0, X, y, spec, train_w_O) if fns[3] is not None else None
+        restart = None if first is None else \
+            [first] + [setting.fresh_step(p, X, y, spec, train_w_O) for p in traj[:-1]]
         ref_traj = _RefTraj(p0, traj, grads, spec.lr, restart)
     try:
         user = _user_outputs(case, p0, X, y, fns, dtype, train_w_O, steps,
@@ -71,8 +71,7 @@ def _run_case(spec, fns, dtype, train_w_O, steps, timeout, setting: Setting = JI
             e = math.nan                  # a NaN in your block is reported as nan, never as inf
         result.blocks.append(BlockResult(spec.name, b, float(e), tolerance(dtype, b), bool(e <= tolerance(dtype, b)),
                                          note))
-    return result, _State(case, (p0, X, y), user, ref, ref_traj, steps, [],
-                          None if setting is JIANG else setting)
+    return result, _State(case, (p0, X, y), user, ref, ref_traj, steps, [], setting)
 
 
 def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn: Callable | None = None,
@@ -106,8 +105,7 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
     if dtype not in setting.dtypes:
         raise ValueError(f"dtype must be one of {setting.dtypes} in {setting.title}, got {dtype!r}")
     if not callable(forward_fn):
-        raise ValueError(f"forward_fn must be callable: forward_fn({', '.join(setting.fields)}, X"
-                         f"{', c_L' if setting is not JIANG else ''}) -> f")
+        raise ValueError(f"forward_fn must be callable: {setting.forward_contract}")
     for name, fn in (("grad_fn", grad_fn), ("gd_step_fn", gd_step_fn), ("trainer", trainer)):
         if fn is not None and not callable(fn):
             raise ValueError(f"{name} must be callable or None")
@@ -137,8 +135,7 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
         def progress(text):
             if verbose:
                 print(f"crosscheck {text} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-        report.diagnosis, report.explanations, report.findings = rank(runs, dtype, train_w_O, progress,
-                                                                      None if setting is JIANG else setting)
+        report.diagnosis, report.explanations, report.findings = rank(runs, dtype, train_w_O, progress, setting)
         progress("diagnosis: done")
     if verbose:
         print(report.format())

@@ -78,6 +78,7 @@ class Setting:
     descriptions : {name: sentence} of every mistake and cause the diagnosis may name.
     logits : (params, X, spec) -> Z (n, L, L), the pre-softmax scores (for the overflow sentences).
     logit_text : how a logit is written in the messages.
+    forward_contract : the call your forward must accept, as the messages write it.
     first_setting_checks : the diagnosis steps written for the first setting's model (signatures outside the
         catalogue, update findings, the float32 test); off elsewhere.
     """
@@ -100,6 +101,7 @@ class Setting:
     descriptions: dict
     logits: Callable
     logit_text: str
+    forward_contract: str
     first_setting_checks: bool = False
 
     @property

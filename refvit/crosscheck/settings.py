@@ -24,6 +24,7 @@ JIANG = Setting(
     bind=lambda variant, spec: variant,
     catalogue=CATALOGUE, shape_mistakes=SHAPE_MISTAKES, descriptions=DESCRIPTIONS,
     logits=lambda p, X, spec: forward_cache(p, X)[1].Z, logit_text="x_lᵀ W_Q W_Kᵀ x_j",
+    forward_contract="forward_fn(W_Q, W_K, W_V, w_O, X) -> f",
     first_setting_checks=True)
 
 LI = Setting(
@@ -34,7 +35,7 @@ LI = Setting(
     bind=lambda variant, spec: variant.bind(spec),
     catalogue=LI_CATALOGUE, shape_mistakes=SHAPE_MISTAKES,
     descriptions={**{m.name: m.description for m in LI_CATALOGUE + SHAPE_MISTAKES}, **CAUSES},
-    logits=li_logits, logit_text="⟨W_Q x_l, W_K x_m⟩")
+    logits=li_logits, logit_text="⟨W_Q x_l, W_K x_m⟩", forward_contract="forward_fn(W_Q, W_K, W_V, X, c_L) -> f")
 
 SETTINGS = {s.name: s for s in (JIANG, LI)}
 
