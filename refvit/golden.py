@@ -80,8 +80,7 @@ def _options(spec, setting) -> dict:
     second's lr, c_L, optimizer and trained."""
     if setting is JIANG:
         return {"lr": np.float64(spec.lr), "train_w_O": np.bool_(False)}
-    return {"lr": np.float64(spec.lr), "c_L": np.array(spec.c_L), "optimizer": np.array(spec.optimizer),
-            "trained": np.array(spec.trained)}
+    return {k: np.asarray(getattr(spec, k)) for k in LI_OPTIONS}      # strings as unicode arrays, never objects
 
 
 def _iterates(p0, X, y, spec, setting, train_w_O: bool, steps: int) -> list:

@@ -103,7 +103,7 @@ def crosscheck(forward_fn: Callable, grad_fn: Callable | None = None, gd_step_fn
     """
     setting = get_setting(setting)
     if dtype not in setting.dtypes:
-        raise ValueError(f"dtype must be one of {setting.dtypes} in {setting.title}, got {dtype!r}")
+        raise ValueError(f"dtype must be one of {setting.dtypes}, got {dtype!r}")
     if not callable(forward_fn):
         raise ValueError(f"forward_fn must be callable: {setting.forward_contract}")
     for name, fn in (("grad_fn", grad_fn), ("gd_step_fn", gd_step_fn), ("trainer", trainer)):
