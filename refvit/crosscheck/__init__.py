@@ -46,12 +46,21 @@ Correctness (ordinary scales) and robustness (extreme margins and logits: the ca
 apart: ``Report.status`` is 0 when everything passes, 1 when a correctness case fails, 3 when only robustness
 fails (a literal log(1 + e^{−y f}), e.g. PyTorch's SoftMarginLoss, is correct but not robust).
 
-The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
+The second setting (Li et al., ``refvit.li2025``): ``crosscheck(..., setting="li2025")`` with
+``forward_fn(W_Q, W_K, W_V, X, c_L)``, ``grad_fn(W_Q, W_K, W_V, X, y, c_L) -> (loss, dW_Q, dW_K, dW_V)``,
+``gd_step_fn(W_Q, W_K, W_V, X, y, c_L, lr, optimizer, trained)`` (GD and SignGD cases) and
+``make_trainer(W_Q, W_K, W_V, X, y, c_L, lr, optimizer, trained)`` (GD, SignGD, Adam): W_Q, W_K (m_k, d),
+W_V (2, m_v, d), X (n, 2, d), c_L "sum" or "mean", optimizer "gd", "signgd" or "adam", trained a tuple of block
+names (docs/crosscheck.md, "The second setting").
+
+Each setting contributes one ``Setting`` (``setting``: blocks, extra arguments, reference, cases, catalogue;
+``settings``: the two of them); the case groups are one definition (``GROUP_MEANINGS``) for both settings and
+for ``refvit golden``. The package by job: ``cases`` (the cases, the tolerances and the reference's GD step), ``mutants`` (``Variant`` and
 the ``CATALOGUE`` of mistakes), ``metrics`` (the relative errors), ``calls`` (calling your functions: copies,
 time limit, contract messages), ``compare`` (the reference's numbers and the errors against them), ``overflow``
 (non-finite outputs), ``updates`` (your updates on their own), ``diagnosis`` (one case: mutants, findings),
 ``explain`` (the ranking), ``runner`` (``crosscheck``), ``report`` (the results) and ``cli`` (``refvit
-crosscheck``). Everything public is importable from here.
+crosscheck``); ``li_cases`` and ``li_mutants`` the second setting's cases, reference and catalogue. Everything public is importable from here.
 """
 from .cases import (AUTHOR_CASES, BLOCKS, CASE_GROUPS, CASE_KINDS, CASES, DTYPES, EDGE_CASES, F32_GRAD_ROUNDING, F32_UNIT,
                     GRAD_BLOCKS, LABEL_PATTERNS, SMALL_CASES, STEPS, TOLERANCES, TRAINER_BLOCKS, TRAJ_BLOCKS,
@@ -62,6 +71,10 @@ from .metrics import (block_error, describe_values, grad_zero_level, match_error
 from .mutants import CATALOGUE, CAUSES, DESCRIPTIONS, MISTAKES, SHAPE_MISTAKES, Mistake, Variant
 from .report import EXIT_INCORRECT, EXIT_NOT_ROBUST, EXIT_PASS, BlockResult, CaseResult, Report, finite_json
 from .runner import DEFAULT_TIMEOUT, crosscheck
+from .li_cases import LI_CASE_GROUPS, LiCaseSpec, build_li_case, select_li_cases
+from .li_mutants import LI_CATALOGUE, LI_MISTAKES, LiVariant
+from .setting import GROUP_MEANINGS, Setting, case_groups
+from .settings import JIANG, LI, SETTINGS, get_setting
 
 __all__ = [
     "crosscheck", "Report", "CaseResult", "BlockResult",
@@ -74,4 +87,6 @@ __all__ = [
     "rounding_budget", "finite_json",
     "Variant", "Mistake", "CATALOGUE", "MISTAKES", "SHAPE_MISTAKES",
     "load_callable", "cmd_crosscheck", "add_subcommand",
+    "Setting", "SETTINGS", "JIANG", "LI", "get_setting", "GROUP_MEANINGS", "case_groups",
+    "LiCaseSpec", "LI_CASE_GROUPS", "build_li_case", "select_li_cases", "LiVariant", "LI_CATALOGUE", "LI_MISTAKES",
 ]

@@ -7,7 +7,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..jiang2024.model import Params
 from .cases import Case
 from .metrics import describe_values
 
@@ -70,14 +69,18 @@ def _as_array(x, shape, name: str, what: str, hint: str = "") -> np.ndarray:
     return a64
 
 
-def _as_params(out, like: Params, what: str) -> Params:
+def _as_params(out, like, what: str):
+    """``out`` as parameters of the type and shapes of ``like`` (``Params``, ``LiParams``)."""
+    kind = type(like)
     if isinstance(out, dict):
-        out = tuple(out.get(k) for k in Params._fields)
-    if not isinstance(out, (tuple, list)) or len(out) != 4:
+        out = tuple(out.get(k) for k in kind._fields)
+    if not isinstance(out, (tuple, list)) or len(out) != len(kind._fields):
         got = f"{type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list)) else type(out).__name__
-        raise ContractError(f"{what} must return 4 arrays (W_Q, W_K, W_V, w_O); got {got}")
-    hint = "; return the parameters unchanged if you do not train one (w_O frozen: return it as passed)"
-    return Params(*(_as_array(a, b.shape, n, what, hint) for n, a, b in zip(Params._fields, out, like)))
+        raise ContractError(f"{what} must return {len(kind._fields)} arrays ({', '.join(kind._fields)}); got {got}")
+    hint = "; return the parameters unchanged if you do not train one (w_O frozen: return it as passed)" \
+        if "w_O" in kind._fields else "; return the parameters unchanged if you do not train one (frozen blocks: " \
+                                      "return them as passed)"
+    return kind(*(_as_array(a, b.shape, n, what, hint) for n, a, b in zip(kind._fields, out, like)))
 
 
 class _Outputs(NamedTuple):
@@ -86,11 +89,11 @@ class _Outputs(NamedTuple):
     each reference iterate; ``step_k``: a trainer stepped T times in one call."""
     f: np.ndarray | None
     loss: float | None
-    grads: Params | None
+    grads: tuple | None       # Params or LiParams
     traj: list | None = None
     trainer: list | None = None
     restart: list | None = None
-    step_k: Params | None = None
+    step_k: tuple | None = None
     dtypes: frozenset = frozenset()    # the dtypes of the arrays your forward and grad returned ("float64", …)
     f_again: np.ndarray | None = None  # a second call of your forward on the same inputs (determinism)
 
@@ -106,39 +109,45 @@ def _iterate(one_step, p0, steps):
     return out
 
 
-def _user_outputs(case: Case, p0: Params, X, y, fns, dtype, train_w_O, steps, ref_traj, timeout) -> _Outputs:
+def _user_outputs(case: Case, p0, X, y, fns, dtype, train_w_O, steps, ref_traj, timeout, extra=None) -> _Outputs:
+    """Your functions' numbers on one case; ``extra(kind)`` gives the arguments after (params, X) ("forward") or
+    (params, X, y) ("grad", "step", "trainer"): the first setting's lr by default."""
     forward_fn, grad_fn, step_fn, trainer_fn = fns
     dt = np.dtype(dtype)
     n = y.shape[0]
-    lr = case.spec.lr
-    raw = _call(forward_fn, (*p0, X), dtype, "forward_fn", timeout)
+    if extra is None:
+        extra = lambda kind: (case.spec.lr,) if kind in ("step", "trainer") else ()   # noqa: E731
+    kind = type(p0)
+    raw = _call(forward_fn, (*p0, X, *extra("forward")), dtype, "forward_fn", timeout)
     dtypes = {str(np.asarray(raw).dtype)}
     f = _as_array(raw, (n,), "f", "forward_fn")
-    f_again = _as_array(_call(forward_fn, (*p0, X), dtype, "forward_fn", timeout), (n,), "f", "forward_fn")
+    f_again = _as_array(_call(forward_fn, (*p0, X, *extra("forward")), dtype, "forward_fn", timeout), (n,), "f",
+                        "forward_fn")
     loss = grads = traj = trainer = restart = step_k = None
     if grad_fn is not None:
-        out = _call(grad_fn, (*p0, X, y), dtype, "grad_fn", timeout)
-        if not isinstance(out, (tuple, list)) or len(out) != 5:
+        out = _call(grad_fn, (*p0, X, y, *extra("grad")), dtype, "grad_fn", timeout)
+        names = [f"d{k}" for k in kind._fields]
+        if not isinstance(out, (tuple, list)) or len(out) != len(names) + 1:
             got = f"{type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list)) else \
                 type(out).__name__
-            raise ContractError(f"grad_fn must return 5 values (loss, dW_Q, dW_K, dW_V, dw_O); got {got}")
+            raise ContractError(f"grad_fn must return {len(names) + 1} values (loss, {', '.join(names)}); got {got}")
         la = np.asarray(out[0]) if out[0] is not None else None
         if la is None or la.size != 1:
             got = "None" if la is None else describe_values(la)
             per = " (per-sample losses: return their mean)" if la is not None and la.shape == (n,) else ""
             raise ContractError(f"grad_fn: loss must be the mean, a scalar; got {got}{per}")
         loss = float(la.reshape(()))
-        names = [f"d{k}" for k in Params._fields]
         dtypes |= {str(np.asarray(g).dtype) for g in out[1:]}
-        grads = Params(*(_as_array(g, b.shape, nm, "grad_fn", ", even when training freezes w_O: return the "
+        grads = kind(*(_as_array(g, b.shape, nm, "grad_fn", ", even when training freezes w_O: return the "
                                    "gradient of the loss with respect to it" if nm == "dw_O" else "")
                          for nm, g, b in zip(names, out[1:], p0)))
     if step_fn is not None:
-        traj = _iterate(lambda p: _as_params(_call(step_fn, (*(a.astype(dt) for a in p), X, y, lr), dtype,
-                                                   "gd_step_fn", timeout), p0, "gd_step_fn"), p0, steps)
+        traj = _iterate(lambda p: _as_params(_call(step_fn, (*(a.astype(dt) for a in p), X, y, *extra("step")),
+                                                   dtype, "gd_step_fn", timeout), p0, "gd_step_fn"), p0, steps)
     if trainer_fn is not None:
         def make(p):
-            return _call(trainer_fn, (*(a.astype(dt) for a in p), X, y, lr), dtype, "make_trainer", timeout)
+            return _call(trainer_fn, (*(a.astype(dt) for a in p), X, y, *extra("trainer")), dtype, "make_trainer",
+                         timeout)
 
         def read(tr):
             return _as_params(_call(tr.params, (), dtype, "trainer.params()", timeout), p0, "trainer.params()")

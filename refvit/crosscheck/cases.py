@@ -16,6 +16,7 @@ from ..jiang2024.data import default_signals, sample
 from ..streams import streams
 from ..jiang2024.init import init_params
 from ..jiang2024.model import Params, loss_and_grads
+from .setting import case_groups, select_from
 
 DTYPES = ("float64", "float32")
 GRAD_BLOCKS = ("dW_Q", "dW_K", "dW_V", "dw_O")
@@ -225,32 +226,13 @@ def build_case(spec: CaseSpec) -> Case:
     return Case(spec, init_params(model, spec.d, rng.init), X, y)
 
 
-CASE_GROUPS = {"all": CASES, "small": SMALL_CASES, "edge": EDGE_CASES, "authors": AUTHOR_CASES,
-               "quick": SMALL_CASES + EDGE_CASES}
+CASE_GROUPS = case_groups(SMALL_CASES, EDGE_CASES, AUTHOR_CASES)   # the groups' meaning: GROUP_MEANINGS
 
 
 def select_cases(cases="all") -> tuple[CaseSpec, ...]:
     """A group ("all"; "small": the five golden cases; "edge": labels, sizes, margins, the long trajectory;
     "quick": small + edge; "authors"), or a sequence of case names, groups or ``CaseSpec``."""
-    if isinstance(cases, str):
-        if cases not in CASE_GROUPS:
-            raise ValueError(f"unknown cases {cases!r}; choose one of {sorted(CASE_GROUPS)} or a list of case names")
-        return CASE_GROUPS[cases]
-    by_name = {c.name: c for c in CASES}
-    out = []
-    for c in cases:
-        if isinstance(c, CaseSpec):
-            out.append(c)
-        elif c in CASE_GROUPS:
-            out.extend(x for x in CASE_GROUPS[c] if x not in out)
-        elif c in by_name:
-            out.append(by_name[c])
-        else:
-            raise ValueError(f"unknown case {c!r}; known cases are {sorted(by_name)} and the groups "
-                             f"{sorted(CASE_GROUPS)}")
-    if not out:
-        raise ValueError("no cases selected")
-    return tuple(out)
+    return select_from(CASE_GROUPS, CaseSpec, cases, "the first setting")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..io import atomic_write, check_output
-from .cases import CASE_GROUPS, DTYPES, STEPS
+from .cases import DTYPES, STEPS
 from .runner import DEFAULT_TIMEOUT, crosscheck
+from .setting import groups_help
+from .settings import SETTINGS
 
 
 def load_callable(ref: str) -> Callable:
@@ -58,7 +60,8 @@ def cmd_crosscheck(args) -> int:
                         load_callable(args.grad) if args.grad else None,
                         load_callable(args.step) if args.step else None,
                         dtype=args.dtype, trainer=load_callable(args.trainer) if args.trainer else None,
-                        train_w_O=args.train_w_O, cases=list(args.cases), steps=args.steps, timeout=args.timeout)
+                        train_w_O=args.train_w_O, cases=list(args.cases), steps=args.steps, timeout=args.timeout,
+                        setting=args.setting)
     if args.json:
         text = report.to_json()
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
@@ -75,16 +78,24 @@ def add_subcommand(sub) -> None:
                        description=sys.modules[__package__].__doc__.split("\n\n")[0],
                        epilog=EXIT_STATUSES, formatter_class=_Formatter)
     p.add_argument("forward", help="your forward: module:function or file.py:function, "
-                                   "forward(W_Q, W_K, W_V, w_O, X) -> f (n,)")
-    p.add_argument("--grad", help="grad(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O)")
-    p.add_argument("--step", help="step(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O), one GD step")
-    p.add_argument("--dtype", default="float64", choices=DTYPES, help="dtype of the arrays passed to you")
+                                   "forward(W_Q, W_K, W_V, w_O, X) -> f (n,); li2025: forward(W_Q, W_K, W_V, X, c_L)")
+    p.add_argument("--setting", choices=sorted(SETTINGS), default="jiang2024",
+                   help="which model your functions implement: jiang2024 (the first setting, Jiang et al.) or "
+                        "li2025 (the second, Li et al.: its own contracts, cases and catalogue; docs/crosscheck.md)")
+    p.add_argument("--grad", help="grad(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O); li2025: "
+                                  "grad(W_Q, W_K, W_V, X, y, c_L) -> (loss, dW_Q, dW_K, dW_V)")
+    p.add_argument("--step", help="step(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O), one GD step; li2025: "
+                                  "step(W_Q, W_K, W_V, X, y, c_L, lr, optimizer, trained), one GD or SignGD step")
+    p.add_argument("--dtype", default="float64", choices=DTYPES, help="dtype of the arrays passed to you "
+                   "(li2025: float64 only)")
     p.add_argument("--train-w-O", dest="train_w_O", action="store_true",
-                   help="your step trains w_O (default: frozen, docs/math.md §3)")
+                   help="your step trains w_O (default: frozen, docs/math.md §3); jiang2024 only")
     p.add_argument("--trainer", help="make_trainer(W_Q, W_K, W_V, w_O, X, y, lr) -> object with .step(k) and "
-                                     ".params(); your own training loop, checked over the trajectory")
+                                     ".params(); your own training loop, checked over the trajectory; li2025: "
+                                     "make_trainer(W_Q, W_K, W_V, X, y, c_L, lr, optimizer, trained), GD, SignGD "
+                                     "or Adam")
     p.add_argument("--cases", nargs="+", default=["all"], metavar="NAME",
-                   help=f"case names or groups ({', '.join(sorted(CASE_GROUPS))})")
+                   help=f"case names or groups ({groups_help()})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per call of your "
                    "functions")
     p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")

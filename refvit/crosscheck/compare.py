@@ -9,21 +9,23 @@ import numpy as np
 
 from ..jiang2024.model import Params, forward, loss_and_grads
 from .calls import _Outputs
-from .cases import F32_GRAD_ROUNDING, F32_UNIT, GRAD_BLOCKS, TRAINER_BLOCKS, TRAJ_BLOCKS, tolerance
+from .cases import F32_GRAD_ROUNDING, F32_UNIT, TRAINER_BLOCKS, TRAJ_BLOCKS, tolerance
 from .metrics import block_error, grad_zero_level, rounding_budget, trajectory_error
 
-def _model_outputs(model, p0, X, y, want_grads: bool) -> _Outputs:
-    """``model``: None for the reference (refvit.jiang2024.model), else a ``Variant``."""
+def _model_outputs(model, p0, X, y, want_grads: bool, reference=None) -> _Outputs:
+    """``model``: None for the reference (``reference``: (forward, loss_and_grads) of the setting, by default
+    refvit.jiang2024.model's), else a mutant (a ``Variant``, or a setting's variant bound to a case)."""
     if model is None:
-        f = forward(p0, X)
-        loss, grads = loss_and_grads(p0, X, y) if want_grads else (None, None)
+        fwd, lag = reference or (forward, loss_and_grads)
+        f = fwd(p0, X)
+        loss, grads = lag(p0, X, y) if want_grads else (None, None)
     else:
         with np.errstate(all="ignore"):      # a mutant may overflow on purpose (naive loss or softmax)
             f = model.forward(p0, X)[0]
             loss, grads = model.loss_and_grads(p0, X, y) if want_grads else (None, None)
     cast = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
     return _Outputs(cast(f), None if loss is None else float(loss),
-                    None if grads is None else Params(*map(cast, grads)))
+                    None if grads is None else type(p0)(*map(cast, grads)))
 
 
 def _reference_trajectory(p0, X, y, lr, train_w_O, steps):
@@ -50,16 +52,17 @@ def _compare(user: _Outputs, other: _Outputs, dtype: str, ref: _Outputs, err=blo
         zero = grad_zero_level(dtype, ref.grads, other.grads)
         if mutant:
             zero = max(zero, tolerance(dtype, "grad") * max(float(np.max(np.abs(b))) for b in ref.grads))
-        for name, a, b in zip(GRAD_BLOCKS, user.grads, other.grads):
+        for name, a, b in zip([f"d{k}" for k in user.grads._fields], user.grads, other.grads):
             out[name] = err(a, b, zero)
     return out
 
 
 class _RefTraj(NamedTuple):
-    p0: Params
+    p0: tuple           # Params or LiParams
     traj: list          # θ_1 … θ_T
     grads: list         # g_0 … g_{T-1}
     lr: float
+    restart: list | None = None   # one step of a new optimizer from θ_0 … θ_{T−1}; None: ``traj`` (no state)
 
 
 def _traj_errors(mine: list, theirs: _RefTraj, dtype: str, names=TRAJ_BLOCKS) -> dict:
@@ -86,14 +89,15 @@ def _restart_errors(restart: list, theirs: _RefTraj, dtype: str) -> float:
     """One step of a freshly created trainer from each reference iterate, against the reference step."""
     worst = 0.0
     starts = [theirs.p0] + theirs.traj[:-1]
-    for t, (a_t, b_t, s_t) in enumerate(zip(restart, theirs.traj, starts)):
+    for t, (a_t, b_t, s_t) in enumerate(zip(restart, theirs.restart or theirs.traj, starts)):
         one = _RefTraj(s_t, [b_t], [theirs.grads[t]], theirs.lr)
         worst = max(worst, max(_traj_errors([a_t], one, dtype).values()))
     return worst
 
 
-def _trainer_errors(user: _Outputs, theirs: _RefTraj, dtype: str) -> dict:
-    errs = _traj_errors(user.trainer, theirs, dtype, TRAINER_BLOCKS[:4])
+def _trainer_errors(user: _Outputs, theirs: _RefTraj, dtype: str, names=TRAINER_BLOCKS[:4]) -> dict:
+    """The trainer blocks: ``names`` (one per parameter block), then trainer_restart and trainer_step_k."""
+    errs = _traj_errors(user.trainer, theirs, dtype, names)
     errs["trainer_restart"] = _restart_errors(user.restart, theirs, dtype)
     # trainer.step(T) in one call against θ_T (the earlier iterates are the reference's own: error 0 there)
     errs["trainer_step_k"] = max(_traj_errors([*theirs.traj[:-1], user.step_k], theirs, dtype).values())

@@ -8,7 +8,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..jiang2024.model import Params
 from .calls import _Outputs
 from .cases import GRAD_BLOCKS, TRAINER_BLOCKS, TRAJ_BLOCKS, Case, tolerance
 from .compare import _compare, _model_outputs, _RefTraj, _traj_errors, _within
@@ -34,6 +33,17 @@ class _State(NamedTuple):
     ref_traj: _RefTraj | None
     steps: int
     scatter: list        # filled by the float32 test of the diagnosis
+    setting: object = None   # the ``Setting`` (None: the first setting's, as written before settings existed)
+
+    @property
+    def blocks(self) -> dict:
+        """This setting's block names: {"step": traj_*, "trainer": trainer_* of the parameter blocks}."""
+        fields = type(self.inputs[0])._fields
+        return {"step": tuple(f"traj_{k}" for k in fields), "trainer": tuple(f"trainer_{k}" for k in fields)}
+
+    def bound(self, variant):
+        """The mutant's model on this case."""
+        return variant if self.setting is None else self.setting.bind(variant, self.case.spec)
 
 
 def failing_parts(result: CaseResult) -> set:
@@ -45,7 +55,7 @@ def failing_parts(result: CaseResult) -> set:
 def _variant_traj(variant: Variant, st: _State, train_w_O: bool, steps: int) -> _RefTraj:
     p0, X, y = st.inputs
     with np.errstate(all="ignore"):          # a mutant may overflow on purpose (naive loss or softmax)
-        traj = [Params(*(np.asarray(a, np.float64) for a in p))
+        traj = [type(p0)(*(np.asarray(a, np.float64) for a in p))
                 for p in variant.trajectory(p0, X, y, st.case.spec.lr, train_w_O, steps)]
     return _RefTraj(p0, traj, st.ref_traj.grads[:steps], st.case.spec.lr)
 
@@ -54,7 +64,7 @@ def _float32_like(st: _State, errs: dict):
     """Errors of the size of float32 rounding: f and every non-zero gradient block off by more than the float64
     tolerance but within float32's. Returns the deviations (yours − ref) and the values ref, each block scaled by
     its largest entry, for the scatter test of ``_float32_scatter``; None when the sizes do not fit."""
-    blocks = ["f"] + (list(GRAD_BLOCKS) if st.user.grads is not None else [])
+    blocks = ["f"] + ([f"d{k}" for k in st.user.grads._fields] if st.user.grads is not None else [])
     zero = grad_zero_level("float64", st.ref.grads) if st.ref.grads is not None else 0.0
     dev, val = [], []
     for b in blocks:
@@ -85,7 +95,7 @@ def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fai
     """Which of ``parts`` this mutant predicts within the case's tolerance (in the mutant's dtype). Your values
     must match its values for any part to count; your step and your trainer are then judged separately (they are
     different code: a mistake may sit in one of them only)."""
-    v = mistake.variant
+    v = st.bound(mistake.variant)
     p0, X, y = st.inputs
     if mistake.name == "float32_accumulation":
         if st.user.dtypes and "float32" not in st.user.dtypes:
@@ -106,7 +116,7 @@ def parts_matched(mistake: Mistake, st: _State, dtype: str, train_w_O: bool, fai
     if not _within(_compare(st.user, other, match_dtype, st.ref, match_error, mutant=True), match_dtype):
         return set()
     out = {"values"} & set(parts)
-    mine = {"step": (st.user.traj, TRAJ_BLOCKS), "trainer": (st.user.trainer, TRAINER_BLOCKS[:4])}
+    mine = {"step": (st.user.traj, st.blocks["step"]), "trainer": (st.user.trainer, st.blocks["trainer"])}
     wanted = [p for p in ("step", "trainer") if p in parts and mine[p][0] is not None]
     if not wanted:
         return out
@@ -253,7 +263,9 @@ def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: b
     """Fill ``r.diagnosis`` (names explaining every failing part), ``r.findings`` and ``r.overflow``; return
     {name: set of parts it explains} for the ranking."""
     parts = failing_parts(r)
-    ov = overflow(s.user, s.ref, s.inputs, dtype, loss_ok_elsewhere)
+    ov = overflow(s.user, s.ref, s.inputs, dtype, loss_ok_elsewhere,
+                  *(() if s.setting is None else (lambda p, X: s.setting.logits(p, X, s.case.spec),
+                                                  s.setting.logit_text)))
     if ov is not None:
         r.overflow = ov.text
         r.diagnosis = [ov.name]
@@ -264,11 +276,13 @@ def diagnose_case(r: CaseResult, s: _State, candidates, dtype: str, train_w_O: b
         got = parts_matched(m, s, dtype, train_w_O, fails, parts, progress)
         if got:
             explained[m.name] = got
-    findings = [("values", f) for f in value_findings(s, r, dtype)] + update_findings(s, r, dtype, train_w_O)
+    first = s.setting is None or s.setting.first_setting_checks     # written for the first setting's model
+    findings = [("values", f) for f in value_findings(s, r, dtype)] + \
+        (update_findings(s, r, dtype, train_w_O) if first else [])
     for part, f in findings:
         if f.name is not None and part in parts:
             explained[f.name] = explained.get(f.name, set()) | {part}
-    if not explained:
+    if not explained and first:
         sig = signature(s, r, dtype)
         if sig is not None:                         # it says more than the factors of the blocks
             findings = [("values", Finding(sig.name, sig.text))] + [f for f in findings if f[0] != "values"]

@@ -44,12 +44,14 @@ def _agrees_on_passing(name: str, parts: set, runs, candidates, dtype, train_w_O
     return True
 
 
-def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, list]:
+def rank(runs, dtype: str, train_w_O: bool, progress=None, setting=None) -> tuple[list, list, list]:
     """(diagnosis, explanations, findings) of a run: ``diagnosis`` the names explaining every failing case (that
     ran to its end), ``explanations`` one dict per explanation, best first ({"names", "cases", "parts", "of",
     "text"}; the cases no explanation covers come last as {"names": [], "cases": [case], "text"}), ``findings``
-    merged across cases, each naming its cases."""
-    candidates = [m for m in CATALOGUE if m.applies(dtype, train_w_O)]
+    merged across cases, each naming its cases. ``setting``: the ``Setting`` (None: the first setting's)."""
+    catalogue, descriptions = (CATALOGUE, DESCRIPTIONS) if setting is None else \
+        (setting.catalogue, setting.descriptions)
+    candidates = [m for m in catalogue if m.applies(dtype, train_w_O)]
     failing = [(r, s) for r, s in runs if not r.passed and s is not None]
     units: dict = {}
     for i, (r, s) in enumerate(failing):
@@ -85,7 +87,7 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
         chosen.append(best)
         covered |= best[0]
         del groups[best[0]]
-    explanations = [_explanation(names, u, order, failing) for u, names in chosen]
+    explanations = [_explanation(names, u, order, failing, descriptions) for u, names in chosen]
     diagnosis = [n for u, names in chosen if u == all_units and all_units for n in names]
     leftover: dict = {}                             # cases no explanation covers, grouped by what is known
     for r, s in failing:
@@ -104,7 +106,9 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
                 if tag not in diagnosis:
                     diagnosis.append(tag)
                 r.diagnosis.append(tag)
-    props = {r.name: case_properties(s.inputs) for r, s in runs if s is not None}
+    props = {r.name: case_properties(s.inputs, None if setting is None else
+                                     (lambda p, X, spec=s.case.spec: setting.logits(p, X, spec)))
+             for r, s in runs if s is not None}
     passed = {r.name for r, _ in runs if r.passed}
     for e in explanations:                          # a mistake that shows on one kind of case only: say so
         said = only_on(e["cases"], props, passed) if len(props) > 2 and e["of"] is not None else None
@@ -118,7 +122,7 @@ def rank(runs, dtype: str, train_w_O: bool, progress=None) -> tuple[list, list, 
     return diagnosis, explanations, findings
 
 
-def _explanation(names, u, order, failing) -> dict:
+def _explanation(names, u, order, failing, descriptions=DESCRIPTIONS) -> dict:
     cases = [c for c in order if any(c == uc for uc, _ in u)]
     parts = sorted({p for _, p in u})
     whole = [c for c in cases if {p for uc, p in u if uc == c} == failing_parts(next(r for r, _ in failing
@@ -138,7 +142,7 @@ def _explanation(names, u, order, failing) -> dict:
         head = f"{cases[0]} fails separately ({label})" if len(cases) == 1 else f"{label} {what}{where}"
         return {"names": list(names), "cases": cases, "parts": parts, "of": len(order),
                 "text": f"{head}: {said[0]}" + (f" (and {len(said) - 1} more like it)" if len(said) > 1 else "")}
-    desc = "; ".join(DESCRIPTIONS[n] for n in names)
+    desc = "; ".join(descriptions[n] for n in names)
     return {"names": list(names), "cases": cases, "parts": parts, "of": len(order),
             "text": f"{label} {what}{where}: {desc}"}
 

@@ -18,11 +18,13 @@ PROPERTIES = (            # (name in the sentence, test on (X, y, largest |logit
 )
 
 
-def case_properties(inputs) -> set:
-    """The names of ``PROPERTIES`` one case has; ``inputs`` (p0, X, y) as float64."""
+def case_properties(inputs, logits=None) -> set:
+    """The names of ``PROPERTIES`` one case has; ``inputs`` (p0, X, y) as float64; ``logits``: (p0, X) -> the
+    logits (n, L, L) of the setting's model (default: the first setting's)."""
     p0, X, y = inputs
-    _, cache = forward_cache(p0, X)
-    z = float(np.max(np.abs(cache.Z)))
+    Z = forward_cache(p0, X)[1].Z if logits is None else logits(p0, X)
+    with np.errstate(invalid="ignore"):
+        z = float(np.max(np.abs(Z)))
     return {name for name, test in PROPERTIES if test(X, y, z)}
 
 

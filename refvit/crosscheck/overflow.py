@@ -38,16 +38,19 @@ def exp_limit(dtype: str) -> float:
     return math.log(float(np.finfo(dtype).max))
 
 
-def overflow(user, ref, inputs, dtype: str, loss_ok_elsewhere: bool) -> Overflow | None:
+def overflow(user, ref, inputs, dtype: str, loss_ok_elsewhere: bool, logits=None,
+             logit_text: str = "x_lᵀ W_Q W_Kᵀ x_j") -> Overflow | None:
     """The overflow of one case, or None when every output you returned is finite.
 
     ``user``/``ref``: the case's outputs (``_Outputs``); ``inputs``: (p0, X, y) float64; ``loss_ok_elsewhere``:
     your loss passed in every other case that ran (then a literal log(1 + e^{−z}) is the only explanation of an
-    infinite loss, and the catalogue name ``naive_logistic_overflow`` is given)."""
+    infinite loss, and the catalogue name ``naive_logistic_overflow`` is given); ``logits``: (p0, X) -> the
+    logits (n, L, L) of the setting's model (default: the first setting's), written ``logit_text`` in the
+    sentences."""
     p0, X, y = inputs
     lim = exp_limit(dtype)
-    _, cache = forward_cache(p0, X)
-    zmax = cache.Z.reshape(len(y), -1).max(axis=1)                   # (n,) largest logit per sample
+    Z = forward_cache(p0, X)[1].Z if logits is None else logits(p0, X)
+    zmax = Z.reshape(len(y), -1).max(axis=1)                         # (n,) largest logit per sample
     margins = y * ref.f                                              # (n,) y·f of the reference
     i_m = int(np.argmin(margins))
     m_text = f"y·f = {margins[i_m]:.4g} (sample {i_m})"
@@ -55,7 +58,7 @@ def overflow(user, ref, inputs, dtype: str, loss_ok_elsewhere: bool) -> Overflow
         bad = np.flatnonzero(~np.isfinite(np.asarray(user.f, dtype=np.float64)))
         i = int(bad[np.argmax(zmax[bad])])
         where = (f"your f is {_what(user.f)} for {len(bad)} of {len(y)} samples (sample {i}: largest logit "
-                 f"x_lᵀ W_Q W_Kᵀ x_j = {zmax[i]:.4g})")
+                 f"{logit_text} = {zmax[i]:.4g})")
         if np.all(zmax[bad] > lim):
             return Overflow("softmax_without_max_shift",
                             f"{where}: exp of the raw logits overflows above {lim:.1f} in {dtype}; subtract each "

@@ -59,6 +59,7 @@ class Report:
     diagnosis: list = field(default_factory=list)
     findings: list = field(default_factory=list)
     explanations: list = field(default_factory=list)
+    setting: str = "jiang2024"      # "jiang2024" (the first setting) or "li2025" (the second)
 
     @property
     def passed(self) -> bool:
@@ -93,7 +94,8 @@ class Report:
 
     def to_dict(self) -> dict:
         """Strict-JSON-ready: a non-finite number becomes the string "nan", "inf" or "-inf" (``finite_json``)."""
-        return finite_json({"dtype": self.dtype, "train_w_O": self.train_w_O, "passed": self.passed,
+        second = {} if self.setting == "jiang2024" else {"setting": self.setting}
+        return finite_json({**second, "dtype": self.dtype, "train_w_O": self.train_w_O, "passed": self.passed,
                             "correct": self.correct, "robust": self.robust, "status": self.status,
                             "diagnosis": list(self.diagnosis), "findings": list(self.findings),
                             "explanations": [dict(e) for e in self.explanations],
@@ -106,7 +108,9 @@ class Report:
     def format(self) -> str:
         blocks = [b for b in BLOCKS if any(r.block == b for c in self.cases for r in c.blocks)]
         w = max([len(c.name) for c in self.cases] + [8])
-        lines = [f"refvit crosscheck: dtype {self.dtype}, w_O {'trained' if self.train_w_O else 'frozen'}, "
+        what = f"w_O {'trained' if self.train_w_O else 'frozen'}" if self.setting == "jiang2024" else \
+            f"setting {self.setting}"
+        lines = [f"refvit crosscheck: dtype {self.dtype}, {what}, "
                  f"{len(self.cases)} cases; max relative error per block (! = above tolerance)",
                  " " * w + "".join(f"{b.replace('trainer_', 'tr_'):>10s}" for b in blocks),
                  f"{'tol':<{w}s}" + "".join(f"{tolerance(self.dtype, b):>10.0e}" for b in blocks)]
