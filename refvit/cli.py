@@ -70,8 +70,8 @@ def cmd_coefficients(a) -> int:
     train = {} if a.mode != "train" else dict(
         results_file=a.results_file, save_weights=a.save_weights, setting=a.cell, N=a.N, mu=a.mu, seed=a.seed,
         steps=a.steps, train_w_O=a.train_w_O, coords=a.coords, backend=a.backend)
-    pipelines.coefficients(a.mode, file=getattr(a, "file", None), results=a.results, figures=a.figures,
-                           out=a.figure, draw=not getattr(a, "no_draw", False), **train)
+    pipelines.coefficients(a.mode, file=getattr(a, "file", None), results=getattr(a, "results", "results"),
+                           figures=a.figures, out=a.figure, draw=not getattr(a, "no_draw", False), **train)
     return 0
 
 

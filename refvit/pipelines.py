@@ -144,7 +144,11 @@ def sweep(out, preset: str | None = None, spec=None, grid: tuple | None = None, 
     if spec:
         sw = Sweep.from_dict(load_json(spec, expect=dict))
     elif grid:
-        sw = Sweep.grid(Path(out).name or "sweep", *grid, seed=seed, backend=backend, coords=coords)
+        try:
+            sw = Sweep.grid(Path(out).resolve().name, *grid, seed=seed, backend=backend, coords=coords)
+        except ValueError as e:          # name the options the values came from
+            Ns, mus, repeats = (",".join(map(str, v)) if isinstance(v, tuple) else v for v in grid)
+            raise ValueError(f"--Ns {Ns} --mu-norms {mus} --repeats {repeats}: {e}") from None
     else:
         sw = getattr(Sweep, preset or "quick")(seed=seed, backend=backend, coords=coords)
     done = resume_sweep(sw, out, workers=workers, progress=progress)
