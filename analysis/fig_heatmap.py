@@ -28,8 +28,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from refvit.jiang2024.config import BENIGN_LOSS, boundary_n_snr2  # noqa: E402
-from refvit.jiang2024.sweep import PRESETS  # noqa: E402
+from refvit.jiang2024.config import BENIGN_LOSS, PRESETS, boundary_n_snr2  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, save_figure  # noqa: E402
 
 

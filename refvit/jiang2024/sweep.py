@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .config import DataConfig, ModelConfig, figure1_setting
+from .config import PRESETS, DataConfig, ModelConfig, figure1_setting
 from ..config import TrainConfig, default_backend
 from ..executors import execute
 from .data import dataset_bytes
@@ -46,7 +46,6 @@ from ..io import FileProblem, atomic_write, check_writable, csv_text, load_json,
 from ..results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
 from ..runstore import claim, quarantine, renew_manifest, settings_hash
 
-PRESETS = ("quick", "paper")
 
 
 def _whole_numbers(name: str, values, what: str) -> tuple:
