@@ -23,7 +23,8 @@ from refvit.results import load_history  # noqa: E402
 PANELS = {
     "jiang2024": (("attention ā on the signal and noise tokens", ("h_attn_signal", "h_attn_noise")),
                   ("signed values y_i v_i of the signal and noise tokens", ("h_value_signal", "h_value_noise")),
-                  ("coefficients γ₊, γ₋ and y_i ρ_i (docs/math.md (7.6))", ("c_gamma_plus", "c_gamma_minus", "c_y_rho"))),
+                  ("coefficients γ₊, γ₋ and y_i ρ_i (docs/math.md (7.6))",
+                   ("c_gamma_plus", "c_gamma_minus", "c_y_rho"))),
     "li2025": (("attention s₁₁ (signal→signal), s₂₁ (noise→signal)", ("h_s11", "h_s21")),
                ("values ⟨v, μ⟩, ⟨v, y_i ξ_i⟩", ("h_value_signal", "h_value_noise")),
                ("query and key coefficients with μ and y_i ξ_i (docs/math.md §14.1)",
@@ -70,7 +71,8 @@ def draw(history_file, out, dpi: int = 110) -> Path:
         if ax.lines:
             ax.legend(fontsize=7)
     s = summary
-    fig.suptitle(f"{s['setting']}: N={s['N']}, ‖μ‖={s['mu_norm']:g}, {s['optimizer']} η={s['lr']:g}, seed {s['seed']}: "
+    fig.suptitle(f"{s['setting']}: N={s['N']}, ‖μ‖={s['mu_norm']:g}, {s['optimizer']} η={s['lr']:g}, "
+                 f"seed {s['seed']}: "
                  f"{s['steps']} steps ({s['status']}), train loss {s['train_loss']:.3g}, test loss "
                  f"{s['test_loss']:.3g}, test error {s['test_error']:.3g}", fontsize=10)
     return save_figure(fig, out, dpi)

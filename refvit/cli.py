@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Draw test loss, its cut at 0.2 and the fraction benign over (SNR, N) from the verified run files of "
                  "a sweep folder, with the fitted boundary when `refvit fit` has written SWEEP_DIR/fit.json.",
                  "figures", "figure")
-    h.add_argument("sweep_dir", metavar="SWEEP_DIR", help="folder with sweep.json and runs/ (made by refvit sweep or refvit reproduce)")
+    h.add_argument("sweep_dir", metavar="SWEEP_DIR",
+                   help="folder with sweep.json and runs/ (made by refvit sweep or refvit reproduce)")
     h.add_argument("--snr", choices=("axis", "theory"), default="axis",
                    help="x axis: the authors' SNR (σ = 0.2) or the theory's (σ_p of the noise token)")
     h.set_defaults(func=cmd_heatmap)

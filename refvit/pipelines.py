@@ -142,6 +142,9 @@ def sweep(out, preset: str | None = None, spec=None, grid: tuple | None = None, 
     if len(given) > 1:
         raise ValueError(f"{' and '.join(given)} each name a sweep: give one of them")
     if spec:
+        if seed != 0 or backend is not None or coords != "span":
+            raise ValueError(f"--spec {spec} runs with the seed, backend and coordinates of its sweep.json: leave out "
+                             "--seed, --backend and --coords")
         sw = Sweep.from_dict(load_json(spec, expect=dict))
     elif grid:
         try:

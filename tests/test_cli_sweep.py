@@ -47,6 +47,7 @@ def test_a_grid_from_the_command_line_is_the_presets_protocol_and_resumes(tmp_pa
     (["--Ns", "2", "--mu-norms", "20", "--preset", "quick"], "--preset"),     # two sweeps named
     (["--Ns", "2"], "--mu-norms"),                                            # half a grid
     (["--repeats", "2"], "--Ns"),                                             # repeats without a grid
+    (["--spec", "s.json", "--seed", "3"], "--seed"),                          # the spec has its own seed
 ])
 def test_a_bad_grid_is_one_line_status_2_and_nothing_written(tmp_path, capsys, argv, names):
     out = tmp_path / "never"

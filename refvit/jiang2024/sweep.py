@@ -291,5 +291,6 @@ def verified_table(sweep_dir) -> tuple[dict, list[dict]]:
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
     raise SystemExit("refvit.jiang2024.sweep is a library module; run it with "
-                     "`refvit sweep OUT [--preset quick|paper | --spec sweep.json] [--workers K]` "
+                     "`refvit sweep OUT [--preset quick|paper | --spec sweep.json | --Ns 2,4 --mu-norms 20,40] "
+                     "[--workers K]` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")
