@@ -45,6 +45,7 @@ def test_the_first_settings_cell_is_the_sweeps_run_of_that_cell(tmp_path):
     assert len(h["c_step"]) == len(h["step"]) and h["c_y_rho"].shape == (len(h["step"]), 2)
     assert h["c_gamma_plus"][0] == 0 and h["c_gamma_minus"][0] == 0 and np.all(h["c_y_rho"][0] == 0)
     assert h["c_gamma_plus"][-1] > 0 > h["c_gamma_minus"][-1]      # the signal coefficients grow apart
+    assert np.all(h["c_y_rho"][-1] > 0)           # GD grows each noise coefficient ρ_i with the sign of y_i
 
 
 def test_the_second_settings_cell_starts_at_its_models_loss(tmp_path):
