@@ -32,7 +32,8 @@ def positive_int(text: str) -> int:
     return value
 
 
-# name -> (flag, add_argument keywords). The name is the argparse dest.
+# name -> (flag, add_argument keywords). The name is the argparse dest. Commands defined outside refvit.cli
+# (crosscheck, golden) take theirs with ``options.add(parser, "setting", ...)`` too.
 OPTIONS = {
     "setting": ("--setting", dict(choices=SETTINGS, default=SETTINGS[0],
                                   help="jiang2024: the vision transformer of Jiang et al. (the first setting); "

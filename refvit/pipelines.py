@@ -253,6 +253,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
         extra = {k.option[0]: options[k.option[0]]} if k.option else {}
         k.run(getattr(k.presets, preset)(seed=seed, **extra), d, executor, workers, progress)
         save_json(d / "timing.json", {"runs_seconds": time.perf_counter() - t0})
+        _stage(progress, f"study {kind} {preset}: every run saved in {d}, {time.perf_counter() - t0:.1f} s")
     elif not (d / "study.json").exists():
         raise ValueError(f"no saved study in {d}; run `refvit study {kind} --preset {preset}` first")
     drawn = draw_study(kind, tag, results, figures)
