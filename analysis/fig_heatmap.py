@@ -28,7 +28,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from refvit.jiang2024.config import BENIGN_LOSS, boundary_n_snr2  # noqa: E402
+from refvit.jiang2024.config import BENIGN_LOSS, PRESETS, boundary_n_snr2  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, save_figure  # noqa: E402
 
 
@@ -152,9 +152,10 @@ def figure1(sweep_dir, out, snr: str = "axis", k_curve: float | None = None, dpi
                     const, xlabel, fit=fit, fit_const=fit_const)
     fig.colorbar(im, ax=axes[2], label=f"fraction of runs with test loss < {BENIGN_LOSS}")
     n_rep = meta["repeats"]
+    what = f"{meta['name']} preset:" if meta["name"] in PRESETS else f"sweep {meta['name']}:"
     dd = meta["data"]
     fig.suptitle(f"Test loss after training, by training-set size N and signal-to-noise ratio "
-                 f"({meta['name']} preset: {len(table['N'])} runs, {n_rep} seed(s) per cell)\n"
+                 f"({what} {len(table['N'])} runs, {n_rep} seed(s) per cell)\n"
                  f"M={dd['M']} tokens of dimension d={dd['d']}, noise std {dd['sigma_p']:g}, weak-token std "
                  f"{dd['sigma_w']:g}, step size {meta['train']['lr']:g}. Red curve: the authors' boundary "
                  f"N·SNR² = {const:g} on this axis ({boundary_n_snr2():g} with the noise std)", fontsize=10)

@@ -1,4 +1,5 @@
-"""Command line: ``refvit demo | reproduce | sweep | study | coefficients | crosscheck | golden | audit``.
+"""Command line: ``refvit demo | reproduce | sweep | fit | heatmap | train | study | coefficients | crosscheck | golden |
+audit | math``.
 
 Every subcommand computes into RESULTS (default ``results/``, which git ignores) and draws from the saved results
 into FIGURES (default ``results/figures/``); the figures committed in ``figures/`` are made with
@@ -9,76 +10,51 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import audit, golden, mathdoc, pipelines
-from .config import BACKENDS, COORDS
+from . import audit, golden, mathdoc, options, pipelines
+from .config import OPTIMIZERS
 from .crosscheck import add_subcommand as add_crosscheck
 from .io import one_line_errors
 from .jiang2024 import boundary
-from .jiang2024.coefficients import SETTINGS
+from .jiang2024.coefficients import SETTINGS as COEFFICIENT_CELLS
 from .jiang2024.studies import LR_RULES, LR_SCALINGS
 from .jiang2024.studies.common import PRESETS as STUDY_PRESETS
 from .jiang2024.sweep import PRESETS
 
-FORMATTER = argparse.ArgumentDefaultsHelpFormatter
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a number >= 1, got 0")
-    return value
-
-
-def _compute_options(p, backend_default, coords_default) -> None:
-    """The options that say how to train: attention core, coordinates, seed, results folder."""
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
-    p.add_argument("--backend", default=backend_default, choices=[*BACKENDS, "span"],
-                   help="attention core (numba if usable for 'auto'); 'span' is short for --coords span")
-    p.add_argument("--coords", default=coords_default, choices=COORDS,
-                   help="train dense weights, or exact token coordinates (GD only)")
-    p.add_argument("--results", default="results", help="folder for saved runs")
-    p.add_argument("--figures", default="results/figures", help="folder for figures and summaries")
-
-
-def _backend_coords(args) -> tuple[str | None, str]:
-    if args.backend == "span":
-        return None, "span"
-    return args.backend, args.coords
-
-
-def _parallel_options(p) -> None:
-    p.add_argument("--workers", type=_non_negative_int, default=None,
-                   help="worker processes (default: one per core; 0: serial)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+SETUP = ("seed", "backend", "coords")                    # how a training command trains
+PARALLEL = ("workers", "no_progress")                     # how a long command runs its runs
 
 
 def cmd_demo(a) -> int:
-    backend, coords = _backend_coords(a)
-    pipelines.demo(a.results, a.figures, seed=a.seed, backend=backend or "auto", coords=coords)
+    pipelines.demo(a.results, a.figures, seed=a.seed, backend=a.backend, coords=a.coords)
     return 0
 
 
 def cmd_reproduce(a) -> int:
-    backend, coords = _backend_coords(a)
-    pipelines.reproduce(a.preset, a.results, a.figures, seed=a.seed, backend=backend, coords=coords,
+    pipelines.reproduce(a.preset, a.results, a.figures, seed=a.seed, backend=a.backend, coords=a.coords,
                         workers=a.workers, progress=not a.no_progress, n_boot=a.n_boot, dynamics=not a.no_dynamics)
     return 0
 
 
 def cmd_sweep(a) -> int:
-    backend, coords = _backend_coords(a)
-    pipelines.sweep(a.out, a.preset, a.spec, seed=a.seed, backend=backend, coords=coords, workers=a.workers,
-                    progress=not a.no_progress)
+    grid = (a.Ns, a.mu_norms, a.repeats)
+    if any(v is not None for v in grid) and None in grid[:2]:
+        raise ValueError("a grid needs both --Ns and --mu-norms (and optionally --repeats)")
+    if a.repeats is not None and a.Ns is None:
+        raise ValueError("--repeats belongs to a grid: give --Ns and --mu-norms too")
+    grid = (a.Ns, a.mu_norms, a.repeats or 1) if a.Ns is not None else None
+    pipelines.sweep(a.out, a.preset, a.spec, grid, seed=a.seed, backend=a.backend, coords=a.coords,
+                    workers=a.workers, progress=not a.no_progress)
+    return 0
+
+
+def cmd_heatmap(a) -> int:
+    pipelines.heatmap(a.sweep_dir, a.figures, a.figure, snr=a.snr)
+    return 0
+
+
+def cmd_train(a) -> int:
+    pipelines.train(a.out, a.setting, N=a.N, mu=a.mu, lr=a.lr, steps=a.steps, optimizer=a.optimizer, seed=a.seed,
+                    backend=a.backend, coords=a.coords)
     return 0
 
 
@@ -91,99 +67,131 @@ def cmd_study(a) -> int:
 
 
 def cmd_coefficients(a) -> int:
-    backend, coords = _backend_coords(a) if a.mode == "train" else (None, "span")
-    pipelines.coefficients(a.mode, file=getattr(a, "file", None), results=a.results, figures=a.figures, out=a.out,
-                           draw=not a.no_draw, **({} if a.mode != "train" else dict(
-                               results_file=a.results_file, save_weights=a.save_weights, setting=a.setting, N=a.N,
-                               mu=a.mu, seed=a.seed, steps=a.steps, train_w_O=a.train_w_O, coords=coords,
-                               backend=backend or "numpy")))
+    train = {} if a.mode != "train" else dict(
+        results_file=a.results_file, save_weights=a.save_weights, setting=a.cell, N=a.N, mu=a.mu, seed=a.seed,
+        steps=a.steps, train_w_O=a.train_w_O, coords=a.coords, backend=a.backend)
+    pipelines.coefficients(a.mode, file=getattr(a, "file", None), results=getattr(a, "results", "results"),
+                           figures=a.figures, out=a.figure, draw=not getattr(a, "no_draw", False), **train)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refvit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+def _command(sub, name: str, help: str, description: str, *shared: str):
+    """A subcommand with its one-line help, its description, and the shared options ``shared``."""
+    p = sub.add_parser(name, help=help, description=description, formatter_class=options.Formatter)
+    options.add(p, *shared)
+    return p
 
-    d = sub.add_parser("demo", help="train one benign and one harmful Figure-1 cell and plot them",
-                       formatter_class=FORMATTER)
-    _compute_options(d, "auto", "dense")
+
+def _cell_options(p) -> None:
+    """N, ‖μ‖ and the number of steps of one trained cell (``train``, ``coefficients train``)."""
+    p.add_argument("--N", type=options.positive_int, default=None, help="training samples (default: the cell's)")
+    p.add_argument("--mu", type=float, default=None, help="signal norm ‖μ‖ (ρ in the third setting; default: the "
+                                                          "cell's)")
+    p.add_argument("--steps", type=options.positive_int, default=None,
+                   help="maximum number of updates (default: the cell's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refvit", description=__doc__, formatter_class=options.Formatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = _command(sub, "demo", "train one benign and one harmful Figure-1 cell and plot them",
+                 "Train one benign and one harmful cell of Figure 1 (docs/math.md §10.1), save their histories into "
+                 "RESULTS and draw FIGURES/demo.png.", *SETUP, "results", "figures")
     d.set_defaults(func=cmd_demo)
 
-    r = sub.add_parser("reproduce", help="run the Figure-1 sweep and Figure-3 dynamics, fit the boundary, draw",
-                       formatter_class=FORMATTER,
-                       description="Run a preset's experiments into RESULTS (resumable: rerun to finish a killed "
-                                   "run) and draw the figures and a text summary into FIGURES.")
+    r = _command(sub, "reproduce", "run the Figure-1 sweep and Figure-3 dynamics, fit the boundary, draw",
+                 "Run a preset's experiments into RESULTS (resumable: rerun to finish a killed run) and draw the "
+                 "figures and a text summary into FIGURES.", *SETUP, "results", "figures", *PARALLEL, "n_boot")
     r.add_argument("--preset", choices=PRESETS, default="quick",
                    help="quick: 120-run coarse grid + the 20 dynamics runs; paper: the full 10,000-run grid "
                         "(docs/math.md §10.1) + the same dynamics")
-    _compute_options(r, None, "span")
-    _parallel_options(r)
-    r.add_argument("--n-boot", type=_non_negative_int, default=None,
-                   help="bootstrap resamples of the fit (default 200 quick / 1000 paper; 0: no intervals, and the "
-                        "summary then states that it has none)")
     r.add_argument("--no-dynamics", action="store_true", help="skip the Figure-3 dynamics runs")
     r.set_defaults(func=cmd_reproduce)
 
-    s = sub.add_parser("study", help="optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies; signgd: the "
-                       "second setting (Li et al.); single-head: the third (Magen et al.)",
-                       formatter_class=FORMATTER,
-                       description="Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to "
-                                   "finish a killed run), then draw its figures and a text summary into FIGURES.")
-    s.add_argument("study", choices=(*pipelines.STUDIES, "all"))
-    s.add_argument("--preset", choices=STUDY_PRESETS, default="quick",
-                   help="quick: coarse grids, a few minutes on 2 cores; full: larger grids, more seeds")
-    s.add_argument("--seed", type=_non_negative_int, default=0, help="base seed of every random stream")
-    s.add_argument("--lr-rule", choices=LR_RULES, default="heldout",
-                   help="optimizer study: how each optimizer's rate is picked from the grid (refvit.jiang2024.studies.lr_rule)")
-    s.add_argument("--lr-scaling", choices=LR_SCALINGS, default="inverse_d",
-                   help="sharpness study: the rate at each d (docs/math.md (12.1)); a rule whose first step is "
-                        "unstable on the preset's grid is refused before any run (docs/math.md (12.3))")
-    s.add_argument("--results", default="results", help="folder for saved runs")
-    s.add_argument("--figures", default="results/figures", help="folder for figures and summaries")
-    s.add_argument("--figures-only", action="store_true", help="only redraw figures/summaries from saved results")
-    _parallel_options(s)
-    s.set_defaults(func=cmd_study)
-
-    w = sub.add_parser("sweep", help="run one Figure-1 sweep (a preset or a saved sweep.json) into a folder",
-                       formatter_class=FORMATTER, description="Run a sweep into OUT (resumable), no figures.")
-    w.add_argument("out", help="sweep folder")
-    w.add_argument("--preset", choices=PRESETS, default="quick")
-    w.add_argument("--spec", default=None, help="a sweep.json to run instead of a preset")
-    _compute_options(w, None, "span")
-    _parallel_options(w)
+    w = _command(sub, "sweep", "run a Figure-1 sweep (a preset, a saved sweep.json, or your grid) into a folder",
+                 "Run a sweep into OUT (resumable: rerun to finish a killed run; runs already saved are verified "
+                 "and skipped), no figures: `refvit fit OUT` fits its boundary, `refvit heatmap OUT` draws it. "
+                 "Your grid (--Ns, --mu-norms, --repeats) trains with the presets' Figure-1 setting and protocol.",
+                 *SETUP, *PARALLEL)
+    w.add_argument("out", metavar="OUT", help="sweep folder")
+    w.add_argument("--preset", choices=PRESETS, default=None, help="a preset grid (default: quick, when neither "
+                                                                   "--spec nor --Ns is given)")
+    w.add_argument("--spec", default=None, help="a sweep.json to run (its own seed, backend and coordinates)")
+    w.add_argument("--Ns", type=options.comma_list(int, "whole numbers"), default=None,
+                   help="training-set sizes of your grid, e.g. 10,20 (even: balanced labels)")
+    w.add_argument("--mu-norms", dest="mu_norms", type=options.comma_list(int, "whole numbers"), default=None,
+                   help="signal norms ‖μ‖ of your grid, whole numbers, e.g. 10,20,40")
+    w.add_argument("--repeats", type=options.positive_int, default=None,
+                   help="runs per cell of your grid (default: 1)")
     w.set_defaults(func=cmd_sweep)
 
-    f = sub.add_parser("fit", help="fit the boundary N·SNR^a = C to a saved sweep folder (docs/math.md §11)",
-                       formatter_class=FORMATTER,
-                       description="Fit N·SNR^a = C to the verified run files of a sweep folder (made by `refvit sweep` "
-                                   "or `refvit reproduce`); print it and write SWEEP_DIR/fit.json.")
+    f = _command(sub, "fit", "fit the boundary N·SNR^a = C to a saved sweep folder (docs/math.md §11)",
+                 "Fit N·SNR^a = C to the verified run files of a sweep folder (made by `refvit sweep` or `refvit "
+                 "reproduce`); print it and write SWEEP_DIR/fit.json.")
     boundary.add_arguments(f)
     f.set_defaults(func=boundary.cmd_fit)
 
-    c = sub.add_parser("coefficients", help="signal/noise coefficients of a cell over training (docs/math.md §7)",
-                       description="Train a cell with the coefficient tracker (train), decompose saved weights "
-                                   "(weights), or draw a saved results file (draw).")
-    modes = c.add_subparsers(dest="mode", required=True)
-    t = modes.add_parser("train", help="train a cell with the coefficient tracker, save, draw", formatter_class=FORMATTER)
-    t.add_argument("--setting", choices=sorted(SETTINGS), default="figure1",
-                   help="the settings of docs/math.md §10.1 or §10.2")
-    t.add_argument("--N", type=_positive_int, default=None, help="training samples (default: the setting's)")
-    t.add_argument("--mu", type=float, default=80.0, help="signal norm ‖μ‖")
-    t.add_argument("--steps", type=_positive_int, default=None, help="maximum steps (default: the setting's)")
-    t.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (docs/math.md §7.3)")
-    t.add_argument("--save-weights", action="store_true", help="also save W(0), W(t) and the data (for `weights`)")
-    t.add_argument("--results-file", default=None, help="results .npz (default: RESULTS/coefficients_<cell>.npz)")
-    _compute_options(t, "numpy", "span")
-    w = modes.add_parser("weights", help="decompose saved weights (no time series), save, draw",
-                         formatter_class=FORMATTER)
-    w.add_argument("file", help=".npz with W_Q0 … w_O0, W_Q … w_O, X, y, mu_plus, mu_minus")
-    dr = modes.add_parser("draw", help="draw from a saved results file only", formatter_class=FORMATTER)
-    dr.add_argument("file", help="results .npz written by `train` or `weights`")
-    for q in (w, dr):
-        q.add_argument("--results", default="results", help="folder for results files")
-        q.add_argument("--figures", default="results/figures", help="folder for figures")
-    for q in (t, w, dr):
-        q.add_argument("--out", default=None, help="figure path (default: FIGURES/<results name>.png)")
+    h = _command(sub, "heatmap", "draw the Figure-1 heatmaps of any saved sweep folder",
+                 "Draw test loss, its cut at 0.2 and the fraction benign over (SNR, N) from the verified run files of "
+                 "a sweep folder, with the fitted boundary when `refvit fit` has written SWEEP_DIR/fit.json.",
+                 "figures", "figure")
+    h.add_argument("sweep_dir", metavar="SWEEP_DIR",
+                   help="folder with sweep.json and runs/ (made by refvit sweep or refvit reproduce)")
+    h.add_argument("--snr", choices=("axis", "theory"), default="axis",
+                   help="x axis: the authors' SNR (σ = 0.2) or the theory's (σ_p of the noise token)")
+    h.set_defaults(func=cmd_heatmap)
+
+    t = _command(sub, "train", "train one cell of any setting, save its history, draw it over time",
+                 "Train one cell of a setting into OUT: OUT/history.npz (its per-step history; columns in "
+                 "docs/usage.md) and OUT/training.png (attention, values, coefficients and losses over the steps). "
+                 "The cell draws the data and init of repeat 0 of the same cell in the setting's sweeps and studies.",
+                 "setting", *SETUP)
+    t.add_argument("out", metavar="OUT", help="folder for history.npz and training.png")
+    _cell_options(t)
+    t.add_argument("--lr", type=float, default=None, help="step size η (default: the setting's for the optimizer)")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="gd", help="update rule (docs/math.md (6.1)-(6.3))")
+    t.set_defaults(func=cmd_train)
+
+    s = _command(sub, "study", "optimizer (GD/SignGD/Adam), label-noise, sharpness and phase studies; signgd: the "
+                 "second setting (Li et al.); single-head: the third (Magen et al.)",
+                 "Run a study preset into RESULTS/study_<name>_<preset>/ (resumable: rerun to finish a killed run), "
+                 "then draw its figures and a text summary into FIGURES.", "seed", "results", "figures", *PARALLEL)
+    s.add_argument("study", choices=(*pipelines.STUDIES, "all"), help="which study ('all': every one in turn)")
+    s.add_argument("--preset", choices=STUDY_PRESETS, default="quick",
+                   help="quick: coarse grids, a few minutes on 2 cores; full: larger grids, more seeds")
+    s.add_argument("--lr-rule", choices=LR_RULES, default="heldout",
+                   help="optimizer study: how each optimizer's rate is picked from the grid "
+                        "(refvit.jiang2024.studies.lr_rule)")
+    s.add_argument("--lr-scaling", choices=LR_SCALINGS, default="inverse_d",
+                   help="sharpness study: the rate at each d (docs/math.md (12.1)); a rule whose first step is "
+                        "unstable on the preset's grid is refused before any run (docs/math.md (12.3))")
+    s.add_argument("--figures-only", action="store_true", help="only redraw figures/summaries from saved results")
+    s.set_defaults(func=cmd_study)
+
+    c = _command(sub, "coefficients", "signal/noise coefficients of a cell over training (docs/math.md §7)",
+                 "Train a cell with the coefficient tracker (train), decompose saved weights (weights), or draw a "
+                 "saved results file (draw).")
+    modes = c.add_subparsers(dest="mode", required=True, metavar="MODE")
+    ct = _command(modes, "train", "train a cell with the coefficient tracker, save, draw",
+                  "Train one cell of the first setting with the coefficient tracker, recover the final coefficients "
+                  "from the weights, save both to RESULTS/coefficients_<cell>.npz and draw them.",
+                  *SETUP, "results", "figures", "figure")
+    ct.add_argument("--cell", choices=sorted(COEFFICIENT_CELLS), default="figure1",
+                    help="the first setting's Figure-1 cell (docs/math.md §10.1) or its dynamics cell (§10.2)")
+    _cell_options(ct)
+    ct.add_argument("--train-w-O", dest="train_w_O", action="store_true", help="also train w_O (docs/math.md §7.3)")
+    ct.add_argument("--save-weights", action="store_true", help="also save W(0), W(t) and the data (for `weights`)")
+    ct.add_argument("--results-file", default=None, help="results .npz (default: RESULTS/coefficients_<cell>.npz)")
+    cw = _command(modes, "weights", "decompose saved weights (no time series), save, draw",
+                  "Recover the coefficients from saved weights W(0), W(t) and the data; save them to "
+                  "RESULTS/decomposed_<name>.npz and draw them.", "results", "figures", "figure")
+    cw.add_argument("file", help=".npz with W_Q0 … w_O0, W_Q … w_O, X, y, mu_plus, mu_minus")
+    cd = _command(modes, "draw", "draw from a saved results file only",
+                  "Draw the coefficient figure from a results file written by `train` or `weights`.",
+                  "figures", "figure")
+    cd.add_argument("file", help="results .npz written by `train` or `weights`")
+    for q in (ct, cw):
         q.add_argument("--no-draw", action="store_true", help="save results only")
     c.set_defaults(func=cmd_coefficients)
 
@@ -191,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     golden.add_subcommand(sub)
     audit.add_subcommand(sub)
     mathdoc.add_subcommand(sub)
+    for q in sub.choices.values():      # one help layout for every command, those defined elsewhere too
+        q.formatter_class = options.Formatter
     return p
 
 

@@ -15,6 +15,13 @@ OPTIMIZERS = ("gd", "signgd", "adam")
 BACKENDS = ("auto", "numpy", "numba")      # the attention core: numba if usable ("auto"), or the numpy reference
 COORDS = ("dense", "span")                 # the training coordinates: dense weights, or exact token coordinates
 STOP_RULES = ("authors", "first_below")    # the order of loss check, update and test evaluation (TrainConfig)
+SETTINGS = ("jiang2024", "li2025", "magen2025")   # the settings, by the folder of each: refvit/<setting>/
+
+
+def default_backend(backend: str | None, coords: str) -> str:
+    """The attention core when none is named (None): numpy on span coordinates (where it is as cheap as numba),
+    "auto" (numba if usable) on dense weights; a named backend is returned as it is."""
+    return backend or ("numpy" if coords == "span" else "auto")
 
 
 def require_gd(optimizer: str, what: str) -> None:

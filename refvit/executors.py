@@ -165,8 +165,10 @@ def execute(tasks: list, save, executor: Executor | None = None, workers: int | 
 
     At most ``window`` tasks are submitted ahead of the saved ones (1 for the serial executor, which runs a task as
     it is submitted), so killing the sweep loses at most the runs in flight: every computed run is saved first.
-    Ctrl-C raises ``Interrupted`` naming how many runs are saved (in folder ``where``, when given).
+    Ctrl-C raises ``Interrupted`` naming how many runs are saved (in folder ``where``, when given). Without a
+    progress bar (``progress=False``) one line on stderr says at the end how many runs were computed.
     """
+    t0 = time.perf_counter()
     total = len(tasks) if total is None else total
     saved = total - len(tasks)
     bar = tqdm(total=total, initial=total - len(tasks), desc=desc, unit="run", disable=not progress,
@@ -194,3 +196,6 @@ def execute(tasks: list, save, executor: Executor | None = None, workers: int | 
             raise
         finally:
             bar.close()
+    if not progress:
+        print(f"{desc}: {total} runs, {len(tasks)} computed, {total - len(tasks)} already saved, "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)

@@ -5,7 +5,9 @@ Nothing in ``refvit`` imports this module but ``refvit.cli``.
 """
 from __future__ import annotations
 
+import inspect
 import json
+import sys
 import time
 from concurrent.futures import Executor
 from pathlib import Path
@@ -21,14 +23,18 @@ from analysis.fig_optimizers import optimizer_figures
 from analysis.fig_phases import phase_figures
 from analysis.fig_sharpness import sharpness_figures
 from analysis.fig_signgd import signgd_figures
+from analysis.fig_train import draw as draw_training
 from analysis.fig_singlehead import singlehead_figures
 
+from .cells import plan_cell, train_cell
 from .jiang2024 import dynamics as dyn
-from .jiang2024.coefficients import train_and_save, weights_and_save
+from .jiang2024.coefficients import SETTINGS as COEFFICIENT_CELLS, train_and_save, weights_and_save
 from .jiang2024.config import figure1_setting
 from .executors import available_cores
 from .jiang2024.experiment import cell_key, run_cell
 from .jiang2024.boundary import fit_sweep
+from .config import default_backend
+from .fit import describe
 from .io import atomic_write, check_writable, load_json, save_json
 from .results import save_history
 from .runstore import quarantine_note
@@ -39,7 +45,7 @@ from .li2025.experiment import run_study as run_signgd
 from .li2025.study import SignGDStudy
 from .magen2025.experiment import run_study as run_singlehead
 from .magen2025.study import SingleHeadStudy
-from .jiang2024.sweep import PRESETS, Sweep, run_sweep
+from .jiang2024.sweep import PRESETS, Sweep, SweepDone, resume_sweep, run_sweep, verified_table
 
 DEMO_CELLS = (("benign", 20, 80.0), ("harmful", 4, 20.0))   # (name, N, ‖μ‖): either side of N·SNR² (math §10.1)
 
@@ -48,14 +54,21 @@ def _write_text(path, text: str) -> Path:
     return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
-def demo(results="results", figures="results/figures", seed: int = 0, backend: str = "auto",
-         coords: str = "dense") -> list[dict]:
+def _stage(progress: bool, text: str) -> None:
+    """Without progress bars, one line on stderr per finished stage of a long command."""
+    if not progress:
+        print(text, file=sys.stderr)
+
+
+def demo(results="results", figures="results/figures", seed: int = 0, backend: str | None = None,
+         coords: str = "span") -> list[dict]:
     """Train one benign and one harmful Figure-1 cell, save their histories and draw ``figures/demo.png``."""
     out = Path(results)
     rows = []
     for name, N, mu in DEMO_CELLS:
         data_cfg, model_cfg, train_cfg = figure1_setting(N=N, mu_norm=mu)
-        run = run_cell(data_cfg, model_cfg, train_cfg.replace(backend=backend, coords=coords), seed=seed,
+        train_cfg = train_cfg.replace(backend=default_backend(backend, coords), coords=coords)
+        run = run_cell(data_cfg, model_cfg, train_cfg, seed=seed,
                        key=cell_key(N, mu))   # the same draw as repeat 0 of this cell in the sweep
         save_history(out / f"demo_{name}.npz", run.history, run.summary)
         rows.append({"cell": name, **run.summary})
@@ -90,9 +103,9 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     timing["sweep_run_cpu_seconds_sum"] = sum(r["cpu_seconds"] for r in rows)
 
     t0 = time.perf_counter()
-    boot = n_boot if n_boot is not None else (200 if preset == "quick" else 1000)
-    fit = fit_sweep(sweep_dir, n_boot=boot, seed=seed)
+    fit = fit_sweep(sweep_dir, n_boot=n_boot, seed=seed)      # n_boot None: 200 for quick, 1000 for paper
     timing["fit_seconds"] = time.perf_counter() - t0
+    _stage(progress, describe(fit))
 
     dyn_dir = results / f"dynamics_{preset}"
     if dynamics:
@@ -106,6 +119,7 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     if dynamics:
         drawn.append(figure3(dyn_dir, figures / f"figure3_{preset}.png"))
     timing["figures_seconds"] = time.perf_counter() - t0
+    _stage(progress, f"figures: {len(drawn)} drawn into {figures}")
     timing["total_seconds"] = time.perf_counter() - t_start
     timing["workers"] = workers if workers is not None else available_cores()
 
@@ -119,12 +133,59 @@ def reproduce(preset: str, results="results", figures="results/figures", seed: i
     return {"timing": timing, "fit": fit}
 
 
-def sweep(out, preset: str = "quick", spec=None, seed: int = 0, backend: str | None = None, coords: str = "span",
-          workers: int | None = None, progress: bool = True) -> list[dict]:
-    """Run one sweep into ``out``: a preset, or the sweep a saved ``sweep.json`` (``spec``) describes."""
-    sw = Sweep.from_dict(load_json(spec, expect=dict)) if spec else getattr(Sweep, preset)(seed=seed, backend=backend,
-                                                                              coords=coords)
-    return run_sweep(sw, out, workers=workers, progress=progress)
+def sweep(out, preset: str | None = None, spec=None, grid: tuple | None = None, seed: int = 0,
+          backend: str | None = None, coords: str = "span", workers: int | None = None,
+          progress: bool = True) -> SweepDone:
+    """Run (or resume) one sweep into ``out`` and say what it did: a preset (default "quick"), the sweep a saved
+    ``sweep.json`` (``spec``) describes, or a grid (Ns, mu_norms, repeats) on the presets' Figure-1 protocol."""
+    given = [what for what, v in (("--preset", preset), ("--spec", spec), ("--Ns/--mu-norms", grid)) if v]
+    if len(given) > 1:
+        raise ValueError(f"{' and '.join(given)} each name a sweep: give one of them")
+    if spec:
+        if seed != 0 or backend is not None or coords != "span":
+            raise ValueError(f"--spec {spec} runs with the seed, backend and coordinates of its sweep.json: leave out "
+                             "--seed, --backend and --coords")
+        sw = Sweep.from_dict(load_json(spec, expect=dict))
+    elif grid:
+        try:
+            sw = Sweep.grid(Path(out).resolve().name, *grid, seed=seed, backend=backend, coords=coords)
+        except ValueError as e:          # name the options the values came from
+            Ns, mus, repeats = (",".join(map(str, v)) if isinstance(v, tuple) else v for v in grid)
+            raise ValueError(f"--Ns {Ns} --mu-norms {mus} --repeats {repeats}: {e}") from None
+    else:
+        sw = getattr(Sweep, preset or "quick")(seed=seed, backend=backend, coords=coords)
+    done = resume_sweep(sw, out, workers=workers, progress=progress)
+    print(done.describe(out))
+    print(f"next: `refvit fit {out}` (the boundary), `refvit heatmap {out}` (its figure)")
+    return done
+
+
+def heatmap(sweep_dir, figures="results/figures", out=None, snr: str = "axis") -> Path:
+    """Draw the Figure-1 heatmaps of any sweep folder (its run files verified first, ``verified_table``) into
+    ``out`` (default FIGURES/heatmap_<folder>.png), with the fitted boundary when the folder has a fit.json."""
+    sweep_dir = Path(sweep_dir)
+    verified_table(sweep_dir)           # table.csv rebuilt from the checked run files if it differs from them
+    path = figure1(sweep_dir, out or Path(figures) / f"heatmap_{sweep_dir.resolve().name}.png", snr=snr)
+    if not (sweep_dir / "fit.json").exists():
+        print(f"no fit.json in {sweep_dir}: run `refvit fit {sweep_dir}` to draw the fitted boundary too")
+    print(f"wrote {path}")
+    return path
+
+
+def train(out, setting: str = "jiang2024", **cell) -> Path:
+    """``refvit train OUT``: train one cell of a setting (``refvit.cells``), save its history to OUT/history.npz
+    (columns: docs/usage.md) and draw OUT/training.png. ``cell``: the options of ``refvit.cells.plan_cell``."""
+    planned = plan_cell(setting, **cell)                  # every option checked before anything is written
+    out = check_writable(out)
+    history, summary, extra = train_cell(planned)
+    saved = save_history(out / "history.npz", history, summary, **extra)
+    s = summary
+    print(f"{setting} N={s['N']} |mu|={s['mu_norm']:g} {s['optimizer']} lr={s['lr']:g}: {s['steps']} steps "
+          f"{s['status']}, train loss {s['train_loss']:.4g}, test loss {s['test_loss']:.4g}, test error "
+          f"{s['test_error']:.3g}  {s['seconds']:.1f}s")
+    print(f"wrote {saved}")
+    print(f"wrote {draw_training(saved, out / 'training.png')}")
+    return saved
 
 
 class _Study(NamedTuple):
@@ -192,6 +253,7 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
         extra = {k.option[0]: options[k.option[0]]} if k.option else {}
         k.run(getattr(k.presets, preset)(seed=seed, **extra), d, executor, workers, progress)
         save_json(d / "timing.json", {"runs_seconds": time.perf_counter() - t0})
+        _stage(progress, f"study {kind} {preset}: every run saved in {d}, {time.perf_counter() - t0:.1f} s")
     elif not (d / "study.json").exists():
         raise ValueError(f"no saved study in {d}; run `refvit study {kind} --preset {preset}` first")
     drawn = draw_study(kind, tag, results, figures)
@@ -212,10 +274,15 @@ def run_study(kind: str, preset: str, results="results", figures="results/figure
 
 def coefficients(mode: str, *, file=None, results="results", figures="results/figures", out=None,
                  draw: bool = True, results_file=None, save_weights: bool = False, setting: str = "figure1",
-                 N: int | None = None, mu: float = 80.0, seed: int = 0, steps: int | None = None,
-                 train_w_O: bool = False, coords: str = "span", backend: str = "numpy") -> Path:
-    """``refvit coefficients train|weights|draw``: compute and save (``refvit.jiang2024.coefficients``), then draw."""
+                 N: int | None = None, mu: float | None = None, seed: int = 0, steps: int | None = None,
+                 train_w_O: bool = False, coords: str = "span", backend: str | None = None) -> Path:
+    """``refvit coefficients train|weights|draw``: compute and save (``refvit.jiang2024.coefficients``), then draw.
+    setting : the cell, "figure1" or "dynamics"; mu None: that cell's ‖μ‖; backend None: ``default_backend``."""
     if mode == "train":
+        if setting not in COEFFICIENT_CELLS:
+            raise ValueError(f"unknown cell {setting!r}; choose one of {sorted(COEFFICIENT_CELLS)}")
+        mu = inspect.signature(COEFFICIENT_CELLS[setting]).parameters["mu_norm"].default if mu is None else mu
+        backend = default_backend(backend, coords)
         name = f"coefficients_{setting}{f'_N{N}' if N is not None else ''}_mu{mu:g}{'_wO' if train_w_O else ''}"
         saved = Path(results) / f"{name}.npz" if results_file is None else Path(results_file)
         weights = Path(results) / f"{name}_weights.npz" if save_weights else None

@@ -241,7 +241,7 @@ def test_coefficients_cli_train_weights_draw(tmp_path):
     """`refvit coefficients`: train+save, decompose saved weights, draw from the saved file alone."""
     from refvit.cli import main as refvit_main
     res, figs = str(tmp_path / "res"), str(tmp_path / "figs")
-    assert refvit_main(["coefficients", "train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results", res,
+    assert refvit_main(["coefficients", "train", "--cell", "dynamics", "--mu", "30", "--steps", "8", "--results", res,
                     "--figures", figs]) == 0
     saved = load_npz(tmp_path / "res" / "coefficients_dynamics_mu30.npz")
     assert saved["h_gamma_plus"].shape == (9,) and saved["h_abar"].shape == (9, 10, 3)

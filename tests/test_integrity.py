@@ -317,7 +317,7 @@ def test_the_summary_counts_the_quarantined_files_and_their_size(tmp_path):
 def coefficient_file(tmp_path_factory):
     from refvit.cli import main
     res = tmp_path_factory.mktemp("coef")
-    assert main(["coefficients", "train", "--setting", "dynamics", "--mu", "30", "--steps", "8", "--results",
+    assert main(["coefficients", "train", "--cell", "dynamics", "--mu", "30", "--steps", "8", "--results",
                  str(res), "--no-draw"]) == 0
     return res / "coefficients_dynamics_mu30.npz"
 

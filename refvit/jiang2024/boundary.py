@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import options
 from ..fit import METHODS, describe, fit_boundary
 from ..io import load_json, one_line_errors, save_json
 from ..results import COLUMNS
@@ -22,16 +23,22 @@ from .config import BENIGN_LOSS
 from .sweep import verified_table
 
 
-def fit_sweep(sweep_dir, n_boot: int = 1000, seed: int = 0, level: float = 0.95, save: bool = True,
+def default_n_boot(name: str) -> int:
+    """Bootstrap resamples when none are asked for: 200 for the quick preset's sweep, 1000 for any other."""
+    return 200 if name == "quick" else 1000
+
+
+def fit_sweep(sweep_dir, n_boot: int | None = None, seed: int = 0, level: float = 0.95, save: bool = True,
               method: str = "mle") -> dict:
     """Fit the boundary of a saved sweep (its run files, checked: ``refvit.jiang2024.sweep.verified_table``); writes
-    sweep_dir/fit.json and returns the dict.
+    sweep_dir/fit.json and returns the dict. n_boot None: ``default_n_boot`` of the sweep's name.
 
     With method "mle" on separable labels the Firth fit is added as ``fit["firth"]`` (and named as such).
     ``mu_10_90`` gives, per N of the grid, the ‖μ‖ at which the fitted benign probability is 10 % and 90 %.
     """
     meta, rows = verified_table(sweep_dir)
     t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
+    n_boot = default_n_boot(meta["name"]) if n_boot is None else n_boot
     fit = fit_columns(t, meta["data"], n_boot, seed, level, method)
     if save:
         save_json(Path(sweep_dir) / "fit.json", fit)
@@ -62,18 +69,11 @@ def fit_columns(t: dict, d: dict, n_boot: int = 1000, seed: int = 0, level: floa
     return fit
 
 
-def _whole_number(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of ``refvit fit``."""
     p.add_argument("sweep_dir", help="folder with sweep.json and runs/ (made by refvit sweep or refvit reproduce)")
-    p.add_argument("--n-boot", type=_whole_number, default=1000, help="bootstrap resamples (0: no intervals)")
-    p.add_argument("--seed", type=_whole_number, default=0, help="seed of the bootstrap Generator")
-    p.add_argument("--level", type=float, default=0.95, help="confidence level")
+    options.add(p, "n_boot", "seed")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the bootstrap intervals")
     p.add_argument("--method", choices=METHODS, default="mle", help="exact maximum likelihood, or Firth's fit")
 
 
@@ -96,7 +96,7 @@ def cmd_fit(a) -> int:
 @one_line_errors   # a missing or damaged sweep folder: one line, status 2
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Fit N·SNR^a = C to a saved sweep; print it and write fit.json.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=options.Formatter)
     add_arguments(p)
     return cmd_fit(p.parse_args(argv))
 

@@ -2,7 +2,7 @@
 ``refvit coefficients``.
 
     refvit coefficients train --N 20 --mu 80                          # train a Figure-1 cell, save, draw
-    refvit coefficients train --setting dynamics --mu 30 --steps 500
+    refvit coefficients train --cell dynamics --mu 30 --steps 500
     refvit coefficients weights W.npz                                 # decompose saved weights, save, draw
     refvit coefficients draw results/coefficients_figure1_N20_mu80.npz --out figures/c.png
 

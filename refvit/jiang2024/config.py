@@ -18,6 +18,7 @@ INITS = ("torch_uniform_scaled", "gaussian")
 # The experiments' thresholds, each defined here once (math §10.1).
 LOSS_THRESHOLD = 0.01      # a run has converged when its training loss is below this (math 6.4)
 BENIGN_LOSS = 0.2          # a converged run is benign when its test loss is below this (Figure 1, panel b) (math §10.1)
+PRESETS = ("quick", "paper")     # the Figure-1 sweep presets (refvit.jiang2024.sweep.Sweep.quick, .paper)
 AXIS_SIGMA = 0.2           # σ of the authors' plotted SNR axis: the weak tokens' σ_w in the Figure-1 setting (math 1.7)
 AUTHORS_CURVE_AXIS = 1000.0   # the authors' boundary curve N·SNR² = 1000, SNR on that axis (σ = 0.2) (math 1.9)
 

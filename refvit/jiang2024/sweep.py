@@ -34,9 +34,10 @@ import sys
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from .config import DataConfig, ModelConfig, figure1_setting
-from ..config import TrainConfig
+from .config import PRESETS, DataConfig, ModelConfig, figure1_setting
+from ..config import TrainConfig, default_backend
 from ..executors import execute
 from .data import dataset_bytes
 from .experiment import cell_key, run_cell
@@ -45,7 +46,6 @@ from ..io import FileProblem, atomic_write, check_writable, csv_text, load_json,
 from ..results import COLUMNS, SETTINGS_HASH, TIMING_COLUMNS, check_run_row, sweep_run_file
 from ..runstore import claim, quarantine, renew_manifest, settings_hash
 
-PRESETS = ("quick", "paper")
 
 
 def _whole_numbers(name: str, values, what: str) -> tuple:
@@ -112,19 +112,21 @@ class Sweep:
     @classmethod
     def quick(cls, seed: int = 0, backend: str | None = None, coords: str = "span") -> "Sweep":
         """Coarse Figure-1 grid for the README's main command: 6 N × 10 ‖μ‖ × 2 seeds = 120 runs."""
-        return cls._figure1("quick", (2, 4, 8, 12, 16, 20), tuple(range(10, 101, 10)), 2, seed, backend, coords)
+        return cls.grid("quick", (2, 4, 8, 12, 16, 20), tuple(range(10, 101, 10)), 2, seed, backend, coords)
 
     @classmethod
     def paper(cls, seed: int = 0, backend: str | None = None, coords: str = "span") -> "Sweep":
         """The authors' full grid (docs/math.md (10.2)): N ∈ {2,…,20} × ‖μ‖ ∈ {1,…,100} × 10 seeds = 10,000 runs."""
-        return cls._figure1("paper", tuple(range(2, 21, 2)), tuple(range(1, 101)), 10, seed, backend, coords)
+        return cls.grid("paper", tuple(range(2, 21, 2)), tuple(range(1, 101)), 10, seed, backend, coords)
 
     @classmethod
-    def _figure1(cls, name, Ns, mus, repeats, seed, backend, coords) -> "Sweep":
-        """backend None: the numpy core on span coordinates (as cheap as numba there), "auto" on dense weights."""
+    def grid(cls, name: str, Ns, mu_norms, repeats: int, seed: int = 0, backend: str | None = None,
+             coords: str = "span") -> "Sweep":
+        """Any grid on the presets' Figure-1 setting and protocol (``refvit sweep OUT --Ns … --mu-norms …``);
+        backend None: the numpy core on span coordinates (as cheap as numba there), "auto" on dense weights."""
         data, model, train = figure1_setting()
-        backend = backend or ("numpy" if coords == "span" else "auto")
-        return cls(name, Ns, mus, repeats, seed, data, model, train.replace(coords=coords, backend=backend))
+        train = train.replace(coords=coords, backend=default_backend(backend, coords))
+        return cls(name, tuple(Ns), tuple(mu_norms), repeats, seed, data, model, train)
 
     # --- derived ----------------------------------------------------------------------------------------------
     def specs(self) -> list[tuple[int, int, int]]:
@@ -186,6 +188,20 @@ def run_one(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig
 # Running a sweep and assembling its table
 # ---------------------------------------------------------------------------------------------------------------
 
+class SweepDone(NamedTuple):
+    """What ``resume_sweep`` did: the table rows and how many runs it found, computed and set aside."""
+    rows: list          # the table's rows (``write_table``)
+    on_disk: int        # runs found saved and verified: skipped
+    computed: int       # runs computed now (the missing ones and the quarantined ones)
+    quarantined: int    # run files that failed their check, moved to quarantine/ and recomputed
+
+    def describe(self, out) -> str:
+        """One line: "sweep OUT: 120 runs, 100 computed, 20 already saved (skipped); wrote OUT/table.csv"."""
+        damaged = f", {self.quarantined} damaged files quarantined and recomputed" if self.quarantined else ""
+        return (f"sweep {out}: {len(self.rows)} runs, {self.computed} computed, {self.on_disk} already saved "
+                f"(skipped){damaged}; wrote {Path(out) / 'table.csv'}")
+
+
 def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int | None = None,
               progress: bool = True) -> list[dict]:
     """Run every missing run of ``sweep`` into folder ``out`` and write out/table.csv. Returns the table rows.
@@ -194,18 +210,25 @@ def run_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int 
         process pool with ``workers`` single-threaded workers (default: one per core; 0: serial in this process),
         see ``refvit.executors``.
     """
+    return resume_sweep(sweep, out, executor, workers, progress).rows
+
+
+def resume_sweep(sweep: Sweep, out, executor: Executor | None = None, workers: int | None = None,
+                 progress: bool = True) -> SweepDone:
+    """``run_sweep``, also saying how many runs were already saved, computed and quarantined (``SweepDone``)."""
     out = Path(out)
     runs = check_writable(check_writable(out) / "runs")     # before any work: nothing computed is lost to a write
     with claim(out):
         renew_manifest(out / "sweep.json", sweep.to_dict(), ignore=("name", "Ns", "mu_norms", "repeats"))
         specs = sweep.specs()
+        present = sum((runs / sweep_run_file(*spec)).exists() for spec in specs)
         good = {spec for spec in specs if verified_run(sweep, out, *spec) is not None}
         tasks = [(run_one, (*sweep.cell_configs(N, mu), sweep.seed, r, sweep.stream_tag), (N, mu, r))
                  for N, mu, r in specs if (N, mu, r) not in good]
         stamp = {SETTINGS_HASH: sweep.settings_hash()}
         execute(tasks, lambda tag, row: save_json(runs / sweep_run_file(*tag), {**row, **stamp}), executor, workers,
                 desc=f"sweep {sweep.name}", progress=progress, total=len(specs), where=out)
-        return write_table(sweep, out)
+        return SweepDone(write_table(sweep, out), len(good), len(tasks), present - len(good))
 
 
 def verified_run(sweep: Sweep, out, N: int, mu: int, r: int) -> dict | None:
@@ -268,5 +291,6 @@ def verified_table(sweep_dir) -> tuple[dict, list[dict]]:
 
 if __name__ == "__main__":    # a library module: say which command runs it rather than exit 0 having done nothing
     raise SystemExit("refvit.jiang2024.sweep is a library module; run it with "
-                     "`refvit sweep OUT [--preset quick|paper | --spec sweep.json] [--workers K]` "
+                     "`refvit sweep OUT [--preset quick|paper | --spec sweep.json | --Ns 2,4 --mu-norms 20,40] "
+                     "[--workers K]` "
                      "(or `python -m refvit.cli …`); `refvit --help` lists the commands")
