@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, options
 from .crosscheck import SMALL_CASES, STEPS, block_error, trajectory_error
+from .crosscheck.cli import checked_setting
 from .crosscheck.setting import groups_help
 from .crosscheck.settings import JIANG, SETTINGS, get_setting
 from .io import atomic_write, load_json, load_npz, save_json
@@ -303,7 +304,8 @@ def cmd_golden(args) -> int:
     if not args.out:
         raise ValueError("give --out DIR to write a golden set, or --check DIR to verify one")
     traj_steps = parse_traj_steps(args.traj_steps)
-    manifest = write_golden(args.out, list(args.cases), args.steps, traj_steps, args.setting or JIANG.name)
+    manifest = write_golden(args.out, list(args.cases), args.steps or STEPS, traj_steps,
+                            checked_setting(args.setting or JIANG.name))
     total = sum(c["bytes"] for c in manifest["cases"])
     print(f"wrote {len(manifest['cases'])} cases ({total / 1e6:.2f} MB) and manifest.json to {args.out}")
     return 0
@@ -320,8 +322,8 @@ def add_subcommand(sub) -> None:
     p.add_argument("--cases", nargs="+", default=["small"], metavar="NAME",
                    help=f"case names or groups, as for `refvit crosscheck` ({groups_help()}); 'all' of the first "
                         f"setting writes hundreds of MB")
-    p.add_argument("--steps", type=int, default=STEPS, help="trajectory length (steps of GD; in li2025 of each "
-                   "case's optimizer)")
+    p.add_argument("--steps", type=options.positive_int, default=None,
+                   help=f"trajectory length (default: {STEPS} steps of each case's optimizer)")
     p.add_argument("--traj-steps", default=",".join(map(str, DEFAULT_TRAJ_STEPS)),
                    help="comma-separated steps whose parameters are saved")
     p.add_argument("--check", metavar="DIR", help="instead of writing: compare the current code with a golden set")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .. import options
 from ..io import atomic_write, check_output
 from .cases import DTYPES, STEPS
 from .runner import DEFAULT_TIMEOUT, crosscheck
@@ -54,18 +55,27 @@ EXIT_STATUSES = """exit status:
 def cmd_crosscheck(args) -> int:
     """Exit status: ``Report.status`` (0 pass, 1 incorrect, 3 correct but not robust); 2 (through
     ``refvit.cli.main``) a usage or import error."""
+    checked_setting(args.setting)
     if args.json:
         check_output(args.json)          # before the work, not after it
     report = crosscheck(load_callable(args.forward),
                         load_callable(args.grad) if args.grad else None,
                         load_callable(args.step) if args.step else None,
                         dtype=args.dtype, trainer=load_callable(args.trainer) if args.trainer else None,
-                        train_w_O=args.train_w_O, cases=list(args.cases), steps=args.steps, timeout=args.timeout,
+                        train_w_O=args.train_w_O, cases=list(args.cases), steps=args.steps or STEPS,
+                        timeout=args.timeout,
                         setting=args.setting)
     if args.json:
         text = report.to_json()
         atomic_write(args.json, lambda fh: fh.write(text.encode()))
     return report.status
+
+
+def checked_setting(name: str) -> str:
+    """``name`` if the checker has cases for that setting, else a ValueError naming the ones it has."""
+    if name not in SETTINGS:
+        raise ValueError(f"--setting {name}: the checker has cases for {' and '.join(sorted(SETTINGS))} only")
+    return name
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -79,9 +89,7 @@ def add_subcommand(sub) -> None:
                        epilog=EXIT_STATUSES, formatter_class=_Formatter)
     p.add_argument("forward", help="your forward: module:function or file.py:function, "
                                    "forward(W_Q, W_K, W_V, w_O, X) -> f (n,); li2025: forward(W_Q, W_K, W_V, X, c_L)")
-    p.add_argument("--setting", choices=sorted(SETTINGS), default="jiang2024",
-                   help="which model your functions implement: jiang2024 (the first setting, Jiang et al.) or "
-                        "li2025 (the second, Li et al.: its own contracts, cases and catalogue; docs/crosscheck.md)")
+    options.add(p, "setting")
     p.add_argument("--grad", help="grad(W_Q, W_K, W_V, w_O, X, y) -> (loss, dW_Q, dW_K, dW_V, dw_O); li2025: "
                                   "grad(W_Q, W_K, W_V, X, y, c_L) -> (loss, dW_Q, dW_K, dW_V)")
     p.add_argument("--step", help="step(W_Q, W_K, W_V, w_O, X, y, lr) -> (W_Q, W_K, W_V, w_O), one GD step; li2025: "
@@ -98,6 +106,7 @@ def add_subcommand(sub) -> None:
                    help=f"case names or groups ({groups_help()})")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed per call of your "
                    "functions")
-    p.add_argument("--steps", type=int, default=STEPS, help="GD trajectory length")
+    p.add_argument("--steps", type=options.positive_int, default=None,
+                   help=f"trajectory length (default: {STEPS} steps of each case's optimizer)")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=cmd_crosscheck)
