@@ -1,5 +1,6 @@
 """Figure scripts run on saved results only, and aggregate them correctly."""
 import json
+import math
 
 import numpy as np
 import pytest
@@ -111,3 +112,60 @@ def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):
                 # (isotropic noise is not exactly orthogonal to μ₊); sample 0 is a y = +1 sample
                 dV = r["h_V_signal_s0"] - r["h_V_signal_s0"][0]
                 assert np.corrcoef(dV, r["c_gamma_plus"])[0, 1] > 0.99
+
+
+# --- the bands the figures draw: mean ± k·std over runs or samples, population std (ddof 0) ------------------------
+
+def band_edges(collection, t) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of a fill_between band at the abscissae ``t``, read from the drawn polygon."""
+    v = collection.get_paths()[0].vertices
+    lo = np.array([v[v[:, 0] == x, 1].min() for x in t])
+    hi = np.array([v[v[:, 0] == x, 1].max() for x in t])
+    return lo, hi
+
+
+def test_the_dynamics_band_is_mean_plus_minus_k_population_stds():
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(0)
+    t = np.arange(6.0)
+    Y = rng.normal(size=(4, 6)) + 3.0                   # 4 runs: ddof 1 would widen the band by √(4/3)
+    Y[2, 3] = np.nan                                    # a run without a value at one step is left out there
+    fig, ax = plt.subplots()
+    fig_dynamics.band(ax, t, Y, 1.5, "x", "C0", log=False)
+    mean = np.array([np.mean([y for y in Y[:, j] if y == y]) for j in range(6)])          # plain loops
+    std = np.array([np.sqrt(np.mean([(y - mean[j]) ** 2 for y in Y[:, j] if y == y])) for j in range(6)])
+    lo, hi = band_edges(ax.collections[0], t)
+    # 1e-12: a mean and a std of ≤ 4 numbers in another summation order, then drawn as float64 vertices
+    np.testing.assert_allclose(lo, mean - 1.5 * std, rtol=1e-12)
+    np.testing.assert_allclose(hi, mean + 1.5 * std, rtol=1e-12)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), mean, rtol=1e-12)
+    plt.close(fig)
+
+
+def test_the_coefficient_figure_draws_attention_as_mean_plus_minus_the_population_std(tmp_path, monkeypatch):
+    from analysis import fig_coefficients
+    from refvit.io import save_npz
+    rng = np.random.default_rng(1)
+    T, N, M = 4, 5, 3                                   # N ≠ M: the "uniform 1/M" line must read the token axis
+    abar = rng.dirichlet(np.ones(M), size=(T, N))       # (T, N, M)
+    summary = {"setting": "figure1", "N": N, "mu_norm": 80.0, "N_snr2": 1.0, "steps": T - 1, "status": "max_steps",
+               "train_w_O": False, "test_loss": 0.3, "residual_recovered": {}, "tracked_vs_recovered": {}}
+    save_npz(tmp_path / "c.npz", summary=np.array(json.dumps(summary)), y=np.array([1.0, -1, 1, -1, 1]),
+             recovered_rho=rng.normal(size=N), recovered_gamma_plus=np.float64(1.0),
+             recovered_gamma_minus=np.float64(-1.0), train_loss=np.linspace(1, 0.5, T),
+             h_gamma_plus=np.linspace(0, 1, T), h_gamma_minus=-np.linspace(0, 1, T), h_rho=rng.normal(size=(T, N)),
+             h_abar=abar, h_Z2=rng.normal(size=(T, N, 2, 2)))
+    drawn = []
+    monkeypatch.setattr(fig_coefficients, "save_figure", lambda fig, out: drawn.append(fig) or out)
+    fig_coefficients.draw(tmp_path / "c.npz", tmp_path / "c.png")
+    ax = drawn[0].axes[3]
+    t = np.arange(T)
+    for j, coll in enumerate(ax.collections[:2]):       # signal token, noise token
+        a = abar[:, :, j]
+        mean = np.array([sum(a[s]) / N for s in range(T)])
+        std = np.array([math.sqrt(sum((x - mean[s]) ** 2 for x in a[s]) / N) for s in range(T)])   # ddof 0
+        lo, hi = band_edges(coll, t)
+        # 1e-12: sums of 5 numbers in another order (~1e-16) against a ddof change of √(5/4) − 1 ≈ 12 %
+        np.testing.assert_allclose(lo, mean - std, rtol=1e-12)
+        np.testing.assert_allclose(hi, mean + std, rtol=1e-12)
+    assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_label() == "uniform 1/M"] == [1 / M]
