@@ -114,3 +114,16 @@ def test_a_condition_row_copies_each_interval_end_to_its_column():
     # the width in log(N·SNR²) is twice the width in log SNR (math 12.4)
     assert (row["width_lo"], row["width"], row["width_hi"]) == (0.6, 1.4, 2.6)
     assert (row["n_runs"], row["n_converged"], row["excluded"]) == (7, 5, "max_steps=2")
+
+
+def test_the_fit_line_prints_each_number_and_interval_in_its_place():
+    from refvit.fit import describe
+    fit = {"method": "mle", "a": 2.125, "ci_a": [1.5, 2.75], "C": 2.5, "ci_C": [1.25, 5.0], "C_axis": 1000.0,
+           "ci_C_axis": [300.0, 4000.0], "mu_ratio_10_90": 1.5, "ci_width_log_snr": [math.log(1.25), math.log(2.0)],
+           "n_boot": 200, "level": 0.9, "n": 40, "n_benign": 13, "excluded": {"max_steps": 3, "diverged": 1},
+           "n_boot_no_estimate": 2}
+    assert describe(fit) == (
+        "fitted boundary (mle) N*SNR^a = C: a = 2.125 [1.500, 2.750], C = 2.5 [1.25, 5] "
+        "(SNR = |mu|/(sigma_p sqrt d)); axis convention C_axis = 1000 [300, 4000]; "
+        "transition 10%-90% benign: |mu|_90/|mu|_10 = 1.5 [1.25, 2]; 90% bootstrap CIs, 40 runs, 13 benign; "
+        "excluded: 1 diverged, 3 max_steps; 2 of 200 resamples had no estimate")
