@@ -127,3 +127,29 @@ def test_the_fit_line_prints_each_number_and_interval_in_its_place():
         "(SNR = |mu|/(sigma_p sqrt d)); axis convention C_axis = 1000 [300, 4000]; "
         "transition 10%-90% benign: |mu|_90/|mu|_10 = 1.5 [1.25, 2]; 90% bootstrap CIs, 40 runs, 13 benign; "
         "excluded: 1 diverged, 3 max_steps; 2 of 200 resamples had no estimate")
+
+
+def test_the_sweep_fit_uses_the_level_seed_and_resamples_it_is_given():
+    """``refvit fit --level --seed --n-boot`` reach the bootstrap: the sweep fit equals the estimator (checked by hand
+    in tests/test_reported.py) called on the counted runs with the fit's documented stream [seed, 0xF17]."""
+    from refvit.fit import fit_boundary
+    from refvit.jiang2024.boundary import fit_columns
+    from refvit.results import COLUMNS
+    from .problems import table_row
+    rng = np.random.default_rng(0)
+    rows = []
+    for N in (2, 4, 8, 16):
+        for mu in (1, 2, 4, 8):
+            for r in range(3):
+                benign = rng.random() < 1 / (1 + math.exp(-(math.log(N) + 2 * math.log(mu / 4))))
+                rows.append(table_row(N=N, mu_norm=float(mu), repeat=r, snr=mu / 8, test_loss=0.1 if benign else 0.5))
+    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
+    d = {"sigma_p": 1.0, "snr_axis_sigma": 0.25, "d": 64}
+    got = fit_columns(t, d, n_boot=40, seed=3, level=0.8)
+    want = fit_boundary(t["N"], t["snr"], t["test_loss"] < 0.2, np.random.default_rng([3, 0xF17]), n_boot=40,
+                        level=0.8, sigma_ratio=4.0)
+    assert got["level"] == 0.8 and got["n_boot"] == 40 and got["seed"] == 3
+    for k in ("ci_a", "ci_C", "ci_width_log_snr", "ci_C_axis"):
+        assert got[k] == want[k], k                     # the same computation on the same draws: exact
+    assert got["ci_a"] != fit_columns(t, d, n_boot=40, seed=3)["ci_a"]      # not vacuous: 0.95 differs
+    assert got["ci_a"] != fit_columns(t, d, n_boot=40, seed=4, level=0.8)["ci_a"]   # nor is the seed ignored
