@@ -2,6 +2,7 @@
 difference of the real loss, its refusal, the width on labels simulated from a known transition, and a tiny study
 end to end with runs that fail counted and never fitted."""
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from analysis import fig_sharpness, summaries
 from refvit.jiang2024.config import figure1_setting
 from refvit.jiang2024.experiment import draw_cell
-from refvit.fit import fit_boundary
+from refvit.fit import fit_boundary, fit_width
 from refvit.io import load_json, read_csv
 from refvit.jiang2024.model import forward, forward_cache, mean_loss
 from refvit.jiang2024.studies import VARIANTS, SharpnessStudy, run_sharpness
@@ -147,8 +148,16 @@ def test_tiny_study_counts_failed_runs_and_fits_only_converged_ones(tiny):
         assert r["lr"] == pytest.approx(0.1 * 1024 / r["d"])
     widths = read_csv(out / "widths.csv")
     assert {(w["condition"], w["N"]) for w in widths} == {(c, N) for c in conds for N in (2, 8)}
-    for w in widths:    # per N, the converged runs only
-        assert w["n"] == sum(t["converged"] for t in table if t["condition"] == w["condition"] and t["N"] == w["N"])
+    for w in widths:    # per N, the converged runs only, with the study's n_boot (20) on the (condition, N) stream
+        mine = [t for t in table if t["condition"] == w["condition"] and t["N"] == w["N"] and t["converged"]]
+        assert w["n"] == len(mine)
+        rng = np.random.default_rng([study.seed, 0x3D7, zlib.crc32(w["condition"].encode()), w["N"]])
+        want = fit_width(np.array([t["snr"] for t in mine]), np.array([t["test_loss"] < 0.2 for t in mine]), rng, 20)
+        lo, hi = want["ci_width"] or [math.nan, math.nan]
+        # the same computation on the same numbers (fit_width is checked by hand in tests/test_intervals.py)
+        assert np.allclose([w["width_lo"], w["width_hi"]], [lo, hi], rtol=0, atol=0, equal_nan=True), w
+        assert w["n_boot_no_estimate"] == want["n_boot_no_estimate"]
+    assert any(math.isfinite(w["width_lo"]) for w in widths)          # not vacuous: some interval was computed
     # the sweep folders are plain sweeps: a rerun recomputes nothing and rewrites the same tables
     before = [(out / f).read_bytes() for f in ("conditions.csv", "widths.csv", "table.csv")]
     run_sharpness(study, out, progress=False)
