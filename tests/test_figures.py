@@ -1,11 +1,12 @@
 """Figure scripts run on saved results only, and aggregate them correctly."""
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
 
-from analysis import fig_dynamics, fig_heatmap
+from analysis import fig_dynamics, fig_heatmap, fig_sharpness
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.dynamics import Dynamics, run_dynamics
@@ -169,3 +170,52 @@ def test_the_coefficient_figure_draws_attention_as_mean_plus_minus_the_populatio
         np.testing.assert_allclose(lo, mean - std, rtol=1e-12)
         np.testing.assert_allclose(hi, mean + std, rtol=1e-12)
     assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_label() == "uniform 1/M"] == [1 / M]
+
+
+def hand_table():
+    """Runs of a 2 × 2 grid with every kind of run that does not count (not converged, non-finite test loss)."""
+    runs = [  # N, ‖μ‖, converged, test loss, test error
+        (2, 1, True, 0.10, 0.05), (2, 1, True, 0.30, 0.20), (2, 1, False, 0.01, 0.00), (2, 1, True, np.nan, 0.5),
+        (2, 3, True, 0.15, 0.10), (2, 3, True, 0.25, 0.15), (2, 3, True, 0.05, 0.01),
+        (4, 1, True, 0.40, 0.30), (4, 1, False, np.inf, 0.50),
+        (4, 3, True, 0.02, 0.00), (4, 3, True, 0.19, 0.04), (4, 3, True, np.inf, 0.45)]
+    cols = list(zip(*runs))
+    t = {"N": np.array(cols[0]), "mu_norm": np.array(cols[1], dtype=float), "converged": np.array(cols[2]),
+         "test_loss": np.array(cols[3]), "test_error": np.array(cols[4])}
+    t["snr"] = t["mu_norm"] / 8.0
+    t["N_snr2"] = t["N"] * t["snr"] ** 2
+    return runs, t
+
+
+def test_the_label_noise_error_grid_is_the_mean_test_error_of_the_counted_runs():
+    from analysis import fig_labelnoise
+    runs, t = hand_table()
+    g = fig_heatmap.cell_grid(t, "snr")
+    Z = fig_labelnoise.error_grid(t, g)
+    want = [[np.mean([r[4] for r in runs if (r[0], r[1]) == (N, mu) and r[2] and math.isfinite(r[3])])
+             for mu in (1, 3)] for N in (2, 4)]
+    np.testing.assert_allclose(Z, want, rtol=1e-15)          # means of ≤ 3 decimals: one rounding each
+
+
+def test_the_benign_curve_bins_the_counted_runs_by_hand():
+    rng = np.random.default_rng(2)
+    runs = [(int(N), float(mu), bool(rng.random() < 0.9), float(rng.choice([np.nan, rng.uniform(0, 0.4)], p=[.1, .9])))
+            for N in (2, 4, 8, 16) for mu in range(1, 17) for _ in range(2)]          # 128 runs over 5 decades
+    cols = list(zip(*runs))
+    t = {"N": np.array(cols[0]), "converged": np.array(cols[2]), "test_loss": np.array(cols[3]),
+         "N_snr2": np.array(cols[0]) * (np.array(cols[1]) / 8) ** 2}
+    centre, frac, lo, hi, n = fig_sharpness.benign_curve(t)
+    ok = [r for r in runs if r[2] and math.isfinite(r[3])]
+    x = [math.log(r[0] * (r[1] / 8) ** 2) for r in ok]
+    width = max(fig_sharpness.BIN_MIN, (max(x) - min(x)) * fig_sharpness.RUNS_PER_BIN / len(x))
+    bins = {}
+    for xi, r in zip(x, ok):                                 # floor(x / width): bins of equal width in log(N·SNR²)
+        bins.setdefault(math.floor(xi / width), []).append((xi, r[3] < 0.2))
+    keys = sorted(bins)
+    assert list(n) == [len(bins[k]) for k in keys] and sum(n) == len(ok) and len(keys) >= 4 and len(ok) < len(runs)
+    assert list(frac) == [sum(b for _, b in bins[k]) / len(bins[k]) for k in keys]
+    # the centre is exp of the mean log (a geometric mean); 1e-14: a mean of ≤ 8 logs, then exp, in another order
+    np.testing.assert_allclose(centre, [math.exp(statistics.fmean(xi for xi, _ in bins[k])) for k in keys],
+                               rtol=1e-14)
+    want = [fig_sharpness.wilson(np.array([sum(b for _, b in bins[k])]), np.array([len(bins[k])])) for k in keys]
+    np.testing.assert_allclose(np.column_stack([lo, hi]), np.array(want)[:, :, 0], rtol=1e-15)
