@@ -30,6 +30,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from refvit.jiang2024.config import BENIGN_LOSS, PRESETS, boundary_n_snr2  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, save_figure  # noqa: E402
+from refvit.results import counted  # noqa: E402
 
 
 def reference_constant(meta: dict, axis: bool) -> float:
@@ -56,7 +57,7 @@ def cell_grid(table: dict, snr_key: str) -> dict:
         snrs[j] = table[snr_key][table["mu_norm"] == mu][0]
         for i, N in enumerate(Ns):
             sel = (table["N"] == N) & (table["mu_norm"] == mu)
-            ok = sel & table["converged"] & np.isfinite(table["test_loss"])
+            ok = sel & counted(table)
             n_runs[i, j], n_conv[i, j] = sel.sum(), ok.sum()
             if ok.any():        # non-converged runs have no test loss at the stop, as in the authors' NaN
                 mean_loss[i, j] = table["test_loss"][ok].mean()

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.jiang2024.studies import p_folder  # noqa: E402
+from refvit.results import counted  # noqa: E402
 
 ERROR_VMAX = 0.5     # chance level of a balanced binary test set: the natural top of the error scale
 GROUPS = (("benign", "C0", "o"), ("transition", "C1", "D"), ("harmful", "C3", "s"))
@@ -33,7 +34,7 @@ def error_grid(table: dict, g: dict) -> np.ndarray:
     Z = np.full(g["mean_loss"].shape, np.nan)
     for i, N in enumerate(g["Ns"]):
         for j, mu in enumerate(g["mus"]):
-            ok = (table["N"] == N) & (table["mu_norm"] == mu) & table["converged"] & np.isfinite(table["test_loss"])
+            ok = (table["N"] == N) & (table["mu_norm"] == mu) & counted(table)
             if ok.any():
                 Z[i, j] = table["test_error"][ok].mean()
     return Z

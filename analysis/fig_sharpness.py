@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from refvit.jiang2024.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
 from analysis.common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
+from refvit.results import counted  # noqa: E402
 
 VARIANT_STYLE = {"authors": ("k", "o"), "projected": ("C0", "s"), "zero_tokens": ("C2", "D"),
                  "rademacher": ("C3", "^")}
@@ -42,7 +43,7 @@ def wilson(k: np.ndarray, n: np.ndarray, z: float = 1.96) -> tuple[np.ndarray, n
 def benign_curve(t: dict) -> tuple[np.ndarray, ...]:
     """(N·SNR² at the bins' mean log, benign fraction, lo, hi, runs per bin) over the converged runs of table ``t``;
     bins of equal width in log(N·SNR²), ``BIN_MIN`` or wider so that they hold ``RUNS_PER_BIN`` runs on average."""
-    ok = t["converged"] & np.isfinite(t["test_loss"])
+    ok = counted(t)
     x = np.log(t["N_snr2"][ok])
     b = t["test_loss"][ok] < BENIGN_LOSS
     width = max(BIN_MIN, np.ptp(x) * RUNS_PER_BIN / len(x))

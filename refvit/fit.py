@@ -19,8 +19,9 @@ Confidence intervals: percentile bootstrap over runs (resampled with replacement
 Resamples without both classes, (for MLE) separable ones, and those where Newton's method does not converge have
 no estimate; they are counted, not hidden.
 Non-converged runs are left out (the authors stored them as NaN, docs/math.md §10.1), and so are runs whose test
-loss is not finite; ``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow,
-nonfinite_test) and ``describe`` prints those counts.
+loss is not finite (``refvit.results.counted``, the one rule for which runs count, which the figures use too);
+``fit["excluded"]`` counts the runs left out by status (e.g. max_steps, diverged, overflow, nonfinite_test) and
+``describe`` prints those counts.
 
 The estimators here know no setting: ``refvit.jiang2024.boundary`` fits a saved Figure-1 sweep folder with them
 (``refvit fit SWEEP_DIR``), and the other settings' studies call ``fit_boundary`` and ``fit_threshold`` directly.

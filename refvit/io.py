@@ -77,12 +77,22 @@ def check_writable(folder) -> Path:
     return folder
 
 
-def check_output(path) -> Path:
-    """Check, before any work whose result goes to file ``path``, that it can be written there: not a folder, and
-    its folder creatable and writable (``check_writable``); a ``FileProblem`` naming the path otherwise."""
-    path = Path(path)
+def _refuse_special(path: Path) -> None:
+    """A ``FileProblem`` if ``path`` exists and is not a regular file: renaming a new file over it would replace a
+    folder, a device such as /dev/null, or a pipe, not write into it."""
     if path.is_dir():
         raise FileProblem(path, "is a folder; give a file name for this output")
+    if path.exists() and not path.is_file():
+        raise FileProblem(path, "is not a regular file (a device or a pipe) and would be replaced; give a file name "
+                                "for this output")
+
+
+def check_output(path) -> Path:
+    """Check, before any work whose result goes to file ``path``, that it can be written there: not a folder, a
+    device or a pipe, and its folder creatable and writable (``check_writable``); a ``FileProblem`` naming the path
+    otherwise."""
+    path = Path(path)
+    _refuse_special(path)
     check_writable(path.parent)
     return path
 
@@ -102,6 +112,7 @@ def atomic_write(path, write) -> Path:
     Readers see the old file or the new one, never half of one; a crash leaves no partial file behind.
     """
     path = Path(path)
+    _refuse_special(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -32,6 +32,13 @@ ALWAYS_FINITE = ("mu_norm", "snr", "snr_axis", "N_snr2", "N_snr_axis2", "seconds
 SETTINGS_HASH = "settings_hash"            # the extra key of a run file: the hash of its sweep's settings
 
 
+def counted(t) -> np.ndarray:
+    """Which runs count in a fit, a cell mean or a benign fraction: converged, with a finite test loss (the authors
+    stored the others as NaN, docs/math.md §10.1). ``t`` holds the columns "converged" and "test_loss" (arrays of
+    one length, or one run's row); returns a bool array of that shape."""
+    return np.asarray(t["converged"], dtype=bool) & np.isfinite(np.asarray(t["test_loss"], dtype=np.float64))
+
+
 def check_run_row(path, row, expect: dict) -> dict:
     """``row`` (a run file's content) if it has the schema of ``COLUMNS`` and the identity ``expect`` (values of
     N, mu_norm, repeat, seed, settings_hash); else ``FileProblem`` naming ``path`` and the first thing wrong.

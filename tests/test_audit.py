@@ -156,3 +156,40 @@ def test_break_in_paper_form_sums_is_seen_there_only(monkeypatch):
         return g._replace(W_Q=g.W_Q * X.shape[1])      # a missing 1/M in (4.17) only
     failing = _failing(monkeypatch, formulas, "gradients", gradients)
     assert failing == {"4.17"}
+
+
+# --- the audit's own machinery, fed what it must refuse ---------------------------------------------------------
+
+ROW = ("2.7", "statement", "code", "check")
+
+
+@pytest.mark.parametrize("errors, tol, extra_ok, ok", [
+    ([], 1e-11, True, False),                        # no instance ran: nothing was checked, so the claim fails
+    ([0.0, math.nan], 1e-11, True, False),           # a NaN error is an error of inf
+    ([0.0, math.inf], 1e-11, True, False),
+    ([0.0, 1e-11], 1e-11, True, True),               # at the tolerance: holds
+    ([1e-11 * (1 + 1e-9), 0.0], 1e-11, True, False),   # just above it, in any instance: fails
+    ([0.0], 0.0, True, True),                        # an exact identity holds only at exactly 0
+    ([5e-324], 0.0, True, False),
+    ([0.0], 1e-11, False, False),                    # a side condition that fails fails the row
+])
+def test_a_row_holds_only_when_every_instance_is_within_its_tolerance(errors, tol, extra_ok, ok):
+    from refvit.audit.core import _row
+    row = _row(*ROW, errors, tol, "reason", extra_ok)
+    assert row.ok is ok
+    finite = [e for e in errors if math.isfinite(e)]
+    assert row.worst == (max(finite) if finite and len(finite) == len(errors) else math.inf)
+    report = audit.Report(rows=[_row(*ROW, [0.0], 1e-11, "reason"), row])
+    assert report.passed is ok and report.failed() == ([] if ok else [row])
+
+
+def test_the_error_of_two_outputs_is_inf_when_they_cannot_be_compared():
+    from refvit.audit.core import err
+    a = np.array([1.0, 2.0])
+    assert err(a, a.copy()) == 0.0
+    # max|a − b| / max(max|a|, max|b|) = 2e-6 / (2(1 + 1e-6)); 1e-8: the difference 2(1 + 1e-6) − 2 keeps ~1e-10
+    # relative rounding, while the other scale (max|a| instead of the larger one) would be off by 1e-6
+    assert err(a, a * (1 + 1e-6)) == pytest.approx(1e-6 / (1 + 1e-6), rel=1e-8)
+    assert err(a, np.array([1.0, 2.0, 3.0])) == math.inf            # shapes differ
+    for bad in (math.nan, math.inf, -math.inf):
+        assert err(a, np.array([1.0, bad])) == math.inf and err(np.array([bad, 1.0]), a) == math.inf

@@ -2,6 +2,7 @@
 progress), the messages for broken outputs, the time limit, and calibration of every tolerance (a mistake just
 above it fails, one below it passes)."""
 import json
+import math
 import textwrap
 import threading
 
@@ -295,3 +296,21 @@ def test_report_json_is_strict_for_every_non_finite_number():
         raise ValueError(f"non-strict JSON token {token}")
     data = json.loads(text, parse_constant=refuse)
     assert data["cases"][0]["blocks"][0]["error"] == "nan"
+
+
+# --- a trajectory shorter than asked is never judged on its prefix ----------------------------------------------
+
+def test_a_trajectory_or_trainer_with_fewer_iterates_than_asked_fails_every_block():
+    from refvit.crosscheck.compare import _RefTraj, _reference_trajectory, _traj_errors, _trainer_errors
+    from refvit.crosscheck.calls import _Outputs
+    case = cc.build_case(cc.select_cases(["o1_logits"])[0])
+    p0, X, y, lr = case.params, case.X, case.y, case.spec.lr
+    traj, grads = _reference_trajectory(p0, X, y, lr, False, 6)
+    ref = _RefTraj(p0, traj, grads, lr)
+    assert set(_traj_errors(traj, ref, "float64").values()) == {0.0}          # the reference itself: error 0
+    for short in (traj[:-1], traj[:1], []):                                    # exact, but stopping early
+        assert set(_traj_errors(short, ref, "float64").values()) == {math.inf}
+        user = _Outputs(None, None, None, trainer=short, restart=traj, step_k=traj[-1])
+        errs = _trainer_errors(user, ref, "float64")
+        assert [errs[b] for b in cc.TRAINER_BLOCKS[:4]] == [math.inf] * 4
+        assert errs["trainer_restart"] == 0.0 and errs["trainer_step_k"] == 0.0   # the other two are whole

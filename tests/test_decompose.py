@@ -10,6 +10,8 @@ Tolerance 1e-10 relative (the agreement criterion of the span tests): (a) and (b
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -258,3 +260,38 @@ def test_coefficients_cli_train_weights_draw(tmp_path):
     assert refvit_main(["coefficients", "draw", str(tmp_path / "res" / "decomposed_w.npz"), "--out", str(tmp_path / "d.png")]) == 0
     assert (tmp_path / "d.png").exists()
     assert refvit_main(["coefficients", "weights", str(tmp_path / "res" / "decomposed_w.npz"), "--results", res, "--no-draw"]) == 2
+
+
+# --- naming the coefficients, and the coefficient command's sizes --------------------------------------------------
+
+@pytest.mark.parametrize("first", ["minus", "plus"])
+def test_a_signal_that_is_the_first_distinct_token_is_named(first):
+    """Token 0 is a valid index: with sample 0 of the other class, μ₋ is the first distinct token U[0]."""
+    from refvit.jiang2024.decompose import name_coefficients
+    from refvit.jiang2024.tokens import unique_tokens
+    e = np.eye(5)
+    mu_plus, mu_minus, xi = 2 * e[0], 3 * e[1], [e[2], e[3], e[4]]
+    a, b = (mu_minus, mu_plus) if first == "minus" else (mu_plus, mu_minus)
+    X = np.stack([[a, xi[0]], [b, xi[1]], [a, xi[2]]])            # (3, 2, 5): tokens a, ξ0, b, ξ1, ξ2
+    tokens = unique_tokens(X)
+    coef = np.array([[10.0, 11, 12, 13, 14], [20, 21, 22, 23, 24]])   # (T=2, n_u): one value per token and step
+    gp, gm, rho, other = name_coefficients(coef, tokens, (mu_plus, mu_minus))
+    i_plus, i_minus = (2, 0) if first == "minus" else (0, 2)
+    np.testing.assert_array_equal(gp, coef[:, i_plus])
+    np.testing.assert_array_equal(gm, coef[:, i_minus])
+    np.testing.assert_array_equal(rho, coef[:, [1, 3, 4]])
+    assert other.shape == (2, 3, 0)
+    gp, gm, _, _ = name_coefficients(coef, tokens, (mu_plus, 5 * e[4]))     # a signal absent from the tokens: NaN
+    assert np.all(np.isnan(gm)) and np.array_equal(gp, coef[:, i_plus])
+
+
+def test_the_coefficient_command_reads_the_sample_count_from_the_weights_file(tmp_path):
+    """N is the first axis of X (N, M, d): a file with N, M and d all different tells the axes apart."""
+    from refvit.jiang2024.coefficients import weights_and_save
+    data_cfg = DataConfig(N=6, M=3, d=24, mu_norm=3.0, sigma_p=1.0, n_test=2)
+    data, p0, signals = problem(data_cfg, ModelConfig(d_h=3, d_v=2, init="gaussian", sigma0=0.4))
+    save_npz(tmp_path / "w.npz", **{f"{k}0": v for k, v in p0._asdict().items()}, **p0._asdict(), X=data.X,
+             y=data.y, mu_plus=data.mu_plus, mu_minus=data.mu_minus)
+    weights_and_save(tmp_path / "w.npz", tmp_path / "out.npz")
+    summary = json.loads(str(load_npz(tmp_path / "out.npz")["summary"]))
+    assert data.X.shape == (6, 3, 24) and summary["N"] == 6

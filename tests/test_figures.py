@@ -1,10 +1,12 @@
 """Figure scripts run on saved results only, and aggregate them correctly."""
 import json
+import math
+import statistics
 
 import numpy as np
 import pytest
 
-from analysis import fig_dynamics, fig_heatmap
+from analysis import fig_dynamics, fig_heatmap, fig_sharpness
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.dynamics import Dynamics, run_dynamics
@@ -111,3 +113,109 @@ def test_decomposed_coefficients_are_saved_and_consistent(saved_dynamics):
                 # (isotropic noise is not exactly orthogonal to μ₊); sample 0 is a y = +1 sample
                 dV = r["h_V_signal_s0"] - r["h_V_signal_s0"][0]
                 assert np.corrcoef(dV, r["c_gamma_plus"])[0, 1] > 0.99
+
+
+# --- the bands the figures draw: mean ± k·std over runs or samples, population std (ddof 0) ------------------------
+
+def band_edges(collection, t) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of a fill_between band at the abscissae ``t``, read from the drawn polygon."""
+    v = collection.get_paths()[0].vertices
+    lo = np.array([v[v[:, 0] == x, 1].min() for x in t])
+    hi = np.array([v[v[:, 0] == x, 1].max() for x in t])
+    return lo, hi
+
+
+def test_the_dynamics_band_is_mean_plus_minus_k_population_stds():
+    import matplotlib.pyplot as plt
+    rng = np.random.default_rng(0)
+    t = np.arange(6.0)
+    Y = rng.normal(size=(4, 6)) + 3.0                   # 4 runs: ddof 1 would widen the band by √(4/3)
+    Y[2, 3] = np.nan                                    # a run without a value at one step is left out there
+    fig, ax = plt.subplots()
+    fig_dynamics.band(ax, t, Y, 1.5, "x", "C0", log=False)
+    mean = np.array([np.mean([y for y in Y[:, j] if y == y]) for j in range(6)])          # plain loops
+    std = np.array([np.sqrt(np.mean([(y - mean[j]) ** 2 for y in Y[:, j] if y == y])) for j in range(6)])
+    lo, hi = band_edges(ax.collections[0], t)
+    # 1e-12: a mean and a std of ≤ 4 numbers in another summation order, then drawn as float64 vertices
+    np.testing.assert_allclose(lo, mean - 1.5 * std, rtol=1e-12)
+    np.testing.assert_allclose(hi, mean + 1.5 * std, rtol=1e-12)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), mean, rtol=1e-12)
+    plt.close(fig)
+
+
+def test_the_coefficient_figure_draws_attention_as_mean_plus_minus_the_population_std(tmp_path, monkeypatch):
+    from analysis import fig_coefficients
+    from refvit.io import save_npz
+    rng = np.random.default_rng(1)
+    T, N, M = 4, 5, 3                                   # N ≠ M: the "uniform 1/M" line must read the token axis
+    abar = rng.dirichlet(np.ones(M), size=(T, N))       # (T, N, M)
+    summary = {"setting": "figure1", "N": N, "mu_norm": 80.0, "N_snr2": 1.0, "steps": T - 1, "status": "max_steps",
+               "train_w_O": False, "test_loss": 0.3, "residual_recovered": {}, "tracked_vs_recovered": {}}
+    save_npz(tmp_path / "c.npz", summary=np.array(json.dumps(summary)), y=np.array([1.0, -1, 1, -1, 1]),
+             recovered_rho=rng.normal(size=N), recovered_gamma_plus=np.float64(1.0),
+             recovered_gamma_minus=np.float64(-1.0), train_loss=np.linspace(1, 0.5, T),
+             h_gamma_plus=np.linspace(0, 1, T), h_gamma_minus=-np.linspace(0, 1, T), h_rho=rng.normal(size=(T, N)),
+             h_abar=abar, h_Z2=rng.normal(size=(T, N, 2, 2)))
+    drawn = []
+    monkeypatch.setattr(fig_coefficients, "save_figure", lambda fig, out: drawn.append(fig) or out)
+    fig_coefficients.draw(tmp_path / "c.npz", tmp_path / "c.png")
+    ax = drawn[0].axes[3]
+    t = np.arange(T)
+    for j, coll in enumerate(ax.collections[:2]):       # signal token, noise token
+        a = abar[:, :, j]
+        mean = np.array([sum(a[s]) / N for s in range(T)])
+        std = np.array([math.sqrt(sum((x - mean[s]) ** 2 for x in a[s]) / N) for s in range(T)])   # ddof 0
+        lo, hi = band_edges(coll, t)
+        # 1e-12: sums of 5 numbers in another order (~1e-16) against a ddof change of √(5/4) − 1 ≈ 12 %
+        np.testing.assert_allclose(lo, mean - std, rtol=1e-12)
+        np.testing.assert_allclose(hi, mean + std, rtol=1e-12)
+    assert [ln.get_ydata()[0] for ln in ax.lines if ln.get_label() == "uniform 1/M"] == [1 / M]
+
+
+def hand_table():
+    """Runs of a 2 × 2 grid with every kind of run that does not count (not converged, non-finite test loss)."""
+    runs = [  # N, ‖μ‖, converged, test loss, test error
+        (2, 1, True, 0.10, 0.05), (2, 1, True, 0.30, 0.20), (2, 1, False, 0.01, 0.00), (2, 1, True, np.nan, 0.5),
+        (2, 3, True, 0.15, 0.10), (2, 3, True, 0.25, 0.15), (2, 3, True, 0.05, 0.01),
+        (4, 1, True, 0.40, 0.30), (4, 1, False, np.inf, 0.50),
+        (4, 3, True, 0.02, 0.00), (4, 3, True, 0.19, 0.04), (4, 3, True, np.inf, 0.45)]
+    cols = list(zip(*runs))
+    t = {"N": np.array(cols[0]), "mu_norm": np.array(cols[1], dtype=float), "converged": np.array(cols[2]),
+         "test_loss": np.array(cols[3]), "test_error": np.array(cols[4])}
+    t["snr"] = t["mu_norm"] / 8.0
+    t["N_snr2"] = t["N"] * t["snr"] ** 2
+    return runs, t
+
+
+def test_the_label_noise_error_grid_is_the_mean_test_error_of_the_counted_runs():
+    from analysis import fig_labelnoise
+    runs, t = hand_table()
+    g = fig_heatmap.cell_grid(t, "snr")
+    Z = fig_labelnoise.error_grid(t, g)
+    want = [[np.mean([r[4] for r in runs if (r[0], r[1]) == (N, mu) and r[2] and math.isfinite(r[3])])
+             for mu in (1, 3)] for N in (2, 4)]
+    np.testing.assert_allclose(Z, want, rtol=1e-15)          # means of ≤ 3 decimals: one rounding each
+
+
+def test_the_benign_curve_bins_the_counted_runs_by_hand():
+    rng = np.random.default_rng(2)
+    runs = [(int(N), float(mu), bool(rng.random() < 0.9), float(rng.choice([np.nan, rng.uniform(0, 0.4)], p=[.1, .9])))
+            for N in (2, 4, 8, 16) for mu in range(1, 17) for _ in range(2)]          # 128 runs over 5 decades
+    cols = list(zip(*runs))
+    t = {"N": np.array(cols[0]), "converged": np.array(cols[2]), "test_loss": np.array(cols[3]),
+         "N_snr2": np.array(cols[0]) * (np.array(cols[1]) / 8) ** 2}
+    centre, frac, lo, hi, n = fig_sharpness.benign_curve(t)
+    ok = [r for r in runs if r[2] and math.isfinite(r[3])]
+    x = [math.log(r[0] * (r[1] / 8) ** 2) for r in ok]
+    width = max(fig_sharpness.BIN_MIN, (max(x) - min(x)) * fig_sharpness.RUNS_PER_BIN / len(x))
+    bins = {}
+    for xi, r in zip(x, ok):                                 # floor(x / width): bins of equal width in log(N·SNR²)
+        bins.setdefault(math.floor(xi / width), []).append((xi, r[3] < 0.2))
+    keys = sorted(bins)
+    assert list(n) == [len(bins[k]) for k in keys] and sum(n) == len(ok) and len(keys) >= 4 and len(ok) < len(runs)
+    assert list(frac) == [sum(b for _, b in bins[k]) / len(bins[k]) for k in keys]
+    # the centre is exp of the mean log (a geometric mean); 1e-14: a mean of ≤ 8 logs, then exp, in another order
+    np.testing.assert_allclose(centre, [math.exp(statistics.fmean(xi for xi, _ in bins[k])) for k in keys],
+                               rtol=1e-14)
+    want = [fig_sharpness.wilson(np.array([sum(b for _, b in bins[k])]), np.array([len(bins[k])])) for k in keys]
+    np.testing.assert_allclose(np.column_stack([lo, hi]), np.array(want)[:, :, 0], rtol=1e-15)

@@ -229,3 +229,28 @@ def test_bad_traj_steps_is_a_usage_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--traj-steps must be comma-separated integers" in err and "'a,b'" in err, err
     assert not (tmp_path / "manifest.json").exists()
+
+
+def _repeat_a_snapshot(g):
+    """traj_step 0, 1, 2, 5, 10, 20 -> 0, 1, 1, 5, 10, 20 with the step-1 snapshot stored twice: consistent arrays
+    whose steps repeat."""
+    keep = [0, 1, 1, 3, 4, 5]
+    _cut_trajectory(g, keep)
+
+
+def test_check_refuses_a_golden_set_whose_snapshot_steps_repeat(tmp_path):
+    shutil.copytree(GOLDEN, tmp_path / "g")
+    for case in SMALL_CASES:                                  # the manifest's traj_steps hold for every file
+        _rewrite(tmp_path / "g", case.name, _repeat_a_snapshot)
+    manifest = load_json(tmp_path / "g" / "manifest.json")
+    assert manifest["traj_steps"] == [0, 1, 2, 5, 10, 20]
+    manifest["traj_steps"] = [0, 1, 1, 5, 10, 20]            # the manifest agrees with the file: only the repeat is wrong
+    (tmp_path / "g" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"tiny_init\.npz: traj_step \[0, 1, 1, 5, 10, 20\] must be increasing"):
+        golden.check(tmp_path / "g")
+    with pytest.raises(ValueError, match="traj_steps must be increasing"):   # nor can such a set be written again
+        golden.regenerate(manifest, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    for steps in ((0, 1, 1, 20), (2, 1), (0, 21)):
+        with pytest.raises(ValueError, match="traj_steps must be increasing"):
+            golden.case_arrays(SMALL_CASES[0], 20, steps)

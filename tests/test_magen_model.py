@@ -404,6 +404,8 @@ def test_training_equals_a_plain_gd_loop_and_records_what_it_says():
     assert hist["attn_signal_flipped"][-1] == pytest.approx(att[~clean].mean(), rel=1e-12)
     assert hist["margin_min"][-1] == pytest.approx((ds.y * f).min(), rel=1e-12)
     assert hist["margin_flipped_min"][-1] == pytest.approx((ds.y * f)[~clean].min(), rel=1e-12)
+    assert hist["margin_clean_min"][-1] == pytest.approx((ds.y * f)[clean].min(), rel=1e-12)
+    assert np.any(ds.y[clean] < 0)                                         # so a dropped label would show
     assert hist.final_test_error == np.mean(np.sign(forward(final, ds.X_test, cfg)) != ds.y_test)
 
 

@@ -9,10 +9,11 @@ import pytest
 from analysis import fig_phases, summaries
 from refvit.jiang2024.config import dynamics_setting
 from refvit.jiang2024.experiment import cell_key, run_cell
-from refvit.io import FileProblem, read_csv
+from refvit.io import FileProblem, load_json, read_csv
 from refvit.jiang2024.phases import detect_phases
 from refvit.jiang2024.studies import PhaseStudy, run_phases
-from refvit.jiang2024.studies.phases import median_ci, power_fit, run_file
+from refvit.jiang2024.studies import phases as phases_module
+from refvit.jiang2024.studies.phases import PHASE_KEYS, median_ci, power_fit, run_file
 from refvit.runstore import claim
 
 M = 4
@@ -151,6 +152,22 @@ def test_median_interval():
     assert all(math.isnan(v) for v in median_ci(np.array([]), np.random.default_rng(0), 10))
 
 
+def assert_summary(folder, rows, n_boot):
+    """summary.csv: each condition's medians and intervals from its rows of phases.csv, with ``n_boot`` resamples
+    on the condition's own stream, one key after the other (median_ci itself is checked by hand elsewhere)."""
+    for c in read_csv(folder / "summary.csv"):
+        mine = [x for x in rows if (x["setting"], x["N"], x["mu_norm"], x["lr"]) ==
+                (c["setting"], c["N"], c["mu_norm"], c["lr"])]
+        assert c["n_runs"] == len(mine) == 2 and c["n_benign"] == sum(x["benign"] for x in mine)
+        rng = phases_module._stream(0, c["setting"], c["N"], int(c["mu_norm"]), c["lr"])
+        for k in PHASE_KEYS:
+            x = np.array([m[k] for m in mine], dtype=float)
+            want = median_ci(x[np.isfinite(x)], rng, n_boot)
+            got = (c[f"{k}_median"], c[f"{k}_lo"], c[f"{k}_hi"])
+            assert np.allclose(got, want, rtol=0, atol=0, equal_nan=True), (k, got, want)   # the same arithmetic
+            assert c[f"{k}_censored"] == int(np.sum(~np.isfinite(x)))
+
+
 def test_phase_study_end_to_end_with_a_damaged_file(tmp_path):
     study = PhaseStudy("tiny", {"dynamics": ((10, 2, 0.01), (10, 30, 0.01)),
                                 "figure1": ((20, 80, 0.1),)}, 2, steps=120, n_boot=20)
@@ -163,6 +180,7 @@ def test_phase_study_end_to_end_with_a_damaged_file(tmp_path):
     h = run_cell(data, model, train.replace(steps=120, coords="span", backend="numpy"), 0, cell_key(10, 30, 1)).history
     ph = detect_phases(h["attn_signal"], h["attn_noise"], h["train_loss"], 3)
     assert (r["t1"], r["t2"]) == (ph.t1, ph.t2) and r["winner"] == ph.winner == "signal"
+    assert_summary(tmp_path, rows, 20)
     before = (tmp_path / "phases.csv").read_bytes()
     victim = tmp_path / "dynamics" / "runs" / run_file(10, 30, 0.01, 1)
     victim.write_bytes(b"not an npz")
@@ -182,3 +200,10 @@ def test_phase_study_end_to_end_with_a_damaged_file(tmp_path):
     assert fig_phases.main([str(tmp_path), "--out-runs", str(tmp_path / "r.png"), "--out-lengths",
                             str(tmp_path / "l.png"), "--dpi", "40"]) == 0 and (tmp_path / "l.png").exists()
     assert "exponents" in summaries.phase_summary(tmp_path)
+    # the tables take n_boot from the study's record: 3 resamples of two runs give intervals that differ from the
+    # default's 1000 (which almost surely reach both runs' values)
+    ends = (lambda: [(c[f"{k}_lo"], c[f"{k}_hi"]) for c in read_csv(tmp_path / "summary.csv") for k in PHASE_KEYS])
+    with_20 = ends()
+    phases_module.write_phase_tables({**load_json(tmp_path / "study.json"), "n_boot": 3}, tmp_path)
+    assert_summary(tmp_path, rows, 3)
+    assert ends() != with_20                        # not vacuous: the number of resamples shows in the table

@@ -1,13 +1,20 @@
 """Folders of saved runs (refvit.runstore): a file is trusted only when it is the run it claims to be and whole;
 anything else is moved aside (never lost) and recomputed."""
 import json
+import re
 
 import numpy as np
 import pytest
+from scipy.special import expit
 
+from analysis.fig_heatmap import cell_grid
 from refvit import runstore
-from refvit.io import FileProblem, save_npz
+from refvit.io import FileProblem, save_npz, write_manifest
+from refvit.jiang2024.boundary import fit_columns
 from refvit.jiang2024.sweep import Sweep
+from refvit.results import ALWAYS_FINITE, COLUMNS, SETTINGS_HASH, check_run_row, counted
+
+from .problems import table_row
 
 EXPECT = {"regime": "benign", "mu_norm": 30.0, "repeat": 2, "seed": 0, "settings_hash": "abc"}
 
@@ -108,3 +115,120 @@ def test_compute_missing_keeps_whole_files_and_recomputes_the_rest_with_every_ch
     ran.clear()
     runstore.compute_missing(jobs, "test", workers=0, progress=False, series=("h_train_loss",))
     assert ran == []                                                  # everything now whole: nothing recomputed
+
+
+# --- every check fed what it must refuse ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["converged", "max_steps"])
+@pytest.mark.parametrize("key", ["train_loss", "test_loss"])
+def test_a_history_file_of_a_trained_run_with_a_nonfinite_loss_is_refused(tmp_path, status, key):
+    # every TRAINED status promises finite losses, not only "converged"
+    path = history_file(tmp_path / "a.npz", {"status": status, key: float("inf")})
+    with pytest.raises(FileProblem, match=f"{key} not finite although status is '{status}'"):
+        runstore.load_run(path, EXPECT)
+
+
+def run_row(**change) -> dict:
+    """A whole run file's row (every column of ``COLUMNS`` and the settings hash), with ``change`` applied."""
+    row = {**table_row(N=20, mu_norm=80.0, repeat=1, seed=0, test_loss=0.1, train_loss=0.01, test_error=0.05),
+           SETTINGS_HASH: "abc"}
+    row.update(change)
+    return row
+
+
+IDENTITY = {"N": 20, "mu_norm": 80.0, "repeat": 1, "seed": 0, SETTINGS_HASH: "abc"}
+
+
+def test_a_whole_run_row_is_accepted():
+    row = run_row()
+    assert check_run_row("r.json", row, IDENTITY) is row
+
+
+@pytest.mark.parametrize("change, why", [
+    # a trained run (converged or ran every step) promises finite losses and test error
+    *[({"status": "max_steps", "converged": False, k: v}, f"{k} not finite although status is 'max_steps'")
+      for k in ("train_loss", "test_loss", "test_error") for v in (float("nan"), float("inf"))],
+    *[({k: float("nan")}, f"{k} not finite although status is 'converged'")
+      for k in ("train_loss", "test_loss", "test_error")],
+    # the settings and timings are finite whatever the status (mu_norm is also checked against the file's name)
+    *[({"status": s, "converged": False, k: float("inf")}, f"{k} not finite")
+      for s in ("diverged", "overflow") for k in ALWAYS_FINITE if k not in IDENTITY],
+    ({"status": "max_steps"}, "converged=True contradicts status 'max_steps'"),
+    ({"status": "converged", "converged": False}, "converged=False contradicts"),
+    ({"status": "finished"}, "unknown status 'finished'"),
+    ({"repeat": 2}, "repeat is 2 but"),
+    ({SETTINGS_HASH: "zzz"}, "settings_hash is 'zzz'"),
+    ({"N": True}, "column N should be int"),                     # a bool is not a count
+    ({"converged": 1}, "column converged should be bool"),
+    ({"mu_norm": "80"}, "column mu_norm should be float"),
+])
+def test_a_run_row_that_breaks_a_promise_is_refused(change, why):
+    with pytest.raises(FileProblem, match=re.escape(why)):
+        check_run_row("r.json", run_row(**change), IDENTITY)
+
+
+def test_a_run_row_lacking_a_column_is_refused():
+    for k in (*COLUMNS, SETTINGS_HASH):
+        row = run_row()
+        del row[k]
+        with pytest.raises(FileProblem, match=re.escape(f"lacks the column(s) ['{k}']")):
+            check_run_row("r.json", row, IDENTITY)
+
+
+@pytest.mark.parametrize("status", ["diverged", "overflow", "nonfinite_test"])
+def test_an_untrained_run_row_may_have_nonfinite_losses(status):
+    row = run_row(status=status, converged=False, train_loss=float("nan"), test_loss=float("inf"),
+                  test_error=float("nan"))
+    assert check_run_row("r.json", row, IDENTITY) is row
+
+
+def test_the_runs_that_count_are_the_converged_ones_with_a_finite_test_loss():
+    """``counted``: the one rule for which runs enter the fit, the heatmap cells and the benign curves."""
+    t = {"converged": np.array([True, True, True, True, False, False, False, False]),
+         "test_loss": np.array([0.1, 5.0, np.nan, np.inf, 0.1, 0.0, np.nan, -np.inf]),
+         "status": np.array(["converged"] * 4 + ["max_steps", "diverged", "overflow", "nonfinite_test"])}
+    assert counted(t).tolist() == [True, True, False, False, False, False, False, False]
+    for i in range(8):                                         # one run's row gives the same answer
+        assert bool(counted({k: v[i] for k, v in t.items()})) == counted(t)[i]
+
+
+def test_the_fit_and_the_heatmap_count_the_same_runs():
+    """Runs that do not count carry extreme test losses at one N: counted by either reader, they would change the
+    fit's run count and the cell counts."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for N in (2, 4, 8):
+        for mu in (1, 2, 4, 8):
+            for r in range(3):
+                benign = rng.random() < expit(np.log(N) + 2 * np.log(mu / 4))   # a boundary N·(mu/4)² = 1
+                loss = float(rng.uniform(0.0, 0.2) if benign else rng.uniform(0.2, 0.4))
+                rows.append(table_row(N=N, mu_norm=float(mu), repeat=r, snr=mu / 8, snr_axis=mu / 2,
+                                      test_loss=loss))
+    for status, loss in (("max_steps", 0.01), ("diverged", np.nan), ("nonfinite_test", np.nan),
+                         ("converged", np.inf)):
+        rows.append(table_row(N=8, mu_norm=8.0, repeat=9, snr=1.0, snr_axis=4.0, test_loss=loss, status=status,
+                              converged=status == "converged"))
+    t = {k: np.array([r[k] for r in rows]) for k in COLUMNS}
+    fit = fit_columns(t, {"sigma_p": 1.0, "snr_axis_sigma": 0.25, "d": 64}, n_boot=0)
+    n = int(counted(t).sum())
+    assert n == 36 and fit["n"] == n and fit["n_not_converged"] == 4
+    assert fit["excluded"] == {"diverged": 1, "max_steps": 1, "nonfinite_test": 2}   # the converged inf: nonfinite
+    g = cell_grid(t, "snr_axis")
+    assert g["n_conv"].sum() == n and g["n_runs"].sum() == len(rows)
+    assert g["mean_loss"][-1, -1] == pytest.approx(t["test_loss"][:36][-3:].mean(), rel=1e-15)  # one rounding
+
+
+# --- the manifest refuses a folder made with other settings -----------------------------------------------------
+
+def test_a_manifest_refuses_a_key_present_on_one_side_only(tmp_path):
+    path = tmp_path / "sweep.json"
+    write_manifest(path, {"seed": 0, "Ns": [2]})
+    with pytest.raises(ValueError, match=r"different settings \(lr\)"):          # a key only the new spec has
+        write_manifest(path, {"seed": 0, "Ns": [2], "lr": 0.1})
+    with pytest.raises(ValueError, match=r"different settings \(Ns\)"):          # a key only the old one has
+        write_manifest(path, {"seed": 0})
+    with pytest.raises(ValueError, match=r"different settings \(seed\)"):
+        write_manifest(path, {"seed": 1, "Ns": [2]})
+    assert json.loads(path.read_text()) == {"seed": 0, "Ns": [2]}                 # nothing written
+    write_manifest(path, {"seed": 0, "Ns": [2, 4], "mus": [1]}, ignore=("Ns", "mus"))   # the grid may grow
+    assert json.loads(path.read_text()) == {"seed": 0, "Ns": [2, 4], "mus": [1]}

@@ -130,3 +130,17 @@ def test_the_fit_bootstrap_draws_from_its_own_stream(tmp_path):
         again = fit_boundary(N, snr, loss < 0.2, np.random.default_rng([s, 0xF17]), n_boot=30, sigma_ratio=20.0)
         assert fit["ci_a"] == again["ci_a"] and fit["ci_C"] == again["ci_C"]
     assert fits[0]["a"] == fits[1]["a"] and fits[0]["ci_a"] != fits[1]["ci_a"]   # the seed moves only the intervals
+
+
+def test_cell_keys_of_distinct_cells_never_collide():
+    """An integer ‖μ‖ is its own key; any other is keyed by round(‖μ‖·10⁶) with a trailing tag 1 (the documented
+    resolution is 10⁻⁶: values closer than that are one cell)."""
+    assert cell_key(20, 30, 2) == cell_key(20, 30.0, 2) == (20, 30, 2)
+    assert cell_key(20, 30.5, 2) == (20, 30_500_000, 2, 1)
+    assert cell_key(20, 0.25, 0) == (20, 250_000, 0, 1)
+    assert cell_key(20, 3e-5, 2) == (20, 30, 2, 1) != cell_key(20, 30, 2)    # the tag keeps it off the integer 30
+    mus = [1, 2, 30, 31, 0.5, 1.5, 2.5, 30.5, 30.25, 30.75, 30.000001, 29.999999, 1e-6, 2e-6, 3e-5, 1e6, 1e6 + 0.5]
+    cells = [(N, mu, r) for N in (2, 3) for mu in mus for r in (0, 1)]
+    keys = [cell_key(*c) for c in cells]
+    assert len(set(keys)) == len(cells)
+    assert all(all(isinstance(k, int) for k in key) for key in keys)       # SeedSequence takes whole numbers

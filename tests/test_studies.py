@@ -7,6 +7,7 @@ and test_data.py; here we check that the studies actually use them.)
 """
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -98,7 +99,9 @@ def tiny_optimizer_study(lr_rule="heldout"):
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     run_optimizers(tiny_optimizer_study(), root / "study_optimizers_tiny", workers=0, progress=False)
-    ln = LabelNoiseStudy("tiny", (0.0, 0.25), (4, 8), (1, 4, 16), 2, data=DATA, model=MODEL, train=TRAIN)
+    # benign_factor 4, not the default 2: the cell N·SNR² = 1 is then "transition", not "harmful"
+    ln = LabelNoiseStudy("tiny", (0.0, 0.25), (4, 8), (1, 4, 16), 2, benign_factor=4.0, data=DATA, model=MODEL,
+                         train=TRAIN)
     run_label_noise(ln, root / "study_labelnoise_tiny", workers=0, progress=False)
     return root
 
@@ -194,13 +197,38 @@ def test_figure_scripts_run_on_the_saved_results(results, tmp_path):
     assert len(pngs) == 3 and all(_is_png(p) for p in pngs)
 
 
-def test_label_noise_error_vs_p_matches_the_table(results):
+def by_hand_group(r) -> str:
+    """The regime of a run of the tiny label-noise study (benign_factor 4), from N‖μ‖²/(σ_p² d) by hand."""
+    n_snr2 = r["N"] * r["mu_norm"] ** 2 / 64
+    return "benign" if n_snr2 >= 4 * 2.5 else "harmful" if n_snr2 <= 2.5 / 4 else "transition"
+
+
+def test_label_noise_groups_use_the_studys_benign_factor(results):
+    d = results / "study_labelnoise_tiny"
+    assert load_json(d / "study.json")["benign_factor"] == 4.0
+    rows = read_csv(d / "table.csv")
+    assert [r["group"] for r in rows] == [by_hand_group(r) for r in rows]
+    assert {r["N"] * r["mu_norm"] ** 2 / 64 for r in rows if r["group"] == "transition"} == {1.0, 2.0}
+    summary = read_csv(d / "summary.csv")
+    for row in summary:
+        g = [r for r in rows if r["flip_rate"] == row["flip_rate"] and by_hand_group(r) == row["group"]]
+        assert row["n_runs"] == len(g) and row["n_converged"] == sum(r["converged"] for r in g)
+    assert {(r["flip_rate"], r["group"]) for r in summary} == {(p, g) for p in (0.0, 0.25)
+                                                               for g in ("benign", "transition", "harmful")}
+
+
+@pytest.mark.parametrize("group", ["benign", "transition"])
+def test_label_noise_error_vs_p_matches_the_table(results, group):
     rows = read_csv(results / "study_labelnoise_tiny" / "table.csv")
-    x, m, s, n = fig_labelnoise.error_vs_p(rows, "benign")
-    for p, mean, count in zip(x, m, n):
-        e = [r["test_error"] for r in rows if r["flip_rate"] == p and r["converged"]
-             and r["N"] * r["mu_norm"] ** 2 / 64 >= 5.0]          # benign: N·SNR² ≥ 2×2.5, by hand
-        assert count == len(e) and mean == pytest.approx(np.mean(e), rel=1e-15)   # one rounding
+    x, m, s, n = fig_labelnoise.error_vs_p(rows, group)
+    assert list(x) == [0.0, 0.25]
+    for p, mean, std, count in zip(x, m, s, n):
+        e = [r["test_error"] for r in rows if r["flip_rate"] == p and r["converged"] and by_hand_group(r) == group]
+        assert count == len(e) >= 2
+        # one or two roundings of a mean and a population standard deviation (ddof 0, the std the figure names)
+        assert mean == pytest.approx(statistics.fmean(e), rel=1e-15)
+        assert std == pytest.approx(statistics.pstdev(e), rel=1e-13, abs=1e-16)
+    assert np.any(s > 0)                   # not vacuous: some spread, so ddof 1 would differ (by √(n/(n−1)))
 
 
 def test_dynamics_figure_is_skipped_without_curves(results, tmp_path):

@@ -139,3 +139,43 @@ def test_single_token_images_train():
     p, hist = train(params, X, y, lr=0.1, steps=3, backend="numpy")
     assert hist.steps == 3 and np.all(hist["attn_signal"] == 1.0) and np.isnan(hist["attn_noise"]).all()
     np.testing.assert_array_equal(p.W_Q, params.W_Q)   # one token: logits cannot change f, so ∇W_Q = 0 exactly
+
+
+@pytest.mark.parametrize("coords", ["dense", "span"])
+def test_every_history_series_is_its_definition_at_the_returned_weights(coords):
+    """Each recorded quantity (refvit.jiang2024.objective.HISTORY_KEYS) recomputed from the returned weights by a
+    forward pass written here, with labels of both signs (they alternate), so a dropped y_i shows."""
+    from scipy.special import expit, softmax
+    from refvit import DataConfig as D, ModelConfig as Mo
+    from refvit.config import TrainConfig
+    from refvit.jiang2024.objective import HISTORY_KEYS
+    from refvit.jiang2024.tracking import track_train
+    data = D(N=8, M=3, d=16, mu_norm=2.0, sigma_p=1.0, n_test=20)
+    cfg = TrainConfig(lr=0.5, steps=4, backend="numpy", coords=coords)
+    run = run_cell(data, Mo(d_h=4, d_v=4, init_scale=1.0), cfg, seed=1, key=(8, 2, 0))
+    X, y, (W_Q, W_K, W_V, w_O) = run.data.X, run.data.y, run.params
+    y = np.asarray(y, dtype=float)
+    assert run.history.status == "max_steps" and 0 < np.sum(y > 0) < len(y)
+    Z = np.einsum("nle,nje->nlj", X @ W_Q, X @ W_K)              # z_lj = x_lᵀ W_Q W_Kᵀ x_j  (math 2.3)
+    abar = softmax(Z, axis=-1).mean(axis=1)                        # (n, M)  (math 2.4, 2.5)
+    v = X @ (W_V @ w_O)                                            # (n, M) value scores
+    f = np.sum(abar * v, axis=1)                                   # (math 2.6)
+    want = {"train_loss": np.mean(np.log1p(np.exp(-y * f))), "test_loss": run.history.final_test_loss,
+            "attn_signal": abar[:, 0].mean(), "attn_noise": abar[:, 1].mean(),
+            "attn_signal_s0": abar[0, 0], "attn_noise_s0": abar[0, 1],
+            "value_signal": np.mean(y * v[:, 0]), "value_noise": np.mean(y * v[:, 1]),
+            "V_signal_s0": v[0, 0], "V_noise_s0": v[0, 1],
+            "qk_sig_sig_s0": Z[0, 0, 0], "qk_sig_noise_s0": Z[0, 0, 1],
+            "qk_other_sig_s0": Z[0, 2, 0], "qk_other_noise_s0": Z[0, 2, 1], "min_margin": np.min(y * f)}
+    assert set(want) == set(HISTORY_KEYS)
+    for k, w in want.items():
+        # 1e-10 relative (1e-13 absolute near 0): another summation order of the same forward pass (~1e-15), and
+        # in span coordinates weights rebuilt from token coefficients (~1e-13); a dropped label changes the sign
+        # of some terms, an O(1) change
+        assert run.history[k][-1] == pytest.approx(w, rel=1e-10, abs=1e-13), k
+    # the coefficient tracker's series at the same weights: ℓ'(y_i f_i), ā and the logits among tokens 0, 1
+    _, _, tracker = track_train(run.params0, X, run.data.y, config=cfg.replace(coords="dense"))
+    h = tracker.history()
+    np.testing.assert_allclose(h["lprime"][-1], -expit(-y * f), rtol=1e-10, atol=1e-13)   # (math 3.2)
+    np.testing.assert_allclose(h["abar"][-1], abar, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(h["Z2"][-1], Z[:, :2, :2], rtol=1e-10, atol=1e-13)

@@ -18,7 +18,7 @@ import numpy as np
 from .. import options
 from ..fit import METHODS, describe, fit_boundary
 from ..io import load_json, one_line_errors, save_json
-from ..results import COLUMNS
+from ..results import COLUMNS, counted
 from .config import BENIGN_LOSS
 from .sweep import verified_table
 
@@ -48,7 +48,7 @@ def fit_sweep(sweep_dir, n_boot: int | None = None, seed: int = 0, level: float 
 def fit_columns(t: dict, d: dict, n_boot: int = 1000, seed: int = 0, level: float = 0.95, method: str = "mle") -> dict:
     """``fit_sweep`` on a run table's columns ``t`` (``COLUMNS``: N, snr, status, converged, test_loss) of a sweep
     whose data settings are ``d`` (sigma_p, snr_axis_sigma, d)."""
-    ok = t["converged"] & np.isfinite(t["test_loss"])
+    ok = counted(t)
     # every run left out is counted by its status (a converged run with a non-finite test loss as nonfinite_test)
     why = np.where(t["converged"] & ~ok, "nonfinite_test", t["status"].astype(str))
     excluded = {str(k): int(n) for k, n in zip(*np.unique(why[~ok], return_counts=True))}

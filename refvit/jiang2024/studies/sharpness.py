@@ -32,7 +32,7 @@ from ..boundary import fit_sweep
 from ...fit import fit_width
 from ...io import load_json, save_csv
 from ...runstore import renew_manifest
-from ...results import COLUMNS
+from ...results import COLUMNS, counted
 from ..sweep import Sweep, run_sweep, verified_table
 
 LR_SCALINGS = ("inverse_d", "fixed")
@@ -212,7 +212,7 @@ def width_rows(cond: dict, rows: list[dict], seed: int, n_boot: int) -> list[dic
     """The width at each N of a condition (``refvit.fit.fit_width``, converged runs with a finite test loss)."""
     out = []
     for N in sorted({r["N"] for r in rows}):
-        g = [r for r in rows if r["N"] == N and r["converged"] and math.isfinite(r["test_loss"])]
+        g = [r for r in rows if r["N"] == N and counted(r)]
         # one bootstrap stream per (condition, N), keyed apart from every run stream
         rng = np.random.default_rng([seed, 0x3D7, zlib.crc32(cond["folder"].encode()), N])
         w = fit_width(np.array([r["snr"] for r in g]), np.array([r["test_loss"] < BENIGN_LOSS for r in g]), rng,
