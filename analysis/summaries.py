@@ -229,7 +229,7 @@ def singlehead_summary(out, command: str = "") -> str:
     whats = {"longrun": f"{meta.get('long_steps', 0)} GD steps with eta = {meta.get('long_step_size', 0):g} x n "
                         "(beyond the paper)",
              "tokens": f"two GD steps on M = {meta.get('tokens', 0)} tokens with eta = "
-                       f"{meta.get('tokens_step_size', 0):g} x n (beyond the paper)",
+                       f"{meta.get('tokens_step_size', 0):g} x n x M/2 (beyond the paper)",
              "query": f"{meta.get('query_steps', 0)} GD steps of trained W_Q, W_K, v (d_h = {qm.get('d_h')}, Gaussian "
                       f"init sigma0 = {qm.get('sigma0')}) with eta = {meta.get('query_step_size', 0):g} x n "
                       "(beyond the paper)"}

@@ -24,7 +24,7 @@ from .data import make_dataset
 from .maxmargin import max_margin
 from .model import MagenParams, forward_cache, init_params
 from .objective import MagenObjective, signal_attention
-from .study import SingleHeadStudy, identity, specs
+from .study import SingleHeadStudy, eta_of, identity, specs
 from .tables import write_tables
 
 MODEL = MagenModelConfig()          # the paper's prompt form from zero: p = v = 0 (docs/math.md (16.10))
@@ -107,8 +107,8 @@ def run_cell(study_dict: dict, part: str, n: int, rho: float, repeat: int, lr: f
             "seed": study_dict["seed"], "settings_hash": study_dict["settings_hash"], "snr": cfg.snr,
             "snr_sqrt_n": cfg.snr * float(np.sqrt(n)), "flip_rate": cfg.flip_rate, "M": cfg.M,
             "n_flipped": int(np.sum(data.y != data.y_clean)), "step_size": study_dict["step_size"]}
-    scaled = study_dict["step_scaling"] == "n"               # η = η₀·n or η₀  (math 17.1)
-    base["eta"] = float((lr if lr is not None else study_dict["step_size"]) * (n if scaled else 1))
+    step = lr if lr is not None else study_dict["step_size"]
+    base["eta"] = eta_of(step, n, cfg.M, study_dict["step_scaling"])   # η₀·n·M/2 or η₀·M/2  (math 17.1, 17.12)
     if part == "maxmargin":
         return _maxmargin(cfg, data, rng, study_dict["mm_random"], base)
     if part == "query":

@@ -51,6 +51,11 @@ def _positive_floats(name: str, vals) -> tuple:
     return vals
 
 
+def eta_of(step: float, n: int, M: int, scaling: str) -> float:
+    """η = η₀·n·M/2 (scaling "n") or η₀·M/2 ("fixed"): docs/math.md (17.1), (17.12); M/2 = 1 but in the tokens part."""
+    return float(step) * (n if scaling == "n" else 1) * M / 2
+
+
 @dataclass(frozen=True)
 class SingleHeadStudy:
     """What the study runs. ``data`` is a template: N and ρ are replaced per cell (ρ = SNR·σ·√d, (16.4))."""
@@ -67,9 +72,9 @@ class SingleHeadStudy:
     long_steps: int = 300               # beyond the paper: steps of the long runs (0: no longrun part; ours)
     long_step_size: float = 0.0002      # η₀ of the long runs, scaled like step_size (ours: a tenth of it)
     tokens: int = 4                     # beyond the paper: M of the tokens part (0: no tokens part; ours)
-    tokens_step_size: float = 0.004     # its η₀: STEP_SIZE·M/2 keeps v₁'s signal term of (16.21) (ours)
-    query_steps: int = 1000             # beyond the paper: GD steps of the query part (0: no query part; ours)
-    query_step_size: float = 0.001      # its η₀, scaled like step_size (ours: half of STEP_SIZE)
+    tokens_step_size: float = STEP_SIZE  # its η₀, η = η₀·n·M/2: v₁'s per-token terms of (16.21) as at M = 2 (ours)
+    query_steps: int = 300              # beyond the paper: GD steps of the query part (0: no query part; ours)
+    query_step_size: float = STEP_SIZE  # its η₀, scaled like step_size (ours; (17.13) says why not long_step_size)
     query_model: MagenModelConfig = QUERY_MODEL   # the query part's model (form "query"; ours)
 
     def __post_init__(self):
@@ -144,9 +149,10 @@ class SingleHeadStudy:
             d.pop(k)
         return settings_hash(d)
 
-    def eta(self, n: int, step: float) -> float:
-        """The step size of two GD steps at n samples: step·n ("n") or step ("fixed") (docs/math.md (17.1))."""
-        return float(step) * n if self.step_scaling == "n" else float(step)
+    def eta(self, n: int, step: float, M: int = 2) -> float:
+        """The step size of GD at n samples of M tokens: step·n ("n") or step ("fixed") (docs/math.md (17.1)),
+        times M/2 (docs/math.md (17.12))."""
+        return eta_of(step, n, M, self.step_scaling)
 
     def rho_of(self, snr: float) -> float:
         """ρ of an SNR: SNR·σ·√d (docs/math.md (16.4))."""
