@@ -189,8 +189,8 @@ PART_TITLES = {   # (what the runs are, the switch that turns the part off), per
 }
 
 
-def part_figure(folder, path, part: str, dpi: int = 110) -> Path:
-    """Figure ``longrun``, ``tokens`` or ``query`` of the module docstring from ``folder``'s tables."""
+def part_fig(folder, part: str):
+    """Figure ``longrun``, ``tokens`` or ``query`` of the module docstring from ``folder``'s tables (a Figure)."""
     folder = Path(folder)
     what, off = PART_TITLES[part]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
@@ -198,7 +198,7 @@ def part_figure(folder, path, part: str, dpi: int = 110) -> Path:
         for ax in axes:
             ax.text(0.5, 0.5, f"no {part} runs in this study ({off})", ha="center", va="center")
             ax.set_axis_off()
-        return save_figure(fig, path, dpi)
+        return fig
     rows = read_csv(folder / f"{part}.csv")
     draw_heatmap(axes[0], rows, read_csv(folder / "boundary.csv"), read_csv(folder / "edges.csv"), part, fig)
     axes[0].set_title("(a) clean test error, mean over training sets", fontsize=10)
@@ -210,7 +210,12 @@ def part_figure(folder, path, part: str, dpi: int = 110) -> Path:
     axes[1].legend(fontsize=6, ncol=2)
     fig.suptitle(f"Beyond the paper: {what(rows[0])}")
     fig.tight_layout()
-    return save_figure(fig, path, dpi)
+    return fig
+
+
+def part_figure(folder, path, part: str, dpi: int = 110) -> Path:
+    """``part_fig`` written to ``path``."""
+    return save_figure(part_fig(folder, part), path, dpi)
 
 
 def singlehead_figures(folder, twostep_path, maxmargin_path, longrun_path, tokens_path, query_path) -> list[Path]:
