@@ -90,19 +90,22 @@ def draw_heatmap(ax, rows, bounds, edges, method: str, fig) -> None:
             line, = ax.plot(n_line, c / np.sqrt(n_line), style, color="w", lw=2,
                             label=f"{b['edge']} edge: SNR·√n = {c:.3g}")
             line.set_gid(f"c {b['edge']}")
+    labelled = set()
     for e in edges:
         if e["method"] == method:
             t = e["threshold"] if math.isfinite(e["threshold"]) else (
                 math.sqrt(e["bracket_lo"] * e["bracket_hi"]) if math.isfinite(e["bracket_lo"]) else math.nan)
             if math.isfinite(t):
                 ax.plot([e["n"]], [t], "o" if e["edge"] == "lower" else "s", color="r", ms=5,
-                        gid=f"threshold {e['edge']} n={e['n']}")
+                        gid=f"threshold {e['edge']} n={e['n']}",
+                        label=None if e["edge"] in labelled else f"{e['edge']} edge at one n (17.9)")
+                labelled.add(e["edge"])
     ax.set_xlim(_edges(ns)[0], _edges(ns)[-1])
     ax.set_ylim(_edges(snrs)[0], _edges(snrs)[-1])
     ax.set_xlabel("n (training samples)")
     ax.set_ylabel("SNR = ρ/(σ√d)")
     if ax.get_legend_handles_labels()[0]:          # no line when no edge could be fitted
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower left", facecolor="0.4", labelcolor="w")   # white lines need a dark box
 
 
 def _by_n(ax, rows, key: str, style: str, label: str) -> None:
@@ -204,8 +207,10 @@ def part_fig(folder, part: str):
     axes[0].set_title("(a) clean test error, mean over training sets", fontsize=10)
     _by_n(axes[1], rows, "attn_signal_clean", "-o", "clean")
     _by_n(axes[1], rows, "attn_signal_flipped", "--x", "flipped")
+    M = rows[0]["M"] if "M" in rows[0] else 2
+    axes[1].axhline(1 / M, color="0.5", lw=1, ls=":", label=f"uniform (1/M = {1 / M:g})", gid="uniform")
     axes[1].set_ylim(0, 1)
-    axes[1].set_ylabel("attention on the signal token at the end")
+    axes[1].set_ylabel("attention on the signal token " + ("after step 2" if part == "tokens" else "at the end"))
     axes[1].set_title("(b) clean (solid) and flipped (dashed) samples", fontsize=10)
     axes[1].legend(fontsize=6, ncol=2)
     fig.suptitle(f"Beyond the paper: {what(rows[0])}")
