@@ -17,8 +17,8 @@ quarantined and recomputed when they are not what they claim to be):
                 from a Gaussian init) with step size ``query_step_size`` (docs/math.md (17.13)); no part when
                 ``query_steps`` is 0
 
-The data of a run depend on (seed, n, ρ, repeat, M) only (``refvit.streams.cell_key``), so every part but
-``tokens`` sees the same training sets. Tables are rebuilt from the verified files.
+The data of a run depend on (seed, n, ρ, repeat) and its number of tokens only (``refvit.streams.cell_key``), so
+every part but ``tokens`` sees the same training sets. Tables are rebuilt from the verified files.
 """
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def eta_of(step: float, n: int, M: int, scaling: str) -> float:
 
 @dataclass(frozen=True)
 class SingleHeadStudy:
-    """What the study runs. ``data`` is a template: N and ρ are replaced per cell (ρ = SNR·σ·√d, (16.4))."""
+    """What the study runs. ``data`` is a template: N and ρ are replaced per cell (ρ = SNR·σ·√d, (16.4)), and M by
+    ``tokens`` in the tokens part. Each part beyond the paper is a switch: ``long_steps``, ``tokens`` or
+    ``query_steps`` at 0 leaves it out."""
     name: str
     seed: int = 0
     runs: int = 3                       # repeats (training sets) per (n, SNR)
