@@ -185,8 +185,8 @@ def maxmargin_figure(folder, path, dpi: int = 110) -> Path:
 
 PART_TITLES = {   # (what the runs are, the switch that turns the part off), per beyond-the-paper part
     "longrun": (lambda r: f"{r['steps']} small GD steps from zero (η = {r['eta'] / r['n']:g}·n)", "long_steps = 0"),
-    "tokens": (lambda r: f"two GD steps from zero on M = {r['M']} tokens (η = {2 * r['eta'] / (r['n'] * r['M']):g}·n·M/2)",
-               "tokens = 0"),
+    "tokens": (lambda r: f"two GD steps from zero on M = {r['M']} tokens "
+                         f"(η = {2 * r['eta'] / (r['n'] * r['M']):g}·n·M/2)", "tokens = 0"),
     "query": (lambda r: f"{r['steps']} GD steps of trained W_Q, W_K, v (η = {r['eta'] / r['n']:g}·n)",
               "query_steps = 0"),
 }
