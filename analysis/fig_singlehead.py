@@ -13,9 +13,11 @@ Figure ``twostep``: (a) clean test error after two GD steps, mean over repeats, 
 Figure ``maxmargin``: (a) clean test error of the maximum-margin interpolator over (n, SNR) with its fitted line;
   (b) its test error against SNR·√n, one line per n (they collapse when the boundary is SNR ≍ 1/√n);
   (c) the certificate: stationarity residual, 1 − margin and the spread of the norms the starts reached, per run.
-Figure ``beyond`` (beyond the paper): (a) clean test error after many small GD steps over (n, SNR) with its fitted
-  lines; (b) attention on the signal token at the end of those runs, clean and flipped samples, per n. A study
-  without long runs draws a panel that says so.
+Figures ``longrun``, ``tokens`` and ``query`` (beyond the paper, one per switch of the study): (a) clean test error
+  over (n, SNR) with the fitted lines and per-n thresholds, as in ``twostep`` (a), after many small GD steps
+  (``longrun``), after two GD steps on M > 2 tokens (``tokens``) or after many GD steps of the query form with trained
+  W_Q, W_K from a Gaussian init (``query``); (b) attention on the signal token at the end of those runs, clean and
+  flipped samples, per n. A study without the part draws a panel that says so.
 """
 from __future__ import annotations
 
@@ -88,19 +90,22 @@ def draw_heatmap(ax, rows, bounds, edges, method: str, fig) -> None:
             line, = ax.plot(n_line, c / np.sqrt(n_line), style, color="w", lw=2,
                             label=f"{b['edge']} edge: SNR·√n = {c:.3g}")
             line.set_gid(f"c {b['edge']}")
+    labelled = set()
     for e in edges:
         if e["method"] == method:
             t = e["threshold"] if math.isfinite(e["threshold"]) else (
                 math.sqrt(e["bracket_lo"] * e["bracket_hi"]) if math.isfinite(e["bracket_lo"]) else math.nan)
             if math.isfinite(t):
                 ax.plot([e["n"]], [t], "o" if e["edge"] == "lower" else "s", color="r", ms=5,
-                        gid=f"threshold {e['edge']} n={e['n']}")
+                        gid=f"threshold {e['edge']} n={e['n']}",
+                        label=None if e["edge"] in labelled else f"{e['edge']} edge at one n (17.9)")
+                labelled.add(e["edge"])
     ax.set_xlim(_edges(ns)[0], _edges(ns)[-1])
     ax.set_ylim(_edges(snrs)[0], _edges(snrs)[-1])
     ax.set_xlabel("n (training samples)")
     ax.set_ylabel("SNR = ρ/(σ√d)")
     if ax.get_legend_handles_labels()[0]:          # no line when no edge could be fitted
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="lower left", facecolor="0.4", labelcolor="w")   # white lines need a dark box
 
 
 def _by_n(ax, rows, key: str, style: str, label: str) -> None:
@@ -178,28 +183,48 @@ def maxmargin_figure(folder, path, dpi: int = 110) -> Path:
     return save_figure(fig, path, dpi)
 
 
-def beyond_figure(folder, path, dpi: int = 110) -> Path:
-    """Figure ``beyond`` of the module docstring from ``folder``'s tables."""
+PART_TITLES = {   # (what the runs are, the switch that turns the part off), per beyond-the-paper part
+    "longrun": (lambda r: f"{r['steps']} small GD steps from zero (η = {r['eta'] / r['n']:g}·n)", "long_steps = 0"),
+    "tokens": (lambda r: f"two GD steps from zero on M = {r['M']} tokens "
+                         f"(η = {2 * r['eta'] / (r['n'] * r['M']):g}·n·M/2)", "tokens = 0"),
+    "query": (lambda r: f"{r['steps']} GD steps of trained W_Q, W_K, v (η = {r['eta'] / r['n']:g}·n)",
+              "query_steps = 0"),
+}
+
+
+def part_fig(folder, part: str):
+    """Figure ``longrun``, ``tokens`` or ``query`` of the module docstring from ``folder``'s tables (a Figure)."""
     folder = Path(folder)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    if not (folder / "longrun.csv").exists():
+    what, off = PART_TITLES[part]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    if not (folder / f"{part}.csv").exists():
         for ax in axes:
-            ax.text(0.5, 0.5, "no long runs in this study (long_steps = 0)", ha="center", va="center")
+            ax.text(0.5, 0.5, f"no {part} runs in this study ({off})", ha="center", va="center")
             ax.set_axis_off()
-        return save_figure(fig, path, dpi)
-    rows = read_csv(folder / "longrun.csv")
-    draw_heatmap(axes[0], rows, read_csv(folder / "boundary.csv"), read_csv(folder / "edges.csv"), "longrun", fig)
-    axes[0].set_title(f"(a) many small GD steps (η = {rows[0]['eta'] / rows[0]['n']:g}·n): clean test error")
+        return fig
+    rows = read_csv(folder / f"{part}.csv")
+    draw_heatmap(axes[0], rows, read_csv(folder / "boundary.csv"), read_csv(folder / "edges.csv"), part, fig)
+    axes[0].set_title("(a) clean test error, mean over training sets", fontsize=10)
     _by_n(axes[1], rows, "attn_signal_clean", "-o", "clean")
     _by_n(axes[1], rows, "attn_signal_flipped", "--x", "flipped")
-    axes[1].set_ylabel("attention on the signal token at the end")
-    axes[1].set_title("(b) clean (solid) and flipped (dashed) samples")
+    M = rows[0]["M"] if "M" in rows[0] else 2
+    axes[1].axhline(1 / M, color="0.5", lw=1, ls=":", label=f"uniform (1/M = {1 / M:g})", gid="uniform")
+    axes[1].set_ylim(0, 1)
+    axes[1].set_ylabel("attention on the signal token " + ("after step 2" if part == "tokens" else "at the end"))
+    axes[1].set_title("(b) clean (solid) and flipped (dashed) samples", fontsize=10)
     axes[1].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"Beyond the paper: {what(rows[0])}")
     fig.tight_layout()
-    return save_figure(fig, path, dpi)
+    return fig
 
 
-def singlehead_figures(folder, twostep_path, maxmargin_path, beyond_path) -> list[Path]:
-    """The three figures of a study folder."""
+def part_figure(folder, path, part: str, dpi: int = 110) -> Path:
+    """``part_fig`` written to ``path``."""
+    return save_figure(part_fig(folder, part), path, dpi)
+
+
+def singlehead_figures(folder, twostep_path, maxmargin_path, longrun_path, tokens_path, query_path) -> list[Path]:
+    """The five figures of a study folder."""
     return [twostep_figure(folder, twostep_path), maxmargin_figure(folder, maxmargin_path),
-            beyond_figure(folder, beyond_path)]
+            *(part_figure(folder, p, part) for part, p in (("longrun", longrun_path), ("tokens", tokens_path),
+                                                              ("query", query_path)))]

@@ -223,14 +223,22 @@ def singlehead_summary(out, command: str = "") -> str:
              f"two GD steps from zero with step size eta = {meta['step_size']:g}"
              f"{' x n' if meta['step_scaling'] == 'n' else ''}; benign = every training label fitted "
              "and clean test error <= 0.1 (docs/math.md (17.3))"]
-    longrun = read_csv(out / "longrun.csv") if (out / "longrun.csv").exists() else []
-    long_what = (f"{meta.get('long_steps', 0)} GD steps with eta = {meta.get('long_step_size', 0):g} x n "
-                 "(beyond the paper)")
+    extra = {part: read_csv(out / f"{part}.csv") if (out / f"{part}.csv").exists() else []
+             for part in ("longrun", "tokens", "query")}
+    qm = meta.get("query_model", {})
+    whats = {"longrun": f"{meta.get('long_steps', 0)} GD steps with eta = {meta.get('long_step_size', 0):g} x n "
+                        "(beyond the paper)",
+             "tokens": f"two GD steps on M = {meta.get('tokens', 0)} tokens with eta = "
+                       f"{meta.get('tokens_step_size', 0):g} x n x M/2 (beyond the paper)",
+             "query": f"{meta.get('query_steps', 0)} GD steps of trained W_Q, W_K, v (d_h = {qm.get('d_h')}, Gaussian "
+                      f"init sigma0 = {qm.get('sigma0')}) with eta = {meta.get('query_step_size', 0):g} x n "
+                      "(beyond the paper)"}
     for method, what, rows in (("twostep", "two GD steps", ts), ("maxmargin", "max-margin interpolator", mm),
-                               ("longrun", long_what, longrun)):
+                               *((p, whats[p], extra[p]) for p in extra)):
         if not rows:
             continue
-        lines.append(f"{what}: {sum(r['benign'] for r in rows)}/{len(rows)} runs benign")
+        fitted = sum(r["status"] == "converged" if method == "maxmargin" else r["train_error"] == 0 for r in rows)
+        lines.append(f"{what}: {sum(r['benign'] for r in rows)}/{len(rows)} runs benign, {fitted} interpolated")
         for b in (b for b in bounds if b["method"] == method):
             if b["runs"] == 0 or b["n_good"] in (0, b["runs"]):
                 lines.append(f"  {b['edge']} edge: no transition on this grid ({b['n_good']}/{b['runs']} benign)")
@@ -239,27 +247,19 @@ def singlehead_summary(out, command: str = "") -> str:
                    else f"none ({b['fit_message']})")
             lines.append(f"  {b['edge']} edge: SNR*·√n = c = {_edge_value(b)}; SNR* ∝ n^e with e = {exp} "
                          "(theory: -0.5; docs/math.md (17.10), 95% bootstrap intervals)")
-    good = [r for r in ts if r["benign"]]
-    if good:
-        lines.append(f"attention on the signal token after step 2, benign two-step runs (mean [min, max]): clean "
-                     f"{_fmt(np.mean([r['attn_signal_clean'] for r in good]))} "
-                     f"[{_fmt(min(r['attn_signal_clean'] for r in good))}, "
-                     f"{_fmt(max(r['attn_signal_clean'] for r in good))}], flipped "
-                     f"{_fmt(np.mean([r['attn_signal_flipped'] for r in good]))} "
-                     f"[{_fmt(min(r['attn_signal_flipped'] for r in good))}, "
-                     f"{_fmt(max(r['attn_signal_flipped'] for r in good))}]")
-        lines.append(f"  of them interpolated after step 1 alone: {sum(r['train_error_step1'] == 0 for r in good)}"
-                     f"/{len(good)}; test error against noisy labels (expected, (17.2)) at most "
-                     f"{_fmt(max(r['test_error_noisy'] for r in good))}")
-    good = [r for r in longrun if r["benign"]]
-    if good:
-        lines.append(f"attention on the signal token at the end of the benign long runs (mean [min, max]): clean "
-                     f"{_fmt(np.mean([r['attn_signal_clean'] for r in good]))} "
-                     f"[{_fmt(min(r['attn_signal_clean'] for r in good))}, "
-                     f"{_fmt(max(r['attn_signal_clean'] for r in good))}], flipped "
-                     f"{_fmt(np.mean([r['attn_signal_flipped'] for r in good]))} "
-                     f"[{_fmt(min(r['attn_signal_flipped'] for r in good))}, "
-                     f"{_fmt(max(r['attn_signal_flipped'] for r in good))}]")
+    for rows, where in ((ts, "after step 2, benign two-step runs"), (extra["longrun"], "at the end of the benign "
+                        "long runs"), (extra["tokens"], "after step 2, benign tokens runs"),
+                        (extra["query"], "at the end of the benign query runs")):
+        good = [r for r in rows if r["benign"]]
+        if good:
+            lines.append(f"attention on the signal token {where} (mean [min, max]): " + ", ".join(
+                f"{g} {_fmt(np.mean([r[k] for r in good]))} [{_fmt(min(r[k] for r in good))}, "
+                f"{_fmt(max(r[k] for r in good))}]" for g, k in (("clean", "attn_signal_clean"),
+                                                                 ("flipped", "attn_signal_flipped"))))
+        if good and rows is ts:
+            lines.append(f"  of them interpolated after step 1 alone: {sum(r['train_error_step1'] == 0 for r in good)}"
+                         f"/{len(good)}; test error against noisy labels (expected, (17.2)) at most "
+                         f"{_fmt(max(r['test_error_noisy'] for r in good))}")
     ok = [r for r in mm if r["status"] == "converged"]
     if ok:
         lines.append(f"max-margin certificate over {len(ok)}/{len(mm)} solved runs (docs/math.md (17.6)): largest "

@@ -207,8 +207,8 @@ STUDY_KINDS = {
     "phases": _Study(PhaseStudy, run_phases, phase_figures, ("runs", "lengths"), summaries.phase_summary),
     "signgd": _Study(SignGDStudy, run_signgd, signgd_figures, ("dynamics", "optimizers", "beyond"),
                      summaries.signgd_summary),
-    "single-head": _Study(SingleHeadStudy, run_singlehead, singlehead_figures, ("twostep", "maxmargin", "beyond"),
-                          summaries.singlehead_summary),
+    "single-head": _Study(SingleHeadStudy, run_singlehead, singlehead_figures,
+                          ("twostep", "maxmargin", "longrun", "tokens", "query"), summaries.singlehead_summary),
 }
 STUDIES = tuple(STUDY_KINDS)
 

@@ -33,4 +33,5 @@ REGIMES = {
     "after_gd": after_gd,
     "M3_tokens": lambda: problem(GAUSS, DATA.replace(M=3), seed=3),
     "query_form": lambda: problem(QUERY, seed=4),
+    "query_M4_tokens": lambda: problem(QUERY, DATA.replace(M=4), seed=5),     # the study's two switches at once
 }

@@ -58,7 +58,8 @@ def _loss(params, X, y):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_regimes_are_what_they_claim():
-    """O(1) scores, moved weights after GD, M = 3 and the query form: no regime hides behind uniform attention."""
+    """O(1) scores, moved weights after GD, M = 3, the query form and the query form on M = 4 tokens: no regime hides
+    behind uniform attention."""
     for name, make in REGIMES.items():
         params, X, _, _ = make()
         _, cache = forward_cache(params, X)

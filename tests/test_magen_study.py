@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from analysis.fig_singlehead import mean_grid, singlehead_figures
+from analysis.fig_singlehead import mean_grid, part_fig, singlehead_figures
 from analysis.summaries import singlehead_summary
 from refvit.gradcheck import numerical_grad
 from refvit.io import read_csv
-from refvit.magen2025 import MagenDataConfig, MagenParams, make_dataset
+from refvit.magen2025 import MagenDataConfig, MagenModelConfig, MagenParams, formulas, make_dataset
 from refvit.magen2025 import experiment as mg_experiment
 from refvit.magen2025.experiment import noisy_error, run_study, two_steps
 from refvit.magen2025.maxmargin import kkt, max_margin, sample_grads
@@ -21,7 +21,7 @@ from refvit.magen2025.model import attention_backward, forward_cache
 from refvit.magen2025.study import DATA, GOOD_ERROR, SingleHeadStudy, identity, specs
 from refvit.magen2025.tables import benign, peak_snr, per_n_slope, probe_rule
 from refvit.results import load_history
-from refvit.streams import streams
+from refvit.streams import cell_key, streams
 
 
 def dataset(n=10, d=60, snr=0.3, seed=0):
@@ -34,10 +34,8 @@ def dataset(n=10, d=60, snr=0.3, seed=0):
 # Two GD steps from zero
 # ---------------------------------------------------------------------------------------------------------------
 
-def test_two_steps_equal_the_closed_forms_of_steps_one_and_two():
-    """v₁ by (16.21), p₁ = 0; p₂ and v₂ by (16.24) at (0, v₁), all written here with plain numpy."""
-    _, data = dataset()
-    X, y, lr = data.X, data.y, 0.7
+def closed_two_steps(X, y, lr):
+    """v₁ of (16.21), the gradients (16.24) at (0, v₁) and ū at step 1, with plain numpy for X (n, M, d)."""
     n, M, _ = X.shape
     v1 = lr / (2 * n * M) * np.einsum("i,imd->d", y, X)                  # (16.21)
     u = X @ v1                                                           # (n, M) value scores at p = 0
@@ -45,6 +43,21 @@ def test_two_steps_equal_the_closed_forms_of_steps_one_and_two():
     g = -y / (n * (1.0 + np.exp(y * ubar)))                              # ℓ'(y f) y / n
     grad_v = np.einsum("i,imd->d", g, X) / M                             # (16.24)
     grad_p = np.einsum("i,im,imd->d", g, u - ubar[:, None], X) / M      # (16.24)
+    return v1, grad_p, grad_v, ubar
+
+
+def plain_outputs(p, v, X):
+    """f (n,) of X (n, M, d) by a per-sample softmax written here (docs/math.md (16.7)–(16.9))."""
+    z = X @ p
+    s = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.sum(s / s.sum(axis=1, keepdims=True) * (X @ v), axis=1)
+
+
+def test_two_steps_equal_the_closed_forms_of_steps_one_and_two():
+    """v₁ by (16.21), p₁ = 0; p₂ and v₂ by (16.24) at (0, v₁), all written here with plain numpy."""
+    _, data = dataset()
+    X, y, lr = data.X, data.y, 0.7
+    v1, grad_p, grad_v, ubar = closed_two_steps(X, y, lr)
     params, hist = two_steps(data, lr)
     # 1e-12 relative: the same sums in another order (einsum against the model's chain rule), rounding only
     np.testing.assert_allclose(params.p, -lr * grad_p, rtol=1e-12, atol=1e-15 * np.abs(grad_p).max())
@@ -163,7 +176,8 @@ def test_on_the_data_law_the_starts_agree_and_the_solution_is_certified():
 def tiny(**changes) -> SingleHeadStudy:
     """Tenths of a second per run: d = 120, 40 test samples."""
     base = dict(runs=2, data=DATA.replace(d=120, n_test=40), ns=(8, 16), snrs=(0.1, 0.3, 0.9),
-                probe_lrs=(0.005, 0.05), mm_random=1, long_steps=30, long_step_size=0.02)
+                probe_lrs=(0.005, 0.05), mm_random=1, long_steps=30, long_step_size=0.02, tokens=4,
+                query_steps=20, query_step_size=0.02)
     return SingleHeadStudy("tiny", **{**base, **changes})
 
 
@@ -176,7 +190,7 @@ def done(tmp_path_factory):
 
 def test_every_run_is_saved_with_its_identity_and_the_tables_are_its_summaries(done):
     study = tiny()
-    for part in ("twostep", "maxmargin", "probe", "longrun"):
+    for part in ("twostep", "maxmargin", "probe", "longrun", "tokens", "query"):
         rows = read_csv(done / f"{part}.csv")
         files = [s for s in specs(study) if s[0] == part]
         assert len(rows) == len(files)
@@ -281,7 +295,7 @@ def test_the_figure_and_summary_show_the_tables(done, tmp_path):
     ns, snrs, G = mean_grid(rows, "test_error")
     by_hand = np.mean([r["test_error"] for r in rows if r["n"] == ns[1] and r["snr"] == snrs[2]])
     assert G[2, 1] == by_hand
-    paths = singlehead_figures(done, *(tmp_path / f"{k}.png" for k in ("t", "m", "b")))
+    paths = singlehead_figures(done, *(tmp_path / f"{k}.png" for k in ("t", "m", "l", "k", "q")))
     assert all(p.stat().st_size > 0 for p in paths)
     text = singlehead_summary(done, "cmd")
     n_good = sum(r["benign"] for r in rows)
@@ -293,6 +307,9 @@ def test_the_figure_and_summary_show_the_tables(done, tmp_path):
     (dict(ns=(1,)), "ns must be"), (dict(step_size=-1.0), "lr"), (dict(probe_lrs=()), "probe_lrs"),
     (dict(data=DATA.replace(M=3)), "M = 2"), (dict(mm_random=-1), "mm_random"),
     (dict(step_scaling="sqrt"), "step_scaling"), (dict(long_steps=-1), "long_steps"),
+    (dict(tokens=2), "tokens must be 0"), (dict(tokens=-1), "tokens"), (dict(query_steps=-3), "query_steps"),
+    (dict(query_model=MagenModelConfig()), "form='query'"), (dict(tokens_step_size=0.0), "lr"),
+    (dict(query_step_size=float("nan")), "lr"),
 ])
 def test_a_bad_design_is_refused_in_one_line(change, match):
     with pytest.raises(ValueError, match=match):
@@ -303,3 +320,98 @@ def test_a_saved_design_reads_back_equal(done):
     saved = json.loads((done / "study.json").read_text())
     assert SingleHeadStudy.from_dict(saved) == tiny()
     assert saved["settings_hash"] == tiny().settings_hash()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beyond the paper: M > 2 tokens and trained W_Q, W_K, each against an independent computation
+# ---------------------------------------------------------------------------------------------------------------
+
+def _cell_data(study, part, M=2):
+    """The data of the last run of ``part``, drawn here from the cell's streams."""
+    p, n, rho, r, lr, fname = [s for s in specs(study) if s[0] == part][-1]
+    rng = streams(study.seed, *cell_key(n, rho, r))
+    data = make_dataset(study.data.replace(N=n, rho=rho, M=M), rng.data, rng.test)
+    return n, lr, fname, data, rng
+
+
+def test_a_tokens_run_is_two_closed_form_steps_on_m_tokens(done):
+    """M = 4 tokens, η = η₀·n·M/2 (17.12): v₁ by (16.21) and the second step by (16.24), in plain numpy here."""
+    study = tiny()
+    n, lr, fname, data, _ = _cell_data(study, "tokens", M=4)
+    summary, _ = load_history(done / "tokens" / "runs" / fname)
+    assert data.X.shape == (n, 4, study.data.d) and summary["M"] == 4
+    eta = lr * n * 4 / 2
+    assert summary["eta"] == pytest.approx(eta, rel=1e-15)             # one product of floats
+    v1, grad_p, grad_v, ubar = closed_two_steps(data.X, data.y, eta)
+    p2, v2 = -eta * grad_p, v1 - eta * grad_v
+    f, f_test = plain_outputs(p2, v2, data.X), plain_outputs(p2, v2, data.X_test)
+    assert summary["test_error"] == np.mean(np.sign(f_test) != data.y_test)
+    assert summary["train_error"] == np.mean(np.sign(f) != data.y)
+    assert summary["train_error_step1"] == np.mean(np.sign(ubar) != data.y)
+    # 1e-10 relative: the same two steps, summed in another order (einsum here, the chain rule there)
+    assert summary["margin_min"] == pytest.approx(np.min(data.y * f), rel=1e-10)
+    z = data.X @ p2
+    s = np.exp(z - z.max(axis=1, keepdims=True))
+    att = (s / s.sum(axis=1, keepdims=True))[np.arange(n), data.signal_pos]
+    clean = data.y == data.y_clean
+    assert summary["attn_signal_clean"] == pytest.approx(att[clean].mean(), rel=1e-10)
+
+
+def test_a_query_run_is_plain_gd_on_w_q_w_k_v_by_the_per_sample_sums(done):
+    """20 GD steps of (W_Q, W_K, v) from a Gaussian init drawn here in the documented order (W_Q, W_K, q, v), q
+    fixed, with the gradients of ``formulas.gradients`` (per-sample loops, no chain rule), against the saved run."""
+    study = tiny()
+    n, lr, fname, data, rng = _cell_data(study, "query")
+    summary, _ = load_history(done / "query" / "runs" / fname)
+    qm, d = study.query_model, study.data.d
+    g = rng.init
+    W_Q, W_K = qm.sigma0 * g.standard_normal((qm.d_h, d)), qm.sigma0 * g.standard_normal((qm.d_h, d))
+    q = g.standard_normal(d)
+    q /= np.linalg.norm(q)
+    v = qm.sigma0 * g.standard_normal(d)
+    eta = lr * n
+    for _ in range(study.query_steps):
+        gr = formulas.gradients((W_Q, W_K, q, v), data.X, data.y, qm)
+        W_Q, W_K, v = W_Q - eta * gr.W_Q, W_K - eta * gr.W_K, v - eta * gr.v     # q stays
+    p = W_K.T @ (W_Q @ q)
+    f, f_test = plain_outputs(p, v, data.X), plain_outputs(p, v, data.X_test)
+    assert summary["steps"] == study.query_steps and summary["eta"] == eta
+    assert summary["test_error"] == np.mean(np.sign(f_test) != data.y_test)
+    assert summary["train_error"] == np.mean(np.sign(f) != data.y)
+    # 1e-9 relative: 20 steps of the same updates summed in other orders (loops here, matrix products there);
+    # rounding ~1e-15 per step, amplified by at most the steps' Lipschitz factor, stays far below
+    assert summary["margin_min"] == pytest.approx(np.min(data.y * f), rel=1e-9)
+    assert abs(summary["attn_signal_clean"] - 0.5) > 1e-3           # attention has left uniform: W_Q, W_K moved
+
+
+def test_the_beyond_figures_draw_their_own_tables(done):
+    for part in ("longrun", "tokens", "query"):
+        fig = part_fig(done, part)
+        mesh = next(c for c in fig.axes[0].collections if c.get_gid() == f"heat {part}")
+        _, _, G = mean_grid(read_csv(done / f"{part}.csv"), "test_error")
+        np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(G.shape), G)
+        clean = [ln for ln in fig.axes[1].lines if ln.get_gid() == "clean n=16"][0]
+        rows = [r for r in read_csv(done / f"{part}.csv") if r["n"] == 16]
+        x = sorted({r["snr_sqrt_n"] for r in rows})
+        np.testing.assert_array_equal(clean.get_ydata(), [np.mean([r["attn_signal_clean"] for r in rows
+                                                                   if r["snr_sqrt_n"] == v]) for v in x])
+        title = {"longrun": "30 small GD steps from zero (η = 0.02·n)",
+                 "tokens": "two GD steps from zero on M = 4 tokens (η = 0.002·n·M/2)",
+                 "query": "20 GD steps of trained W_Q, W_K, v (η = 0.02·n)"}[part]
+        assert fig.texts[0].get_text() == f"Beyond the paper: {title}"
+
+
+def test_the_summary_counts_the_beyond_parts(done):
+    text = singlehead_summary(done, "cmd")
+    for part, head in (("tokens", "two GD steps on M = 4 tokens"), ("query", "20 GD steps of trained W_Q, W_K, v")):
+        rows = read_csv(done / f"{part}.csv")
+        n_fit = sum(r["train_error"] == 0 for r in rows)
+        assert f"{head}" in text
+        assert f"{sum(r['benign'] for r in rows)}/{len(rows)} runs benign, {n_fit} interpolated" in text
+
+
+def test_a_study_without_the_beyond_parts_has_no_such_runs_and_says_so(tmp_path):
+    study = tiny(tokens=0, query_steps=0, long_steps=0)
+    assert {s[0] for s in specs(study)} == {"twostep", "maxmargin", "probe"}
+    fig = part_fig(tmp_path, "tokens")
+    assert "tokens = 0" in fig.axes[0].texts[0].get_text()

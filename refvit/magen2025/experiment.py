@@ -1,7 +1,9 @@
 """Running the third setting's study: one run (in a worker), and the whole study into its folder.
 
 A run's training and test sets come from ``streams(seed, *cell_key(n, ρ, repeat))``, so the two-step GD run, the
-maximum-margin run and the probe runs of one (n, ρ, repeat) see the same data. The init is zero (the paper's).
+maximum-margin run, the probe, long and query runs of one (n, ρ, repeat) see the same data (the tokens runs draw
+M > 2 tokens from the same stream). The init is zero (the paper's) but in the query part, whose Gaussian init comes
+from the cell's init stream.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from .data import make_dataset
 from .maxmargin import max_margin
 from .model import MagenParams, forward_cache, init_params
 from .objective import MagenObjective, signal_attention
-from .study import SingleHeadStudy, identity, specs
+from .study import SingleHeadStudy, eta_of, identity, specs
 from .tables import write_tables
 
 MODEL = MagenModelConfig()          # the paper's prompt form from zero: p = v = 0 (docs/math.md (16.10))
@@ -35,21 +37,22 @@ def noisy_error(clean_error: float, flip_rate: float) -> float:
     return flip_rate + (1.0 - 2.0 * flip_rate) * clean_error
 
 
-def two_steps(data, lr: float, steps: int = 2):
-    """Two (or ``steps``) full-batch GD steps from zero with step size ``lr`` (η of (17.1), (17.11)) on the shared
-    trainer: (params, History); the history keeps every row of two steps, the final row of longer runs."""
+def two_steps(data, lr: float, steps: int = 2, model: MagenModelConfig = MODEL, rng=None):
+    """Two (or ``steps``) full-batch GD steps with step size ``lr`` (η of (17.1), (17.11)) on the shared trainer,
+    from zero, or from ``model``'s Gaussian init drawn from ``rng`` (query part, (17.13)): (params, History); the
+    history keeps every row of two steps, the final row of longer runs."""
     cfg = TrainConfig(optimizer="gd", lr=lr, steps=steps, backend="numpy", history_every=1 if steps <= 2 else 0)
-    return run(MagenObjective(init_params(MODEL, data.X.shape[-1]), data, MODEL), cfg)
+    return run(MagenObjective(init_params(model, data.X.shape[-1], rng), data, model), cfg)
 
 
-def _data(study_dict: dict, n: int, rho: float, repeat: int):
-    cfg = MagenDataConfig.from_dict(study_dict["data"]).replace(N=int(n), rho=float(rho))
+def _data(study_dict: dict, n: int, rho: float, repeat: int, M: int = 2):
+    cfg = MagenDataConfig.from_dict(study_dict["data"]).replace(N=int(n), rho=float(rho), M=int(M))
     rng = streams(study_dict["seed"], *cell_key(cfg.N, cfg.rho, repeat))
     return cfg, make_dataset(cfg, rng.data, rng.test), rng.init
 
 
-def _twostep(cfg, data, lr: float, base: dict, steps: int = 2) -> dict:
-    _, hist = two_steps(data, lr, steps)
+def _twostep(cfg, data, lr: float, base: dict, steps: int = 2, model: MagenModelConfig = MODEL, rng=None) -> dict:
+    _, hist = two_steps(data, lr, steps, model, rng)
     first = 1 if steps == 2 else -1                            # the row after step 1 (two-step runs only)
     rec = {k: float(hist[k][-1]) for k in GROUP_KEYS}          # at the final parameters (math 16.22)
     summary = {**base, "status": hist.status, "steps": hist.steps, "train_loss": hist.final_train_loss,
@@ -96,18 +99,21 @@ def _maxmargin(cfg, data, rng, mm_random: int, base: dict) -> dict:
 
 
 def run_cell(study_dict: dict, part: str, n: int, rho: float, repeat: int, lr: float | None) -> dict:
-    """One run (executes in a worker): its data from the cell's streams, then two GD steps (parts twostep, probe),
-    the maximum-margin interpolator (part maxmargin) or ``long_steps`` GD steps (part longrun). Returns its history
-    file's arrays."""
-    cfg, data, rng = _data(study_dict, n, rho, repeat)
+    """One run (executes in a worker): its data from the cell's streams, then two GD steps (parts twostep, probe;
+    tokens with M = ``tokens``), the maximum-margin interpolator (part maxmargin), ``long_steps`` GD steps (part
+    longrun) or ``query_steps`` GD steps of ``query_model`` (part query). Returns its history file's arrays."""
+    cfg, data, rng = _data(study_dict, n, rho, repeat, study_dict["tokens"] if part == "tokens" else 2)
     base = {"part": part, "n": int(n), "rho": float(rho), "repeat": int(repeat), "lr": lr,
             "seed": study_dict["seed"], "settings_hash": study_dict["settings_hash"], "snr": cfg.snr,
-            "snr_sqrt_n": cfg.snr * float(np.sqrt(n)), "flip_rate": cfg.flip_rate,
+            "snr_sqrt_n": cfg.snr * float(np.sqrt(n)), "flip_rate": cfg.flip_rate, "M": cfg.M,
             "n_flipped": int(np.sum(data.y != data.y_clean)), "step_size": study_dict["step_size"]}
-    scaled = study_dict["step_scaling"] == "n"               # η = η₀·n or η₀  (math 17.1)
-    base["eta"] = float((lr if lr is not None else study_dict["step_size"]) * (n if scaled else 1))
+    step = lr if lr is not None else study_dict["step_size"]
+    base["eta"] = eta_of(step, n, cfg.M, study_dict["step_scaling"])   # η₀·n·M/2 or η₀·M/2  (math 17.1, 17.12)
     if part == "maxmargin":
         return _maxmargin(cfg, data, rng, study_dict["mm_random"], base)
+    if part == "query":
+        return _twostep(cfg, data, base["eta"], base, study_dict["query_steps"],
+                        MagenModelConfig.from_dict(study_dict["query_model"]), rng)
     steps = study_dict["long_steps"] if part == "longrun" else 2
     return _twostep(cfg, data, base["eta"], base, steps)
 

@@ -11,9 +11,14 @@ quarantined and recomputed when they are not what they claim to be):
                 was chosen (docs/math.md (17.4))
     longrun/    beyond the paper: ``long_steps`` GD steps from zero with the small step size ``long_step_size``
                 (docs/math.md (17.11)); no part when ``long_steps`` is 0
+    tokens/     beyond the paper: two GD steps from zero on samples of ``tokens`` tokens (one signal, ``tokens`` − 1
+                noise) with step size ``tokens_step_size`` (docs/math.md (17.12)); no part when ``tokens`` is 0
+    query/      beyond the paper: ``query_steps`` GD steps of the query form ``query_model`` (trained W_Q, W_K and v
+                from a Gaussian init) with step size ``query_step_size`` (docs/math.md (17.13)); no part when
+                ``query_steps`` is 0
 
-The data of a run depend on (seed, n, ρ, repeat) only (``refvit.streams.cell_key``), so the three parts see the same
-training sets. Tables are rebuilt from the verified files.
+The data of a run depend on (seed, n, ρ, repeat) and its number of tokens only (``refvit.streams.cell_key``), so
+every part but ``tokens`` sees the same training sets. Tables are rebuilt from the verified files.
 """
 from __future__ import annotations
 
@@ -22,10 +27,10 @@ from dataclasses import dataclass
 
 from ..config import TrainConfig
 from ..runstore import settings_hash
-from .config import MagenDataConfig
+from .config import MagenDataConfig, MagenModelConfig
 
 PRESETS = ("quick", "full")
-PARTS = ("twostep", "maxmargin", "probe", "longrun")
+PARTS = ("twostep", "maxmargin", "probe", "longrun", "tokens", "query")
 GOOD_ERROR = 0.1          # benign: interpolates and its clean test 0-1 error is at most this (math 17.3)
 STEP_SCALINGS = ("n", "fixed")
 # Two GD steps from zero, η = STEP_SIZE·n (step_scaling "n"): the rule of docs/math.md (17.4) applied to the full
@@ -34,6 +39,9 @@ STEP_SIZE = 0.002
 # The study's data (ours): flips "exact" so that every training set has round(η·n) flipped samples, whose attention
 # the study reports; d = 2000 ≫ n; the other fields are MagenDataConfig's defaults
 DATA = MagenDataConfig(flips="exact")
+# The query form's model (ours): W_Q, W_K (16 × d) and v from N(0, 0.01²), a fixed random unit query q; trained W_Q,
+# W_K and v (docs/math.md (16.6), (16.10))
+QUERY_MODEL = MagenModelConfig(form="query", init="gaussian")
 
 
 def _positive_floats(name: str, vals) -> tuple:
@@ -43,9 +51,16 @@ def _positive_floats(name: str, vals) -> tuple:
     return vals
 
 
+def eta_of(step: float, n: int, M: int, scaling: str) -> float:
+    """η = η₀·n·M/2 (scaling "n") or η₀·M/2 ("fixed"): docs/math.md (17.1), (17.12); M/2 = 1 but in the tokens part."""
+    return float(step) * (n if scaling == "n" else 1) * M / 2
+
+
 @dataclass(frozen=True)
 class SingleHeadStudy:
-    """What the study runs. ``data`` is a template: N and ρ are replaced per cell (ρ = SNR·σ·√d, (16.4))."""
+    """What the study runs. ``data`` is a template: N and ρ are replaced per cell (ρ = SNR·σ·√d, (16.4)), and M by
+    ``tokens`` in the tokens part. Each part beyond the paper is a switch: ``long_steps``, ``tokens`` or
+    ``query_steps`` at 0 leaves it out."""
     name: str
     seed: int = 0
     runs: int = 3                       # repeats (training sets) per (n, SNR)
@@ -58,18 +73,27 @@ class SingleHeadStudy:
     mm_random: int = 2                  # random starts of the max-margin solver, beside its two fixed ones
     long_steps: int = 300               # beyond the paper: steps of the long runs (0: no longrun part; ours)
     long_step_size: float = 0.0002      # η₀ of the long runs, scaled like step_size (ours: a tenth of it)
+    tokens: int = 4                     # beyond the paper: M of the tokens part (0: no tokens part; ours)
+    tokens_step_size: float = STEP_SIZE  # its η₀, η = η₀·n·M/2: v₁'s per-token terms of (16.21) as at M = 2 (ours)
+    query_steps: int = 300              # beyond the paper: GD steps of the query part (0: no query part; ours)
+    query_step_size: float = STEP_SIZE  # its η₀, scaled like step_size (ours; (17.13) says why not long_step_size)
+    query_model: MagenModelConfig = QUERY_MODEL   # the query part's model (form "query"; ours)
 
     def __post_init__(self):
         for name in ("runs",):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("seed", "mm_random", "long_steps"):
+        for name in ("seed", "mm_random", "long_steps", "tokens", "query_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be a non-negative integer, got {v!r}")
         if not isinstance(self.data, MagenDataConfig) or self.data.M != 2:
             raise ValueError("data must be a MagenDataConfig with M = 2 (the paper's two tokens)")
+        if self.tokens in (1, 2):
+            raise ValueError(f"tokens must be 0 (no tokens part) or >= 3 (M > 2 tokens), got {self.tokens}")
+        if not isinstance(self.query_model, MagenModelConfig) or self.query_model.form != "query":
+            raise ValueError("query_model must be a MagenModelConfig with form='query'")
         ns = tuple(self.ns)
         if not ns or any(isinstance(n, bool) or not isinstance(n, int) or n < 2 for n in ns) or len(set(ns)) != len(ns):
             raise ValueError(f"ns must be distinct integers >= 2, got {self.ns!r}")
@@ -78,7 +102,7 @@ class SingleHeadStudy:
         object.__setattr__(self, "probe_lrs", _positive_floats("probe_lrs", self.probe_lrs))
         if self.step_scaling not in STEP_SCALINGS:
             raise ValueError(f"step_scaling must be one of {STEP_SCALINGS}, got {self.step_scaling!r}")
-        for lr in (self.step_size, self.long_step_size, *self.probe_lrs):
+        for lr in (self.step_size, self.long_step_size, self.tokens_step_size, self.query_step_size, *self.probe_lrs):
             TrainConfig(optimizer="gd", lr=lr, steps=2)      # validated like any step size
 
     @classmethod
@@ -104,6 +128,8 @@ class SingleHeadStudy:
         if unknown:
             raise ValueError(f"unknown study field(s) {unknown}; valid fields are {sorted(cls.__dataclass_fields__)}")
         fields["data"] = MagenDataConfig.from_dict(fields.get("data", {}))
+        if "query_model" in fields:
+            fields["query_model"] = MagenModelConfig.from_dict(fields["query_model"])
         for k in ("ns", "snrs", "probe_lrs"):
             if k in fields:
                 fields[k] = tuple(fields[k])
@@ -113,7 +139,9 @@ class SingleHeadStudy:
         return {"name": self.name, "seed": self.seed, "runs": self.runs, "data": self.data.to_dict(),
                 "ns": list(self.ns), "snrs": list(self.snrs), "step_size": self.step_size,
                 "step_scaling": self.step_scaling, "long_steps": self.long_steps,
-                "long_step_size": self.long_step_size,
+                "long_step_size": self.long_step_size, "tokens": self.tokens,
+                "tokens_step_size": self.tokens_step_size, "query_steps": self.query_steps,
+                "query_step_size": self.query_step_size, "query_model": self.query_model.to_dict(),
                 "probe_lrs": list(self.probe_lrs), "mm_random": self.mm_random}
 
     def settings_hash(self) -> str:
@@ -123,9 +151,10 @@ class SingleHeadStudy:
             d.pop(k)
         return settings_hash(d)
 
-    def eta(self, n: int, step: float) -> float:
-        """The step size of two GD steps at n samples: step·n ("n") or step ("fixed") (docs/math.md (17.1))."""
-        return float(step) * n if self.step_scaling == "n" else float(step)
+    def eta(self, n: int, step: float, M: int = 2) -> float:
+        """The step size of GD at n samples of M tokens: step·n ("n") or step ("fixed") (docs/math.md (17.1)),
+        times M/2 (docs/math.md (17.12))."""
+        return eta_of(step, n, M, self.step_scaling)
 
     def rho_of(self, snr: float) -> float:
         """ρ of an SNR: SNR·σ·√d (docs/math.md (16.4))."""
@@ -146,10 +175,12 @@ def specs(study: SingleHeadStudy) -> list[tuple]:
                 for n in study.ns for s in study.snrs for r in range(study.runs)]
     out += [("probe", n, study.rho_of(s), r, lr, run_file("probe", n, study.rho_of(s), r, lr))
             for lr in study.probe_lrs for n in study.ns for s in study.snrs for r in range(study.runs)]
-    if study.long_steps:
-        lr = study.long_step_size
-        out += [("longrun", n, study.rho_of(s), r, lr, run_file("longrun", n, study.rho_of(s), r, lr))
-                for n in study.ns for s in study.snrs for r in range(study.runs)]
+    for part, on, lr in (("longrun", study.long_steps, study.long_step_size),
+                         ("tokens", study.tokens, study.tokens_step_size),
+                         ("query", study.query_steps, study.query_step_size)):
+        if on:
+            out += [(part, n, study.rho_of(s), r, lr, run_file(part, n, study.rho_of(s), r, lr))
+                    for n in study.ns for s in study.snrs for r in range(study.runs)]
     return out
 
 

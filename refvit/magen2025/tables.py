@@ -7,6 +7,8 @@ Tables (CSV, one home for each quantity the figures and the summary report):
     maxmargin.csv  one row per maximum-margin run: norm, margin, KKT residuals, agreement of the starts, test errors
     probe.csv      one row per probe run (two GD steps at every cell for each probed step size)
     longrun.csv    one row per long run (beyond the paper: many small GD steps, docs/math.md (17.11))
+    tokens.csv     one row per tokens run (beyond the paper: two GD steps on M > 2 tokens, docs/math.md (17.12))
+    query.csv      one row per query run (beyond the paper: trained W_Q, W_K from a Gaussian init, (17.13))
     edges.csv      per method, edge and n: the SNR threshold of docs/math.md (17.9) with its interval or bracket
     boundary.csv   per method and edge: the exponent of SNR* against n and the constant c of SNR* = c/√n (17.10)
 """
@@ -23,12 +25,14 @@ from ..results import TRAINED
 from ..runstore import load_or_quarantine
 from .study import GOOD_ERROR, PARTS, SingleHeadStudy, identity, specs
 
-METHODS = ("twostep", "maxmargin", "longrun")
+METHODS = ("twostep", "maxmargin", "longrun", "tokens", "query")
 EDGES = ("lower", "upper")
 COMMON = ("n", "eta", "snr", "snr_sqrt_n", "rho", "repeat", "status", "n_flipped", "test_error", "test_error_noisy",
           "attn_signal_clean", "attn_signal_flipped")
 COLUMNS = {"twostep": COMMON + ("train_error_step1", "train_error", "margin_min_step1", "margin_min"),
-           "longrun": COMMON + ("train_error", "margin_min", "train_loss"),
+           "longrun": COMMON + ("steps", "train_error", "margin_min", "train_loss"),
+           "tokens": COMMON + ("M", "train_error_step1", "train_error", "margin_min_step1", "margin_min"),
+           "query": COMMON + ("steps", "train_error", "margin_min", "train_loss"),
            "probe": ("lr",) + COMMON + ("train_error_step1", "train_error", "margin_min_step1", "margin_min"),
            "maxmargin": COMMON + ("norm", "norm_p", "norm_v", "starts", "starts_ok", "norm_spread", "margin",
                                   "feasibility", "stationarity", "slackness", "n_active", "cpu_seconds")}
