@@ -133,7 +133,7 @@ class SpanObjective(ViTObjective):
         self._first = _first_positions(tok.index)       # (N M,) each token's first position (for span_products)
         self.state0 = SpanState(np.zeros((r, d_h)), np.zeros((r, d_h)), np.zeros((r, W_V0.shape[1])), w_O0.copy())
         self.final_state = None
-        self._u0 = (w_O0.copy(), W_V0 @ w_O0)           # W_V(0) w_O for the last w_O seen (constant if frozen)
+        self._u0 = (w_O0.copy(), W_V0 @ w_O0, None)     # w_O, W_V(0) w_O, U·W_V(0) w_O (constant if frozen)
         # U·W_V(0) (n_u, d_v) turns the two d×d_v matrix-vector products of the value path (memory-bound: they read
         # all of W_V(0) every step) into n_u×d_v ones. It costs about as much as a few such reads when n_u is
         # small (dynamics: n_u = 22), but 25 of them at n_u = 302 (Figure 1, which stops after ~10-30 steps).
@@ -151,8 +151,17 @@ class SpanObjective(ViTObjective):
     def _WV0_w(self, w_O: np.ndarray) -> np.ndarray:
         """W_V(0) w_O (d,), recomputed only when w_O changed (reading W_V(0) costs more than the rest of the path)."""
         if not np.array_equal(self._u0[0], w_O):
-            self._u0 = (np.array(w_O, copy=True), self.params0.W_V @ w_O)
+            self._u0 = (np.array(w_O, copy=True), self.params0.W_V @ w_O, None)
         return self._u0[1]
+
+    def _UWV0_w(self, w_O: np.ndarray) -> np.ndarray:
+        """U·W_V(0) w_O (n_u,), kept with W_V(0) w_O while w_O does not change (with w_O frozen: once per run)."""
+        if self.VW0 is not None:
+            return self.VW0 @ w_O
+        u0 = self._WV0_w(w_O)
+        if self._u0[2] is None:
+            self._u0 = (*self._u0[:2], self.tokens.U @ u0)
+        return self._u0[2]
 
     def fresh_state(self) -> SpanState:
         """``state0`` for training to update in place, A_Q and A_K as the halves of one (r, 2 d_h) buffer."""
@@ -170,8 +179,7 @@ class SpanObjective(ViTObjective):
         # U·[W_Q(t) | W_K(t)] = U·[W_Q(0) | W_K(0)] + U_c·[A_Q | A_K] (math 8.4), one product for both; at A = 0
         # (the first step) it is skipped. Row 0 answers "is A non-zero?" without reading all of A, most of the time.
         UcA = self.U_c @ AQK if AQK[0].any() or AQK.any() else None                 # (n_u, 2 d_h)
-        UWV0_w = self.VW0 @ w_O if self.VW0 is not None else tok.U @ self._WV0_w(w_O)
-        vu = UWV0_w + self.U_c @ (A_V @ w_O)            # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
+        vu = self._UWV0_w(w_O) + self.U_c @ (A_V @ w_O)  # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
         v = tok.gather(vu)
         Q, K, Z = np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M))
         if self._kernels is not None:                   # the sum U·W(0) + U_c·A is taken as the rows are gathered
