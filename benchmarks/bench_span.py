@@ -1,8 +1,9 @@
 """Dense (numpy, numba) vs span-coordinate training (docs/math.md §8): per step and per whole cell, in one run.
 
     python benchmarks/bench_span.py                                 # BLAS on both cores
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_span.py          # one core
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_span.py --torch-threads 1 --clock process   # one core, CPU time
     python benchmarks/bench_span.py --json results/bench_span.json  # also save the numbers
+    python benchmarks/bench_span.py --setting figure1               # the Figure-1 cell only
 
 Also in the same run: the span step through ``refvit.trainer.run`` (loop included: (time of S + 1 steps − time of
 1 step)/S), a PyTorch float64 autograd GD step of the same model on the same data and weights when torch is
@@ -131,17 +132,26 @@ class Timed:
         return self._call("params", state)
 
 
+def training_layout(obj, state):
+    """``state`` in the arrays training updates (``fresh_state``: A_Q, A_K the halves of one buffer), if the
+    objective lays them out itself."""
+    if not hasattr(obj, "fresh_state"):
+        return state
+    st = obj.fresh_state()
+    for a, b in zip(st, state):
+        a[...] = b
+    return st
+
+
 def step_profile(obj, state, step_ms, repeat) -> dict:
     """Where the time of one span step through ``run`` goes (ms): the Gram product U_c·[A_Q | A_K], the numba
     kernels of the per-sample work (gathers, the three products per sample, scatters; absent without numba), the
     rest of the evaluation (value path, softmax and its backward, Γ_V, ∇w_O) and the loop (GD update, finiteness
     check, history row)."""
-    st = obj.fresh_state()
-    for a, b in zip(st, state):
-        a[...] = b
-    AQK = st.A_Q.base
+    st = training_layout(obj, state)
+    AQK = st.A_Q.base if st.A_Q.base is not None else np.hstack([st.A_Q, st.A_K])
     prof = {"Gram product": best_time(lambda: obj.U_c @ AQK, repeat)}
-    if obj._kernels is not None:
+    if getattr(obj, "_kernels", None) is not None:
         tok, k = obj.tokens, obj._kernels
         ev = obj.value_and_grad(st)
         c = ev.cache
@@ -202,9 +212,7 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
              "dense numba": lambda: loss_grads_cache(p3, data.X, data.y, "numba")}
     # the objective training builds (``make_objective``: with w_O frozen it skips ∇w_O) gives the same Γ, to the bit
     obj_t = make_objective(train_cfg.replace(**WAYS["span"]), p0, data.X, data.y)
-    state_t = obj_t.fresh_state()                         # the layout training uses: A_Q, A_K halves of one buffer
-    for a, b in zip(state_t, state):
-        a[...] = b
+    state_t = training_layout(obj_t, state)
     same = all(np.array_equal(a, b) for a, b in zip(obj_t.value_and_grad(state_t)[1][:3], grads[:3]))
     if err <= 1e-10 and same:
         steps["span"] = lambda: obj_t.value_and_grad(state_t)
@@ -304,22 +312,34 @@ def main(argv=None):
     p.add_argument("--repeat", type=int, default=20, help="timed repetitions of one step")
     p.add_argument("--cell-repeat", type=int, default=5, help="timed repetitions of a whole span cell")
     p.add_argument("--dense-cell-repeat", type=int, default=1, help="timed repetitions of a whole dense cell")
+    p.add_argument("--setting", choices=["all", "figure1", "dynamics"], default="all",
+                   help="time both settings (default) or one")
+    p.add_argument("--torch-threads", type=int, default=0, help="torch.set_num_threads (0: torch's default)")
     p.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     p.add_argument("--clock", choices=["wall", "process"], default="wall",
                    help="wall time, or CPU time of this process (use on a shared, loaded machine)")
     a = p.parse_args(argv)
+    if a.torch_threads:
+        try:
+            import torch
+            torch.set_num_threads(a.torch_threads)
+        except ImportError:
+            pass
     global CLOCK
     CLOCK = time.perf_counter if a.clock == "wall" else time.process_time
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "unset")
     print(f"OPENBLAS_NUM_THREADS={threads}, cores={os.cpu_count()}, clock={a.clock}, "
           f"load average {os.getloadavg()[0]:.2f}")
     results = {"OPENBLAS_NUM_THREADS": threads, "clock": a.clock, "loadavg": os.getloadavg()[0], "settings": []}
-    d1, m1, t1 = figure1_setting(N=20, mu_norm=80.0)
-    results["settings"].append(bench("Figure-1 cell", d1, m1, t1, a.repeat, a.cell_repeat, a.dense_cell_repeat))
-    d2, m2, t2 = dynamics_setting(mu_norm=1.0)
-    # the dynamics cell, like the Figure-1 cell, trains until the loss is < 0.01 (at most 1000 steps)
-    t2 = t2.replace(steps=1000, loss_threshold=0.01)
-    results["settings"].append(bench("dynamics setting", d2, m2, t2, a.repeat, a.cell_repeat, a.dense_cell_repeat))
+    if a.setting in ("all", "figure1"):
+        d1, m1, t1 = figure1_setting(N=20, mu_norm=80.0)
+        results["settings"].append(bench("Figure-1 cell", d1, m1, t1, a.repeat, a.cell_repeat, a.dense_cell_repeat))
+    if a.setting in ("all", "dynamics"):
+        d2, m2, t2 = dynamics_setting(mu_norm=1.0)
+        # the dynamics cell, like the Figure-1 cell, trains until the loss is < 0.01 (at most 1000 steps)
+        t2 = t2.replace(steps=1000, loss_threshold=0.01)
+        results["settings"].append(bench("dynamics setting", d2, m2, t2, a.repeat, a.cell_repeat,
+                                         a.dense_cell_repeat))
     if a.json:
         save_json(a.json, results)
         print(f"\nwrote {a.json}")
