@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, _positive_int
-from .primitives import Evaluation, mean_loss, overflow_scales
+from .primitives import Evaluation, mean_loss, merge_halves, overflow_scales
 from .optimizers import Optimizer
 
 
@@ -84,7 +84,7 @@ class Objective(Protocol):
 
 
 def _all_finite(arrays) -> bool:
-    return all(np.all(np.isfinite(a)) for a in arrays)
+    return all(np.all(np.isfinite(a)) for a in merge_halves(arrays))   # halves of one buffer: one pass
 
 
 def log_steps(T: int, per_decade: int) -> np.ndarray:

@@ -17,6 +17,8 @@ from refvit.jiang2024.config import DataConfig, ModelConfig, figure1_setting
 from refvit.jiang2024.data import make_dataset
 from refvit.jiang2024.init import init_params
 from refvit.jiang2024.span import SpanObjective, _side_by_side
+from refvit.optimizers import Optimizer, _blocks
+from refvit.primitives import halves_of_one, merge_halves
 import refvit.jiang2024.tokens as tokens_mod
 from refvit.streams import streams
 from refvit.trainer import run
@@ -128,3 +130,29 @@ def test_numba_core_in_span_coordinates_matches_the_numpy_core():
     assert abs(ea.loss - eb.loss) <= 1e-12 * eb.loss
     for x, z in zip(ea.grads, eb.grads):
         assert np.abs(x - z).max() <= 1e-12 * np.abs(z).max()
+
+
+def test_halves_of_one_buffer_are_found_only_when_exactly_so():
+    """``halves_of_one`` lets the loop update and check [A_Q | A_K] in one pass; anything but the two halves of one
+    C-contiguous buffer, in that order, must come back as None (then each array is handled on its own)."""
+    buf = np.arange(24.0).reshape(3, 8).copy()   # a view of a view has the first array as its base
+    left, right = buf[:, :4], buf[:, 4:]
+    assert halves_of_one(left, right) is buf
+    assert halves_of_one(right, left) is None                        # swapped
+    assert halves_of_one(buf[:, :3], buf[:, 3:6]) is None            # not halves
+    assert halves_of_one(left, np.zeros((3, 4))) is None             # another array
+    wide = np.zeros((3, 16))
+    assert halves_of_one(wide[:, :8:2], wide[:, 8::2]) is None       # strided halves of a wider buffer
+    assert halves_of_one(buf[0, :4], buf[0, 4:]) is None              # 1-D
+    assert merge_halves([left, right, buf[0]])[0] is buf and len(merge_halves([left, right, buf[0]])) == 2
+    # the GD update by blocks equals the field-by-field update to the bit
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((3, 8))
+    state, ref = [left, right, np.ones(2)], [left.copy(), right.copy(), np.ones(2)]
+    grads = [G[:, :4], G[:, 4:], np.full(2, 0.5)]
+    Optimizer(TrainConfig(lr=0.3, steps=1), state).step(state, grads, [True, True, True], 0)
+    for s, g in zip(ref, grads):
+        s -= 0.3 * g
+    for a, b in zip(state, ref):
+        np.testing.assert_array_equal(a, b)
+    assert list(_blocks(state, grads, [True, False, True]))[0][0] is left   # a frozen half: no merge

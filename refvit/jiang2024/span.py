@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..jit import numba_usable
+from ..primitives import halves_of_one
 from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, logits_core, mean_loss
 from .tokens import orthonormal_basis, unique_tokens
 from .objective import ViTObjective
@@ -56,12 +57,8 @@ def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _side_by_side(A_Q: np.ndarray, A_K: np.ndarray) -> np.ndarray:
     """[A_Q | A_K] (r, 2 d_h): the buffer whose two halves they are (``SpanObjective.fresh_state``, what training
     updates), without a copy; otherwise a stacked copy. Same values either way."""
-    buf = A_Q.base
-    if (buf is not None and buf is A_K.base and buf.dtype == np.float64 and buf.flags.c_contiguous
-            and buf.shape == (A_Q.shape[0], 2 * A_Q.shape[1]) and A_Q.strides == A_K.strides == buf.strides
-            and A_Q.ctypes.data == buf.ctypes.data and A_K.ctypes.data == buf.ctypes.data + buf.strides[1] * A_Q.shape[1]):
-        return buf
-    return np.hstack([A_Q, A_K])
+    buf = halves_of_one(A_Q, A_K)
+    return buf if buf is not None else np.hstack([A_Q, A_K])
 
 
 def _first_positions(index: np.ndarray) -> np.ndarray:
