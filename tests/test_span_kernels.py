@@ -63,7 +63,7 @@ def small(other_tokens="weak_gaussian", **model):
 @pytest.mark.parametrize("core", ["numpy", "numba"])
 @pytest.mark.parametrize("case", ["figure1", "zero_tokens", "orthonormal", "many_repeated"])
 def test_kernels_equal_the_numpy_path_to_the_bit(case, core, monkeypatch):
-    """At A = 0 and at a moved state: loss, every gradient block, f and the whole cache."""
+    """At A = 0 and at a moved state: loss, every gradient block, f, the whole cache and the test outputs."""
     kw = {"core": core}
     if case == "figure1":
         data_cfg, model_cfg, _ = figure1_setting(N=20, mu_norm=80.0, n_test=2)
@@ -79,13 +79,15 @@ def test_kernels_equal_the_numpy_path_to_the_bit(case, core, monkeypatch):
         monkeypatch.setattr(tokens_mod, "REPEATED_MAX", 2)
         X = X.copy()
         X[3:, 1] = X[:3, 1]                           # three noise tokens shared by two samples each
-    fast, slow = paths(p0, X, data.y, **kw)
+    fast, slow = paths(p0, X, data.y, X_test=data.X_test, y_test=data.y_test, **kw)
     if case == "many_repeated":
         assert fast.tokens.first is None and int(np.sum(fast.tokens.counts > 1)) == 5
     if case == "zero_tokens":
         assert np.any(fast.tokens.index < 0)
     for st in (fast.fresh_state(), moved_state(fast, scale)):
         assert_same_evaluation(fast.value_and_grad(st), slow.value_and_grad(st))
+        for _ in range(2):                            # the test outputs: through W(t), then through the cache
+            np.testing.assert_array_equal(fast.test_outputs(st), slow.test_outputs(st))
 
 
 def test_training_layout_gives_the_same_trajectory_to_the_bit():

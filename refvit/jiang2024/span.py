@@ -33,7 +33,7 @@ import numpy as np
 
 from ..jit import numba_usable
 from ..primitives import halves_of_one
-from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, logits_core, mean_loss
+from .model import Cache, Evaluation, Params, logistic_loss_derivative, logits_core, mean_loss
 from .tokens import orthonormal_basis, unique_tokens
 from .objective import ViTObjective
 
@@ -78,7 +78,7 @@ class SpanObjective(ViTObjective):
     params : initial ``Params`` W(0): W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
     X, y : training set, (N, M, d) and (N,) in {±1}.
     X_test, y_test : optional test set, (n_test, M, d) and (n_test,); evaluated exactly (see ``test_outputs``).
-    core : attention core, "numpy" (default), "numba" or "auto" (``model.attention_core``): which code computes the
+    core : attention core, "numpy" (default), "numba" or "auto": which code computes the
         softmax, ā, f and the backward to the logits (``model.logits_core``). The three per-sample products around
         it (the logits Q_i K_iᵀ and dQ_i, dK_i) and the gathers and scatters of token rows go through the numba
         kernels ``_kernels.span_logits`` and ``span_products`` whenever numba is usable, whatever the core: they
@@ -104,7 +104,6 @@ class SpanObjective(ViTObjective):
             raise ValueError("give both X_test and y_test, or neither")
         self.params0 = params = Params(*(np.asarray(a, dtype=np.float64) for a in params))
         self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
-        self._fwd = attention_core(core)[0]
         self._from_logits, self._logits_bwd = logits_core(core)
         self._kernels = None
         if numba_usable():
@@ -166,25 +165,33 @@ class SpanObjective(ViTObjective):
         AQK = np.zeros((A_Q.shape[0], 2 * A_Q.shape[1]))
         return SpanState(AQK[:, :A_Q.shape[1]], AQK[:, A_Q.shape[1]:], A_V.copy(), w_O.copy())
 
+    def _logits(self, tok, QKW0: np.ndarray, UcA: np.ndarray | None):
+        """Q, K (n, M, d_h) at every token position of ``tok`` and the logits Z (n, M, M) (docs/math.md (8.4), (2.3)),
+        from the per-token rows [queries | keys] QKW0 (+ UcA when not None), (n_u, 2 d_h). The kernel adds the two
+        as it gathers the rows; the numpy path adds them first. Same bits."""
+        (n, M), d_h = tok.index.shape, QKW0.shape[1] // 2
+        Q, K, Z = np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M))
+        if self._kernels is not None:
+            self._kernels.span_logits(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, Q, K, Z)
+        else:
+            QKu = QKW0 if UcA is None else _add_into(UcA, QKW0)
+            Q[:], K[:] = tok.gather(QKu[:, :d_h]), tok.gather(QKu[:, d_h:])
+            np.matmul(Q, K.transpose(0, 2, 1), out=Z)   # (math 2.3)
+        return Q, K, Z
+
     def value_and_grad(self, state):
         """(loss, (Γ_Q, Γ_K, Γ_V, ∇w_O), f (N,), Cache) at coordinates ``state``; Γ as in the module docstring.
         Γ_Q and Γ_K are the two halves of one (r, 2 d_h) array."""
         A_Q, A_K, A_V, w_O = state
         tok = self.tokens
-        (n, M), d_h = tok.index.shape, A_Q.shape[1]
+        d_h = A_Q.shape[1]
         AQK = _side_by_side(A_Q, A_K)
         # U·[W_Q(t) | W_K(t)] = U·[W_Q(0) | W_K(0)] + U_c·[A_Q | A_K] (math 8.4), one product for both; at A = 0
         # (the first step) it is skipped. Row 0 answers "is A non-zero?" without reading all of A, most of the time.
         UcA = self.U_c @ AQK if AQK[0].any() or AQK.any() else None                 # (n_u, 2 d_h)
         vu = self._UWV0_w(w_O) + self.U_c @ (A_V @ w_O)  # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
         v = tok.gather(vu)
-        Q, K, Z = np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M))
-        if self._kernels is not None:                   # the sum U·W(0) + U_c·A is taken as the rows are gathered
-            self._kernels.span_logits(self.QKW0, UcA if UcA is not None else self.QKW0[:0], tok.index, Q, K, Z)
-        else:
-            QKu = self.QKW0 if UcA is None else _add_into(UcA, self.QKW0)
-            Q[:], K[:] = tok.gather(QKu[:, :d_h]), tok.gather(QKu[:, d_h:])
-            np.matmul(Q, K.transpose(0, 2, 1), out=Z)   # (math 2.3)
+        Q, K, Z = self._logits(tok, self.QKW0, UcA)
         S, abar, f = self._from_logits(Z, v)
         # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
         df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
@@ -266,7 +273,8 @@ class SpanObjective(ViTObjective):
         else:
             QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_ut, 2 d_h)
         u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O (math 2.2, 8.1)
-        return self._fwd(tt.gather(QK[:, :d_h]), tt.gather(QK[:, d_h:]), tt.gather(tt.U @ u))[3]
+        Z = self._logits(tt, QK, None)[2]
+        return self._from_logits(Z, tt.gather(tt.U @ u))[2]
 
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t) (docs/math.md (8.1)). The loop calls this once at the end; the coordinates
