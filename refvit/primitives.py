@@ -83,10 +83,10 @@ def halves_of_one(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     An objective may keep two blocks of its state side by side so that one matrix product serves both; elementwise
     work (an update, a finiteness check) is then one pass over the buffer instead of two strided ones, with the
     same numbers."""
-    buf = a.base
-    if (buf is None or buf is not b.base or a.ndim != 2 or buf.ndim != 2 or not buf.flags.c_contiguous
-            or a.shape != b.shape or buf.shape != (a.shape[0], 2 * a.shape[1]) or a.dtype != buf.dtype
-            or b.dtype != buf.dtype or a.strides != buf.strides or b.strides != buf.strides):
+    buf = getattr(a, "base", None)
+    if (not isinstance(buf, np.ndarray) or buf is not getattr(b, "base", None) or a.ndim != 2 or buf.ndim != 2
+            or not buf.flags.c_contiguous or a.shape != b.shape or buf.shape != (a.shape[0], 2 * a.shape[1])
+            or a.dtype != buf.dtype or b.dtype != buf.dtype or a.strides != buf.strides or b.strides != buf.strides):
         return None
     start = buf.ctypes.data
     if a.ctypes.data != start or b.ctypes.data != start + buf.itemsize * a.shape[1]:

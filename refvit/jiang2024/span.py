@@ -23,7 +23,9 @@ docs/math.md (8.3)):
 where D = dQ, dK (or dv w_Oᵀ) are the per-token gradients from the attention core and Eᵀ sums the rows of repeated
 tokens. GD on W is A ← A − ηΓ (docs/math.md (8.6)): the state gradient is Γ, **not** Pᵀ∇_W L_S = (PᵀP)Γ
 (docs/math.md (8.7)).
-Per step: two (n_u × r)·(r × d_h) products, O(n_u r d_h), against O(N M d d_h) for the dense step.
+Per step: one (n_u × r)·(r × 2 d_h) product U_c·[A_Q | A_K], O(n_u r d_h), against O(N M d d_h) for the dense step;
+the per-sample work around it (gathers, the logits and dQ, dK of each sample, scatters) runs in the numba kernels
+``_kernels.span_logits`` and ``span_products``, which give the numpy path's bits.
 """
 from __future__ import annotations
 
