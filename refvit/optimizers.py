@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import TrainConfig
+from .primitives import halves_of_one
 
 
 class Optimizer:
@@ -23,17 +24,32 @@ class Optimizer:
     def step(self, state: list, grads, trainable: list, t: int) -> None:
         cfg = self.cfg
         b1, b2 = cfg.adam_betas
-        for k in range(len(state)):
+        if cfg.optimizer != "adam":                        # entrywise and stateless: by blocks (``_blocks``)
+            for s, g in _blocks(state, grads, trainable):
+                s -= cfg.lr * (g if cfg.optimizer == "gd" else np.sign(g))   # (math 6.1); sgn(0) = 0 (math 6.2)
+            return
+        for k in range(len(state)):   # Adam with bias correction (Kingma & Ba 2015, Algorithm 1) (math 6.3)
             if not trainable[k]:
                 continue
             g = grads[k]
-            if cfg.optimizer == "gd":
-                state[k] -= cfg.lr * g                     # (math 6.1)
-            elif cfg.optimizer == "signgd":
-                state[k] -= cfg.lr * np.sign(g)            # sgn(0) = 0, entrywise (math 6.2)
-            else:  # Adam with bias correction (Kingma & Ba 2015, Algorithm 1) (math 6.3)
-                self.m[k] = b1 * self.m[k] + (1 - b1) * g
-                self.s[k] = b2 * self.s[k] + (1 - b2) * g * g
-                m_hat = self.m[k] / (1 - b1 ** (t + 1))
-                s_hat = self.s[k] / (1 - b2 ** (t + 1))
-                state[k] -= cfg.lr * m_hat / (np.sqrt(s_hat) + cfg.adam_eps)
+            self.m[k] = b1 * self.m[k] + (1 - b1) * g
+            self.s[k] = b2 * self.s[k] + (1 - b2) * g * g
+            m_hat = self.m[k] / (1 - b1 ** (t + 1))
+            s_hat = self.s[k] / (1 - b2 ** (t + 1))
+            state[k] -= cfg.lr * m_hat / (np.sqrt(s_hat) + cfg.adam_eps)
+
+
+def _blocks(state: list, grads, trainable: list):
+    """(state array, gradient array) of every trained field; two trained neighbours that are the halves of one
+    buffer in the state and in the gradient alike come as the two buffers (one pass instead of two strided ones)."""
+    k = 0
+    while k < len(state):
+        if trainable[k] and k + 1 < len(state) and trainable[k + 1]:
+            s2, g2 = halves_of_one(state[k], state[k + 1]), halves_of_one(grads[k], grads[k + 1])
+            if s2 is not None and g2 is not None:
+                yield s2, g2
+                k += 2
+                continue
+        if trainable[k]:
+            yield state[k], grads[k]
+        k += 1

@@ -77,6 +77,33 @@ def check_batch(X, d: int, y=None):
     return X, y
 
 
+def halves_of_one(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """The C-contiguous buffer (r, 2c) whose left and right halves are the views a and b (r, c), or None.
+
+    An objective may keep two blocks of its state side by side so that one matrix product serves both; elementwise
+    work (an update, a finiteness check) is then one pass over the buffer instead of two strided ones, with the
+    same numbers."""
+    buf = getattr(a, "base", None)
+    if (not isinstance(buf, np.ndarray) or buf is not getattr(b, "base", None) or a.ndim != 2 or buf.ndim != 2
+            or not buf.flags.c_contiguous or a.shape != b.shape or buf.shape != (a.shape[0], 2 * a.shape[1])
+            or a.dtype != buf.dtype or b.dtype != buf.dtype or a.strides != buf.strides or b.strides != buf.strides):
+        return None
+    start = buf.ctypes.data
+    if a.ctypes.data != start or b.ctypes.data != start + buf.itemsize * a.shape[1]:
+        return None
+    return buf
+
+
+def merge_halves(arrays) -> list:
+    """``arrays`` with every two neighbours that are the halves of one buffer (``halves_of_one``) replaced by it."""
+    arrays, out, k = list(arrays), [], 0
+    while k < len(arrays):
+        buf = halves_of_one(arrays[k], arrays[k + 1]) if k + 1 < len(arrays) else None
+        out.append(arrays[k] if buf is None else buf)
+        k += 1 if buf is None else 2
+    return out
+
+
 def softmax(Z: np.ndarray) -> np.ndarray:
     """Softmax over the last axis (docs/math.md (2.4)); subtracting the row max changes nothing (docs/math.md (3.5))
     but prevents overflow."""

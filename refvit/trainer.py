@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, _positive_int
-from .primitives import Evaluation, mean_loss, overflow_scales
+from .primitives import Evaluation, mean_loss, merge_halves, overflow_scales
 from .optimizers import Optimizer
 
 
@@ -80,9 +80,11 @@ class Objective(Protocol):
     def params(self, state):
         """The setting's parameters (a NamedTuple) that ``state`` stands for."""
 
+    # Optional: ``fresh_state()`` -> arrays equal to ``state0`` for the loop to update in place (``_fresh_state``).
+
 
 def _all_finite(arrays) -> bool:
-    return all(np.all(np.isfinite(a)) for a in arrays)
+    return all(np.all(np.isfinite(a)) for a in merge_halves(arrays))   # halves of one buffer: one pass
 
 
 def log_steps(T: int, per_decade: int) -> np.ndarray:
@@ -115,10 +117,20 @@ def _row_value(val):
     return np.array(val, dtype=np.float64) if np.ndim(val) else float(val)
 
 
+def _fresh_state(objective) -> list:
+    """The arrays the loop updates in place: float64 copies of ``state0``, or the objective's own ``fresh_state()``
+    when it has one (an objective may lay its arrays out for its products, e.g. two blocks as the halves of one
+    buffer, so that one matrix product serves both; the values are those of ``state0`` either way)."""
+    fresh = getattr(objective, "fresh_state", None)
+    if fresh is not None:
+        return list(fresh())
+    return [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
+
+
 def run(objective: Objective, cfg: TrainConfig, progress: bool = False) -> tuple[tuple, History]:
     """The training loop shared by every objective. Returns the final parameters and the ``History``."""
     state_type = type(objective.state0)
-    state = [np.array(a, dtype=np.float64, copy=True) for a in objective.state0]
+    state = _fresh_state(objective)
     frozen = objective.frozen(cfg)
     trainable = [name not in frozen for name in state_type._fields]   # (math 6.1)
     has_test = objective.X_test is not None

@@ -88,3 +88,27 @@ def test_init_scales():
     assert abs(p.W_V.var() / ((1 / 256) / 3 / 16**2) - 1) < 0.06
     g = init_params(ModelConfig(d_h=64, d_v=32, init="gaussian", sigma0=0.01), 256, np.random.default_rng(0))
     assert abs(g.W_K.std() / 0.01 - 1) < 0.03
+
+
+@pytest.mark.parametrize("variant", [{}, {"other_tokens": "zero"}, {"project_noise": True}, {"M": 2}])
+def test_draws_follow_the_bulk_draw_order_to_the_bit(variant):
+    """``sample`` draws into X block by block; the numbers are those of one (n, d) draw of the noise tokens, then
+    one (n, M − 2, d) draw of the other tokens, scaled (docs/math.md (1.3)), and the generator ends in the same state.
+    The reference is written here with the bulk draws."""
+    cfg = DataConfig(N=6, M=5, d=12, mu_norm=2.0, sigma_p=1.5, sigma_w=0.2, n_test=2).replace(**variant)
+    X, y = sample(cfg, 6, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    y_ref = np.where(np.arange(6) % 2 == 0, 1.0, -1.0)
+    X_ref = np.zeros((6, cfg.M, 12))
+    X_ref[:, 0, 0] = np.where(y_ref > 0, 2.0, 0.0)
+    X_ref[:, 0, 1] = np.where(y_ref > 0, 0.0, 2.0)
+    X_ref[:, 1] = rng.standard_normal((6, 12)) * 1.5
+    if cfg.M > 2 and cfg.other_tokens == "weak_gaussian":
+        X_ref[:, 2:] = rng.standard_normal((6, cfg.M - 2, 12)) * 0.2
+    if cfg.project_noise:   # Π x: the μ₊ = 2e₁, μ₋ = 2e₂ components removed, exactly zero here
+        X_ref[:, 1:, :2] = 0.0
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(X, X_ref)
+    assert np.random.default_rng(3).bit_generator.state != rng.bit_generator.state   # the reference did draw
+    sample(cfg, 6, gen := np.random.default_rng(3))
+    assert gen.bit_generator.state == rng.bit_generator.state

@@ -79,12 +79,21 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
         raise ValueError(f"n must be a positive integer, got {n!r}")
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
     y = labels(cfg, n, rng)
-    X = np.zeros((n, cfg.M, cfg.d))
+    X = np.empty((n, cfg.M, cfg.d))
     X[:, 0] = np.where(y[:, None] > 0, mu_plus, mu_minus)   # x_{i,0} = μ_{ỹ_i} (math 1.3)
-    # the scaled draws are written straight into X (no second temporary of their size); same numbers
-    np.multiply(rng.standard_normal((n, cfg.d)), cfg.sigma_p, out=X[:, 1])   # ξ_i = σ_p g_{i,1} (math 1.3)
-    if cfg.other_tokens == "weak_gaussian" and cfg.M > 2:
-        np.multiply(rng.standard_normal((n, cfg.M - 2, cfg.d)), cfg.sigma_w, out=X[:, 2:])   # σ_w g_{i,l} (math 1.3)
+    # The draws go straight into X, one contiguous block per sample, in the order of one (n, d) draw and then one
+    # (n, M − 2, d) draw (a generator fills an array value after value, so the numbers are the same), and are scaled
+    # in place: no temporary of their size.
+    for i in range(n):
+        rng.standard_normal(out=X[i, 1])
+    X[:, 1] *= cfg.sigma_p                                    # ξ_i = σ_p g_{i,1} (math 1.3)
+    if cfg.M > 2:
+        if cfg.other_tokens == "weak_gaussian":
+            for i in range(n):
+                rng.standard_normal(out=X[i, 2:])
+            X[:, 2:] *= cfg.sigma_w                           # σ_w g_{i,l} (math 1.3)
+        else:
+            X[:, 2:] = 0.0                                    # other_tokens="zero" (math 1.3)
     if cfg.project_noise:
         X[:, 1:] = _project_off(X[:, 1:], mu_plus, mu_minus)   # (math 1.4)
     return X, y

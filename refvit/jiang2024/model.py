@@ -81,27 +81,38 @@ def check_inputs(params, X, y=None):
 
 def attention_forward(Q, K, v):
     """Q, K: (n, M, d_h), v: (n, M) -> Z, S: (n, M, M), abar: (n, M), f: (n,)."""
-    M = Q.shape[1]
     Z = Q @ K.transpose(0, 2, 1)                # (n, M, M)  Z[l, j] = q_l · k_j       (math 2.3)
+    return (Z, *attention_from_logits(Z, v))
+
+
+def attention_from_logits(Z, v):
+    """The forward after the logits: Z (n, M, M), v (n, M) -> S (n, M, M), abar (n, M), f (n,)."""
+    M = Z.shape[1]
     S = softmax(Z)                              # (n, M, M)  softmax over keys j, for each query l  (math 2.4)
     abar = S.sum(axis=1) / M                    # (n, M)     ā_j = (1/M) Σ_l S[l, j]  (math 2.5)
     f = (abar * v).sum(axis=1)                  # (n,)       f = Σ_j ā_j v_j          (math 2.6)
-    return Z, S, abar, f
+    return S, abar, f
 
 
 def attention_backward(df, S, v, Q, K):
     """Backward of ``attention_forward``: given df (n,), return dQ, dK (n, M, d_h) and dv (n, M)."""
-    M = Q.shape[1]
+    dZ, dv = logits_backward(df, S, v)
+    # forward: Z = Q Kᵀ
+    dQ = dZ @ K                                 # (n, M, d_h)  (math 4.10)
+    dK = dZ.transpose(0, 2, 1) @ Q              # (n, M, d_h)  (math 4.10)
+    return dQ, dK, dv
+
+
+def logits_backward(df, S, v):
+    """The backward down to the logits: df (n,), S (n, M, M), v (n, M) -> dZ (n, M, M), dv (n, M)."""
+    M = S.shape[1]
     # forward: f = Σ_j ā_j v_j
     dv = df[:, None] * S.sum(axis=1) / M        # (n, M)     ∂f/∂v_j = ā_j  (math 4.2)
     # forward: f = (1/M) Σ_l Σ_j S[l, j] v_j,  so ∂f/∂S[l, j] = v_j / M for every query l
     dS = np.broadcast_to((df[:, None] * v / M)[:, None, :], S.shape)   # (math 4.5)
     # forward: S = softmax_j(Z), so dZ = S ⊙ (dS − Σ_k S[l, k] dS[l, k])   (softmax Jacobian-vector product)
     dZ = S * (dS - (S * dS).sum(axis=-1, keepdims=True))    # (n, M, M) (math 4.7); = df · G (math 4.8)
-    # forward: Z = Q Kᵀ
-    dQ = dZ @ K                                 # (n, M, d_h)  (math 4.10)
-    dK = dZ.transpose(0, 2, 1) @ Q              # (n, M, d_h)  (math 4.10)
-    return dQ, dK, dv
+    return dZ, dv
 
 
 def resolve_backend(backend: str) -> str:
@@ -119,6 +130,15 @@ def attention_core(backend: str = "numpy"):
         from . import _kernels  # here, not at the top: importing it compiles nothing but loads numba (~0.3 s)
         return _kernels.attention_forward, _kernels.attention_backward
     return attention_forward, attention_backward
+
+
+def logits_core(backend: str = "numpy"):
+    """(attention_from_logits, logits_backward) of the chosen backend: the core without its three products, for
+    callers that form the logits and the products themselves (``refvit.jiang2024.span``)."""
+    if resolve_backend(backend) == "numba":
+        from . import _kernels
+        return _kernels.attention_from_logits, _kernels.logits_backward
+    return attention_from_logits, logits_backward
 
 
 # ---------------------------------------------------------------------------------------------------------------

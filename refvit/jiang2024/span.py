@@ -23,7 +23,9 @@ docs/math.md (8.3)):
 where D = dQ, dK (or dv w_Oᵀ) are the per-token gradients from the attention core and Eᵀ sums the rows of repeated
 tokens. GD on W is A ← A − ηΓ (docs/math.md (8.6)): the state gradient is Γ, **not** Pᵀ∇_W L_S = (PᵀP)Γ
 (docs/math.md (8.7)).
-Per step: two (n_u × r)·(r × d_h) products, O(n_u r d_h), against O(N M d d_h) for the dense step.
+Per step: one (n_u × r)·(r × 2 d_h) product U_c·[A_Q | A_K], O(n_u r d_h), against O(N M d d_h) for the dense step;
+the per-sample work around it (gathers, the logits and dQ, dK of each sample, scatters) runs in the numba kernels
+``_kernels.span_logits`` and ``span_products``, which give the numpy path's bits.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .model import Cache, Evaluation, Params, attention_core, logistic_loss_derivative, mean_loss
+from ..jit import numba_usable
+from ..primitives import halves_of_one
+from .model import Cache, Evaluation, Params, logistic_loss_derivative, logits_core, mean_loss
 from .tokens import orthonormal_basis, unique_tokens
 from .objective import ViTObjective
 
@@ -52,6 +56,22 @@ def _add_into(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a
 
 
+def _side_by_side(A_Q: np.ndarray, A_K: np.ndarray) -> np.ndarray:
+    """[A_Q | A_K] (r, 2 d_h): the buffer whose two halves they are (``SpanObjective.fresh_state``, what training
+    updates), without a copy; otherwise a stacked copy. Same values either way."""
+    buf = halves_of_one(A_Q, A_K)
+    return buf if buf is not None else np.hstack([A_Q, A_K])
+
+
+def _first_positions(index: np.ndarray) -> np.ndarray:
+    """(n M,) bool: True at the first position (row-major over (i, l)) of each unique token of ``index`` (n, M)."""
+    flat = index.ravel()
+    pos = np.flatnonzero(flat >= 0)
+    first = np.zeros(flat.size, dtype=np.bool_)
+    first[pos[np.unique(flat[pos], return_index=True)[1]]] = True
+    return first
+
+
 class SpanObjective(ViTObjective):
     """The span-coordinate backend for ``refvit.trainer.run`` (docs/math.md §8). Plain GD only.
 
@@ -60,15 +80,19 @@ class SpanObjective(ViTObjective):
     params : initial ``Params`` W(0): W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
     X, y : training set, (N, M, d) and (N,) in {±1}.
     X_test, y_test : optional test set, (n_test, M, d) and (n_test,); evaluated exactly (see ``test_outputs``).
-    core : attention core, "numpy" (default), "numba" or "auto" (``model.attention_core``). At the paper's sizes the
-        two cost about the same next to the Gram products (one core, N=20, M=16, d_h=512: forward 0.17 vs 0.14 ms,
-        backward ≈1.2 ms each), and the numpy core needs no compilation.
+    core : attention core, "numpy" (default), "numba" or "auto": which code computes the
+        softmax, ā, f and the backward to the logits (``model.logits_core``). The three per-sample products around
+        it (the logits Q_i K_iᵀ and dQ_i, dK_i) and the gathers and scatters of token rows go through the numba
+        kernels ``_kernels.span_logits`` and ``span_products`` whenever numba is usable, whatever the core: they
+        make the same BLAS calls as the numpy path and give the same bits (tests/test_span_kernels.py).
     basis : "auto" (tokens if n_u ≤ d, else orthonormal), "tokens" or "orthonormal" (module docstring).
     grad_w_O : False when w_O is frozen (``TrainConfig.train_w_O=False``, how ``make_objective`` builds it): the
         ∇w_O entry of each gradient is then zeros, not computed, which saves reading W_V(0) (d × d_v) and U
         (n_u × d) at every step (docs/math.md (8.8)); nothing else changes, to the bit.
 
-    State: (A_Q (r, d_h), A_K (r, d_h), A_V (r, d_v), w_O (d_v,)), all zero but w_O at the start.
+    State: (A_Q (r, d_h), A_K (r, d_h), A_V (r, d_v), w_O (d_v,)), all zero but w_O at the start. Training keeps
+    A_Q and A_K as the two halves of one (r, 2 d_h) buffer (``fresh_state``), so that U_c·[A_Q | A_K] is one
+    product (the same bits as two).
     """
 
     VW0_MAX_TOKENS = 64   # precompute U·W_V(0) up to this many unique tokens (see __init__)
@@ -82,7 +106,11 @@ class SpanObjective(ViTObjective):
             raise ValueError("give both X_test and y_test, or neither")
         self.params0 = params = Params(*(np.asarray(a, dtype=np.float64) for a in params))
         self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
-        self._fwd, self._bwd = attention_core(core)
+        self._from_logits, self._logits_bwd = logits_core(core)
+        self._kernels = None
+        if numba_usable():
+            from . import _kernels  # here, not at the top: importing it loads numba (~0.3 s)
+            self._kernels = _kernels
         self.tokens = tok = unique_tokens(X)
         U = tok.U
         if basis == "auto":
@@ -97,11 +125,13 @@ class SpanObjective(ViTObjective):
             self.P = orthonormal_basis(U)               # (d, r) r = rank(U) ≤ d (math 8.2)
             self.U_c = U @ self.P                       # (n_u, r) (math 8.3)
         r, d_h = self.P.shape[1], W_Q0.shape[1]
-        self.QW0 = U @ W_Q0                             # (n_u, d_h) U·W_Q(0), once
-        self.KW0 = U @ W_K0                             # (n_u, d_h) U·W_K(0), once
+        self.QKW0 = np.empty((tok.n_unique, 2 * d_h))   # (n_u, 2 d_h) [U·W_Q(0) | U·W_K(0)], once
+        np.matmul(U, W_Q0, out=self.QKW0[:, :d_h])
+        np.matmul(U, W_K0, out=self.QKW0[:, d_h:])
+        self._first = _first_positions(tok.index)       # (N M,) each token's first position (for span_products)
         self.state0 = SpanState(np.zeros((r, d_h)), np.zeros((r, d_h)), np.zeros((r, W_V0.shape[1])), w_O0.copy())
         self.final_state = None
-        self._u0 = (w_O0.copy(), W_V0 @ w_O0)           # W_V(0) w_O for the last w_O seen (constant if frozen)
+        self._u0 = (w_O0.copy(), W_V0 @ w_O0, None)     # w_O, W_V(0) w_O, U·W_V(0) w_O (constant if frozen)
         # U·W_V(0) (n_u, d_v) turns the two d×d_v matrix-vector products of the value path (memory-bound: they read
         # all of W_V(0) every step) into n_u×d_v ones. It costs about as much as a few such reads when n_u is
         # small (dynamics: n_u = 22), but 25 of them at n_u = 302 (Figure 1, which stops after ~10-30 steps).
@@ -119,26 +149,63 @@ class SpanObjective(ViTObjective):
     def _WV0_w(self, w_O: np.ndarray) -> np.ndarray:
         """W_V(0) w_O (d,), recomputed only when w_O changed (reading W_V(0) costs more than the rest of the path)."""
         if not np.array_equal(self._u0[0], w_O):
-            self._u0 = (np.array(w_O, copy=True), self.params0.W_V @ w_O)
+            self._u0 = (np.array(w_O, copy=True), self.params0.W_V @ w_O, None)
         return self._u0[1]
 
+    def _UWV0_w(self, w_O: np.ndarray) -> np.ndarray:
+        """U·W_V(0) w_O (n_u,), kept with W_V(0) w_O while w_O does not change (with w_O frozen: once per run)."""
+        if self.VW0 is not None:
+            return self.VW0 @ w_O
+        u0 = self._WV0_w(w_O)
+        if self._u0[2] is None:
+            self._u0 = (*self._u0[:2], self.tokens.U @ u0)
+        return self._u0[2]
+
+    def fresh_state(self) -> SpanState:
+        """``state0`` for training to update in place, A_Q and A_K as the halves of one (r, 2 d_h) buffer."""
+        A_Q, A_K, A_V, w_O = self.state0
+        AQK = np.zeros((A_Q.shape[0], 2 * A_Q.shape[1]))
+        return SpanState(AQK[:, :A_Q.shape[1]], AQK[:, A_Q.shape[1]:], A_V.copy(), w_O.copy())
+
+    def _logits(self, tok, QKW0: np.ndarray, UcA: np.ndarray | None):
+        """Q, K (n, M, d_h) at every token position of ``tok`` and the logits Z (n, M, M) (docs/math.md (8.4), (2.3)),
+        from the per-token rows [queries | keys] QKW0 (+ UcA when not None), (n_u, 2 d_h). The kernel adds the two
+        as it gathers the rows; the numpy path adds them first. Same bits."""
+        (n, M), d_h = tok.index.shape, QKW0.shape[1] // 2
+        Q, K, Z = np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M))
+        if self._kernels is not None:
+            self._kernels.span_logits(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, Q, K, Z)
+        else:
+            QKu = QKW0 if UcA is None else _add_into(UcA, QKW0)
+            Q[:], K[:] = tok.gather(QKu[:, :d_h]), tok.gather(QKu[:, d_h:])
+            np.matmul(Q, K.transpose(0, 2, 1), out=Z)   # (math 2.3)
+        return Q, K, Z
+
     def value_and_grad(self, state):
-        """(loss, (Γ_Q, Γ_K, Γ_V, ∇w_O), f (N,), Cache) at coordinates ``state``; Γ as in the module docstring."""
+        """(loss, (Γ_Q, Γ_K, Γ_V, ∇w_O), f (N,), Cache) at coordinates ``state``; Γ as in the module docstring.
+        Γ_Q and Γ_K are the two halves of one (r, 2 d_h) array."""
         A_Q, A_K, A_V, w_O = state
         tok = self.tokens
-        # U·W(t) = U·W(0) + U_c·A(t) (math 8.4); at A = 0 (the first step) the product is skipped
-        Qu = _add_into(self.U_c @ A_Q, self.QW0) if A_Q.any() else self.QW0      # (n_u, d_h)
-        Ku = _add_into(self.U_c @ A_K, self.KW0) if A_K.any() else self.KW0      # (n_u, d_h)
-        UWV0_w = self.VW0 @ w_O if self.VW0 is not None else tok.U @ self._WV0_w(w_O)
-        vu = UWV0_w + self.U_c @ (A_V @ w_O)            # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
-        Q, K, v = tok.gather(Qu), tok.gather(Ku), tok.gather(vu)
-        Z, S, abar, f = self._fwd(Q, K, v)
+        d_h = A_Q.shape[1]
+        AQK = _side_by_side(A_Q, A_K)
+        # U·[W_Q(t) | W_K(t)] = U·[W_Q(0) | W_K(0)] + U_c·[A_Q | A_K] (math 8.4), one product for both; at A = 0
+        # (the first step) it is skipped. Row 0 answers "is A non-zero?" without reading all of A, most of the time.
+        UcA = self.U_c @ AQK if AQK[0].any() or AQK.any() else None                 # (n_u, 2 d_h)
+        vu = self._UWV0_w(w_O) + self.U_c @ (A_V @ w_O)  # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
+        v = tok.gather(vu)
+        Q, K, Z = self._logits(tok, self.QKW0, UcA)
+        S, abar, f = self._from_logits(Z, v)
         # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
         df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
-        dQ, dK, dv = self._bwd(df, S, v, Q, K)          # per-token D (math 4.2, 4.10)
+        dZ, dv = self._logits_bwd(df, S, v)             # (math 4.2, 4.7)
+        G = np.empty((tok.n_unique, 2 * d_h))           # Eᵀ [dQ | dK]: per-token rows summed over occurrences (8.5)
+        if self._kernels is not None:
+            self._kernels.span_products(dZ, Q, K, tok.index, self._first, G)
+        else:
+            G[:, :d_h] = tok.scatter(dZ @ K)                        # dQ = dZ K (math 4.10)
+            G[:, d_h:] = tok.scatter(dZ.transpose(0, 2, 1) @ Q)     # dK = dZᵀ Q (math 4.10)
+        G = self._coef(G)                               # (r, 2 d_h) [Γ_Q | Γ_K]: ∇W_Q = P Γ_Q, ∇W_K = P Γ_K (8.5)
         dvu = tok.scatter(dv)                           # (n_u,) Σ c_i ā_{i,j} over each token's occurrences (math 7.3)
-        Gamma_Q = self._coef(tok.scatter(dQ))           # (r, d_h)  ∇W_Q = P Γ_Q (math 8.5)
-        Gamma_K = self._coef(tok.scatter(dK))           # (r, d_h)  ∇W_K = P Γ_K (math 8.5)
         Gamma_V = np.outer(self._coef(dvu), w_O)        # (r, d_v)  ∇W_V = Xᵀ dv w_Oᵀ = P Γ_V (math 8.5)
         if self.grad_w_O:
             # forward: v = X W_V w_O, so ∇w_O = W_V(t)ᵀ Xᵀ dv = W_V(0)ᵀ (Uᵀ dvu) + A_Vᵀ (U_cᵀ dvu)  (math 8.8)
@@ -146,7 +213,8 @@ class SpanObjective(ViTObjective):
             dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)     # (math 8.8)
         else:
             dw_O = np.zeros_like(w_O)                   # w_O frozen: not computed (see grad_w_O)
-        return Evaluation(mean_loss(f, self.y), SpanState(Gamma_Q, Gamma_K, Gamma_V, dw_O), f, Cache(Q, K, v, Z, S, abar))
+        return Evaluation(mean_loss(f, self.y), SpanState(G[:, :d_h], G[:, d_h:], Gamma_V, dw_O), f,
+                          Cache(Q, K, v, Z, S, abar))
 
     def _dense_qk(self, A_Q, A_K) -> np.ndarray:
         """[W_Q(t) | W_K(t)] = [W_Q(0) | W_K(0)] + P [A_Q | A_K] (d, 2 d_h), memoized on (A_Q, A_K).
@@ -157,7 +225,10 @@ class SpanObjective(ViTObjective):
         m = self._qk_memo
         if m is not None and np.array_equal(m[0], A_Q) and np.array_equal(m[1], A_K):
             return m[2]
-        W = np.hstack([self.params0.W_Q, self.params0.W_K]) + self.P @ np.hstack([A_Q, A_K])   # (math 8.1)
+        d_h = A_Q.shape[1]
+        W = self.P @ _side_by_side(A_Q, A_K)            # (d, 2 d_h), then + W(0) in place, half by half (math 8.1)
+        W[:, :d_h] += self.params0.W_Q
+        W[:, d_h:] += self.params0.W_K
         self._qk_memo = (A_Q.copy(), A_K.copy(), W)
         return W
 
@@ -204,7 +275,8 @@ class SpanObjective(ViTObjective):
         else:
             QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_ut, 2 d_h)
         u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O (math 2.2, 8.1)
-        return self._fwd(tt.gather(QK[:, :d_h]), tt.gather(QK[:, d_h:]), tt.gather(tt.U @ u))[3]
+        Z = self._logits(tt, QK, None)[2]
+        return self._from_logits(Z, tt.gather(tt.U @ u))[2]
 
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t) (docs/math.md (8.1)). The loop calls this once at the end; the coordinates

@@ -81,7 +81,7 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
     nonzero = np.flatnonzero(np.any(flat != 0.0, axis=1))
     if nonzero.size == 0:
         raise ValueError("every token of X is zero: there is no token span to train in; check the data")
-    rows = flat[nonzero]
+    rows = flat if nonzero.size == flat.shape[0] else flat[nonzero]   # no copy when no token is zero
     _, first, inverse = np.unique(_row_hash(rows), return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     shared = np.flatnonzero(np.bincount(inverse)[inverse] > 1)
