@@ -1,7 +1,7 @@
 """Draw the coefficient figure (docs/math.md (7.6), (7.7)): γ₊, γ₋, the distribution of y_iρ_i, attention, from a
 saved file.
 
-    python -m analysis.fig_coefficients results/coefficients_figure1_N20_mu80.npz --out figures/c.png
+    python -m refvit.analysis.fig_coefficients results/coefficients_figure1_N20_mu80.npz --out figures/c.png
 
 The results file is written by ``refvit coefficients train`` or ``weights`` (``refvit/jiang2024/coefficients.py``); this
 script only reads it.

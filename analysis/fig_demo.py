@@ -1,6 +1,6 @@
 """Draw the demo figure from saved runs: losses and attention of one benign and one harmful Figure-1 cell.
 
-Usage: python -m analysis.fig_demo RESULTS_DIR [--out figures/demo.png]
+Usage: python -m refvit.analysis.fig_demo RESULTS_DIR [--out figures/demo.png]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Label-flip noise from a saved study (``refvit study label-noise``).
 
-Usage: python -m analysis.fig_labelnoise STUDY_DIR [--out figures/labelnoise.png]
+Usage: python -m refvit.analysis.fig_labelnoise STUDY_DIR [--out figures/labelnoise.png]
 
 Reads only STUDY_DIR/study.json, table.csv and each flip rate's sweep folder (``p0.10/table.csv``, ``sweep.json``).
 One heatmap per flip rate p of the mean clean-test 0-1 error over (SNR, N) (converged runs; one colour scale for
@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
+from .fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.jiang2024.studies import p_folder  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The sharpness study from its saved results (``refvit study sharpness``; docs/math.md §12).
 
-Usage: python -m analysis.fig_sharpness STUDY_DIR [--out-fit F] [--out-curves F]
+Usage: python -m refvit.analysis.fig_sharpness STUDY_DIR [--out-fit F] [--out-curves F]
 
 Reads only STUDY_DIR/study.json, conditions.csv, widths.csv and each condition's table.csv.
 - fit figure: the fitted exponent a (theory: 2) and the transition width (10 %–90 % benign, in log N·SNR² at fixed
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.jiang2024.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
-from analysis.common import study_figures_main  # noqa: E402
+from .common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 
 VARIANT_STYLE = {"authors": ("k", "o"), "projected": ("C0", "s"), "zero_tokens": ("C2", "D"),

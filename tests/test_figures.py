@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from analysis import fig_dynamics, fig_heatmap
+from refvit.analysis import fig_dynamics, fig_heatmap
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.dynamics import Dynamics, run_dynamics

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis import fig_sharpness, summaries
+from refvit.analysis import fig_sharpness, summaries
 from refvit.jiang2024.config import figure1_setting
 from refvit.jiang2024.experiment import draw_cell
 from refvit.fit import fit_boundary

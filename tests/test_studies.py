@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis import fig_labelnoise, fig_optimizers
+from refvit.analysis import fig_labelnoise, fig_optimizers
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.experiment import run_cell
