@@ -7,6 +7,7 @@ and test_data.py; here we check that the studies actually use them.)
 """
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -15,9 +16,9 @@ from refvit.analysis import fig_labelnoise, fig_optimizers
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.experiment import run_cell
-from refvit.io import load_json, read_columns as load_table, read_csv
+from refvit.io import load_json, read_columns, read_columns as load_table, read_csv
 from refvit.pipelines import draw_study as draw
-from refvit.jiang2024.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr,
+from refvit.jiang2024.studies import (PILOT_STREAM_TAG, LabelNoiseStudy, OptimizerStudy, Setting, choose_lr, p_folder,
                                       regime_of, run_label_noise, run_optimizers)
 
 
@@ -231,3 +232,46 @@ def test_presets_build_valid_sweeps_and_the_cli_knows_the_study(tmp_path, capsys
     # the subcommand is registered and refuses to redraw a study that was never run
     assert main(["study", "optimizers", "--figures-only", "--results", str(tmp_path)]) == 2
     assert "no saved study" in capsys.readouterr().err
+
+
+def test_label_noise_figure_names_one_snr_convention_and_draws_in_it(results, monkeypatch):
+    """Suptitle, axes and legends all use SNR = ‖μ‖/(σ_p√d), the convention the regime groups are defined in: the
+    red curve is N·SNR² = 2.5 in the plotted SNR and the heatmap cells sit at the runs' σ_p SNRs (the tiny study's
+    σ_p = 1 differs from the authors' axis σ = 0.2, so the two conventions differ by a factor 5 here)."""
+    from .drawn import capture, close, texts
+    d = results / "study_labelnoise_tiny"
+    figs = capture(monkeypatch, fig_labelnoise)
+    fig_labelnoise.labelnoise_figure(d, "unused.png")
+    (fig,) = figs
+    words = " ".join(texts(fig))
+    assert "σ_p" in fig._suptitle.get_text() and "axis" not in words and "0.2·√d" not in words
+    constants = {float(k) for k in re.findall(r"N·SNR² = ([0-9.]+)", words)}
+    assert constants == {2.5}, constants
+    table = read_columns(d / p_folder(0.0) / "table.csv")
+    heatmaps = fig.get_axes()[:2]
+    for ax in heatmaps:
+        assert ax.get_legend().get_texts()[0].get_text() == "N·SNR² = 2.5"
+        x, y = ax.get_lines()[0].get_data()
+        np.testing.assert_allclose(y * x ** 2, 2.5, rtol=1e-12)     # N = 2.5/SNR²: exact up to rounding
+        lo, hi = ax.get_xlim()
+        assert lo < table["snr"].min() and table["snr"].max() < hi < table["snr_axis"].max()
+    close(figs)
+
+
+def test_label_noise_legends_count_the_runs_of_each_group(results, monkeypatch):
+    from .drawn import capture, close
+    d = results / "study_labelnoise_tiny"
+    rows = read_csv(d / "table.csv")
+    figs = capture(monkeypatch, fig_labelnoise)
+    fig_labelnoise.labelnoise_figure(d, "unused.png")
+    legend = [t.get_text() for t in figs[0].get_axes()[-2].get_legend().get_texts()]
+    for group in ("benign", "transition", "harmful"):
+        counts = {sum(1 for r in rows if r["group"] == group and r["flip_rate"] == p and r["converged"])
+                  for p in (0.0, 0.25)}                     # by hand from the run table
+        if counts == {0}:
+            continue
+        want = f"{min(counts)} runs" if len(counts) == 1 else f"{min(counts)}–{max(counts)} runs"
+        assert f"{group} cells (mean ± std, {want})" in legend, legend
+    assert fig_labelnoise.runs_label(np.array([12, 12, 12])) == "12 runs"
+    assert fig_labelnoise.runs_label(np.array([8, 12, 10])) == "8–12 runs"
+    close(figs)
