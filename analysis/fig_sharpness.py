@@ -82,6 +82,7 @@ def per_n_panel(ax, widths: list[dict], meta: dict) -> None:
     top = max((v for r in authors if not r["separable"] for v in (r["width"], r["width_hi"]) if math.isfinite(v)),
               default=1.0)
     band = -SEPARABLE_BAND * top                               # the band spans [band, 0); its markers at its middle
+    separable = any(r["separable"] for r in authors)
     for k, N in enumerate(Ns):
         rows = sorted((r for r in widths if r["variant"] == "authors" and r["N"] == N), key=lambda r: r["d"])
         color = cmap(k / max(len(Ns), 1))
@@ -94,7 +95,7 @@ def per_n_panel(ax, widths: list[dict], meta: dict) -> None:
                 ax.plot([x], [band / 2], color=color, marker="v", ms=8, mfc="none", ls="none")
             elif not math.isnan(r["width_lo"]):
                 ax.plot([x, x], [r["width_lo"], r["width_hi"]], color=color, lw=1)
-    if any(r["separable"] for r in authors):
+    if separable:
         ax.axhspan(band, 0, color="0.9", lw=0, zorder=0)
         ax.plot([], [], color="0.3", marker="v", mfc="none", ls="none",
                 label="separable: no estimate (sharper than the grid)")
@@ -103,7 +104,7 @@ def per_n_panel(ax, widths: list[dict], meta: dict) -> None:
     ax.set_xlabel("token dimension d")
     ax.set_ylabel("width at one N: Δ log(N·SNR²), 10 % → 90 %")
     ax.set_title("width fitted at each N separately (authors' data model)", fontsize=9)
-    ax.set_ylim(bottom=band if any(r["separable"] for r in authors) else -0.05)
+    ax.set_ylim(bottom=band if separable else -0.05)
     lo, hi = ax.get_ylim()
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= hi])   # no tick in the band: it holds no values
     ax.set_ylim(lo, hi)

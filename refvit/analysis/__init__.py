@@ -1,10 +1,10 @@
 """Figure scripts and text summaries, drawn from saved results only: the modules of the repository's ``analysis/``
 folder, imported as ``refvit.analysis.<module>``.
 
-An installed refvit (wheel or editable) holds those modules under this name: setup.cfg maps the package
-``refvit.analysis`` to the folder ``analysis/``, so nothing is installed under the generic top-level name
-``analysis``. This file only serves a source checkout that is not installed (the repository root on ``sys.path``):
-it points the package at that folder. A wheel ships ``analysis/__init__.py`` in its place.
+setup.cfg maps the package ``refvit.analysis`` to the folder ``analysis/``, so an installed refvit holds those
+modules under this name and nothing is installed under the generic top-level name ``analysis``. In a source
+checkout (installed editable, or only on ``sys.path``) Python finds this file first, and it points the package at
+that folder; a wheel ships ``analysis/__init__.py`` in its place.
 """
 from pathlib import Path
 
