@@ -114,7 +114,6 @@ def test_an_installed_wheel_ignores_the_current_folders_own_analysis(wheel, tmp_
     assert_scripts_from(lines, site / "refvit" / "__init__.py", site / "refvit" / "analysis")
 
 
-@pytest.mark.slow          # a second build (tens of seconds); the source-checkout test below covers the same pointer
 def test_an_editable_install_ignores_the_current_folders_own_analysis(tmp_path):
     """``pip install -e`` of a copy of the checkout into a site folder: its .pth and import finder map refvit to the
     copy's refvit/ and refvit.analysis to its analysis/. (The interpreter running the tests may itself hold an
