@@ -1,1 +1,2 @@
-"""Figure scripts: each reads saved results (never trains) and draws into figures/."""
+"""Figure scripts and text summaries, installed as ``refvit.analysis``: each reads saved results (never trains)
+and draws into figures/. Run one as ``python -m refvit.analysis.fig_<name>``."""

@@ -5,7 +5,7 @@ import argparse
 
 
 def study_figures_main(argv, doc: str, study: str, outs: tuple, draw) -> int:
-    """``python -m analysis.fig_<study> STUDY_DIR [--out-<name> PNG ...] [--dpi N]``: draw every figure of a saved
+    """``python -m refvit.analysis.fig_<study> STUDY_DIR [--out-<name> PNG ...] [--dpi N]``: draw every figure of a saved
     study with ``draw(study_dir, *out_paths, dpi=...)`` and print the paths written.
 
     outs : (name, default path, help) per figure, in the order ``draw`` takes them.

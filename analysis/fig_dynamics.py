@@ -1,7 +1,7 @@
 """Figure 3 from saved dynamics runs (docs/math.md §10.2): per-step curves, mean ± k·std over runs, one column per
 regime.
 
-Usage: python -m analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
+Usage: python -m refvit.analysis.fig_dynamics DYN_DIR [--out figures/figure3.png] [--k 2]
 
 Reads only DYN_DIR/dynamics.json and the per-run .npz files written by ``refvit.jiang2024.dynamics``, each checked
 against the run it claims to be (``refvit.jiang2024.dynamics.load_runs``): a file of another regime, ‖μ‖, repeat or

@@ -1,6 +1,6 @@
 """Figure 1 from a saved sweep (docs/math.md §10.1): test loss over (SNR, N), its cut at 0.2, and the fraction benign.
 
-Usage: python -m analysis.fig_heatmap SWEEP_DIR [--out figures/figure1.png] [--snr axis|theory] [--k-curve C]
+Usage: python -m refvit.analysis.fig_heatmap SWEEP_DIR [--out figures/figure1.png] [--snr axis|theory] [--k-curve C]
 
 Reads only SWEEP_DIR/table.csv, sweep.json and (for the fitted curve) fit.json.
 

@@ -1,6 +1,6 @@
 """GD vs SignGD vs Adam from a saved optimizer study (``refvit study optimizers``).
 
-Usage: python -m analysis.fig_optimizers STUDY_DIR [--out-heatmaps PNG] [--out-dynamics PNG] [--k 1]
+Usage: python -m refvit.analysis.fig_optimizers STUDY_DIR [--out-heatmaps PNG] [--out-dynamics PNG] [--k 1]
 
 Reads only saved results: STUDY_DIR/study.json, table.csv, pilot.csv and, per setting, ``lr_choice.json``,
 ``series.json`` (what was compared: each optimizer at its chosen rate, then the references, e.g. GD at the authors'
@@ -29,8 +29,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from analysis.fig_dynamics import ROWS, band  # noqa: E402
-from analysis.fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
+from .fig_dynamics import ROWS, band  # noqa: E402
+from .fig_heatmap import cell_grid, plot_panel, reference_constant  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.jiang2024.saved import load_runs as load_dynamics  # noqa: E402
 

@@ -1,6 +1,6 @@
 """The phase study from its saved results (``refvit study phases``; docs/math.md §12.4).
 
-Usage: python -m analysis.fig_phases STUDY_DIR [--out-runs F] [--out-lengths F]
+Usage: python -m refvit.analysis.fig_phases STUDY_DIR [--out-runs F] [--out-lengths F]
 
 Reads only STUDY_DIR/study.json, summary.csv and the history files of the runs drawn.
 - runs figure: per setting, one benign and one harmful run (repeat 0 of the ‖μ‖ sweep's highest and lowest ‖μ‖ at
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.jiang2024.config import BOUNDARY_N_SNR2  # noqa: E402
-from analysis.common import study_figures_main  # noqa: E402
+from .common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_csv, save_figure  # noqa: E402
 from refvit.jiang2024.phases import detect_phases  # noqa: E402
 from refvit.results import load_history  # noqa: E402

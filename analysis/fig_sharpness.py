@@ -1,6 +1,6 @@
 """The sharpness study from its saved results (``refvit study sharpness``; docs/math.md §12).
 
-Usage: python -m analysis.fig_sharpness STUDY_DIR [--out-fit F] [--out-curves F]
+Usage: python -m refvit.analysis.fig_sharpness STUDY_DIR [--out-fit F] [--out-curves F]
 
 Reads only STUDY_DIR/study.json, conditions.csv, widths.csv and each condition's table.csv.
 - fit figure: the fitted exponent a (theory: 2) and the transition width (10 %–90 % benign, in log N·SNR² at fixed
@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refvit.jiang2024.config import BENIGN_LOSS, BOUNDARY_N_SNR2  # noqa: E402
-from analysis.common import study_figures_main  # noqa: E402
+from .common import study_figures_main  # noqa: E402
 from refvit.io import load_json, one_line_errors, read_columns, read_csv, save_figure  # noqa: E402
 from refvit.results import counted  # noqa: E402
 
@@ -29,6 +29,7 @@ VARIANT_STYLE = {"authors": ("k", "o"), "projected": ("C0", "s"), "zero_tokens":
                  "rademacher": ("C3", "^")}
 BIN_MIN = 1 / 12      # narrowest bin in log(N·SNR²): well below the transition widths the fits find
 ZOOM = 5.0            # the curves are drawn for N·SNR² within a factor 5 of 2.5: outside, every preset is flat 0 or 1
+SEPARABLE_BAND = 0.12  # height of the no-estimate band below 0, as a fraction of the largest width drawn
 RUNS_PER_BIN = 20     # bins are widened until they hold this many runs on average (a fraction of 20 is ±0.2)
 
 
@@ -73,9 +74,16 @@ def _curve(ax, x, f, lo, hi, color, marker, label):
 
 
 def per_n_panel(ax, widths: list[dict], meta: dict) -> None:
-    """The width at each N against d (authors' data model); separable cells (sharper than the grid) at the bottom."""
+    """The width at each N against d (authors' data model). A separable condition (the SNR grid splits benign from
+    harmful runs without overlap: sharper than the grid, no width estimate) is a hollow marker in a shaded band
+    below zero, apart from the measured widths, never a point at width 0."""
     cmap = plt.get_cmap("plasma")
     Ns = meta["Ns"]
+    authors = [r for r in widths if r["variant"] == "authors"]
+    top = max((v for r in authors if not r["separable"] for v in (r["width"], r["width_hi"]) if math.isfinite(v)),
+              default=1.0)
+    band = -SEPARABLE_BAND * top                               # the band spans [band, 0); its markers at its middle
+    separable = any(r["separable"] for r in authors)
     for k, N in enumerate(Ns):
         rows = sorted((r for r in widths if r["variant"] == "authors" and r["N"] == N), key=lambda r: r["d"])
         color = cmap(k / max(len(Ns), 1))
@@ -85,16 +93,22 @@ def per_n_panel(ax, widths: list[dict], meta: dict) -> None:
                 label=f"N = {N}")
         for x, r in zip(xs, rows):
             if r["separable"]:
-                ax.plot([x], [0.0], color=color, marker="v", ms=8, mfc="none")
+                ax.plot([x], [band / 2], color=color, marker="v", ms=8, mfc="none", ls="none")
             elif not math.isnan(r["width_lo"]):
                 ax.plot([x, x], [r["width_lo"], r["width_hi"]], color=color, lw=1)
-    ax.plot([], [], color="0.3", marker="v", mfc="none", ls="none", label="separable: sharper than the grid")
+    if separable:
+        ax.axhspan(band, 0, color="0.9", lw=0, zorder=0)
+        ax.plot([], [], color="0.3", marker="v", mfc="none", ls="none",
+                label="separable: no estimate (sharper than the grid)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(meta["ds"], [str(x) for x in meta["ds"]])
     ax.set_xlabel("token dimension d")
     ax.set_ylabel("width at one N: Δ log(N·SNR²), 10 % → 90 %")
     ax.set_title("width fitted at each N separately (authors' data model)", fontsize=9)
-    ax.set_ylim(bottom=-0.05)
+    ax.set_ylim(bottom=band if separable else -0.05)
+    lo, hi = ax.get_ylim()
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= hi])   # no tick in the band: it holds no values
+    ax.set_ylim(lo, hi)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
 

@@ -1,6 +1,6 @@
 """One trained cell over time, from its saved history (``refvit train``): attention, values, coefficients, losses.
 
-Usage: python -m analysis.fig_train OUT/history.npz [--out OUT/training.png]
+Usage: python -m refvit.analysis.fig_train OUT/history.npz [--out OUT/training.png]
 
 Reads only the history file. Each panel draws the series the cell's setting records (``PANELS``); a series with one
 value per sample or per neuron is drawn as its mean over them, with its range shaded.

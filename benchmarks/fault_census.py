@@ -187,7 +187,7 @@ def _cli_line(argv, timeout=120, **kw):
 
 def dynamics_faults(tmp: Path) -> list:
     """Figure-3 dynamics files that are not what they claim, read back on resume and by the figure."""
-    from analysis.fig_dynamics import load_runs
+    from refvit.analysis.fig_dynamics import load_runs
     from refvit.jiang2024.dynamics import Dynamics, run_dynamics
     from refvit.results import dynamics_run_file
     spec = Dynamics("tiny", **TINY_DYN)
@@ -352,7 +352,7 @@ def entry_faults(tmp: Path) -> list:
 
 def quarantine_faults(tmp: Path) -> list:
     """Quarantined files are counted in the summary."""
-    from analysis.summaries import reproduce_summary
+    from refvit.analysis.summaries import reproduce_summary
     from refvit.jiang2024.boundary import fit_sweep
     out = tmp / "qsweep"
     run_sweep(TINY, out, workers=0, progress=False)

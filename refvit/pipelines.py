@@ -1,6 +1,6 @@
 """The pipelines the command line runs: compute into ``results/``, then draw from the saved results only.
 
-This is the top layer of the package: the only place that imports ``analysis/`` (figures and text summaries).
+This is the top layer of the package: the only place that imports ``refvit.analysis`` (the folder ``analysis/``: figures and text summaries).
 Nothing in ``refvit`` imports this module but ``refvit.cli``.
 """
 from __future__ import annotations
@@ -13,18 +13,18 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from analysis import summaries
-from analysis.fig_coefficients import draw as draw_coefficients
-from analysis.fig_demo import demo_figure
-from analysis.fig_dynamics import figure3
-from analysis.fig_heatmap import figure1
-from analysis.fig_labelnoise import labelnoise_figure
-from analysis.fig_optimizers import optimizer_figures
-from analysis.fig_phases import phase_figures
-from analysis.fig_sharpness import sharpness_figures
-from analysis.fig_signgd import signgd_figures
-from analysis.fig_train import draw as draw_training
-from analysis.fig_singlehead import singlehead_figures
+from .analysis import summaries
+from .analysis.fig_coefficients import draw as draw_coefficients
+from .analysis.fig_demo import demo_figure
+from .analysis.fig_dynamics import figure3
+from .analysis.fig_heatmap import figure1
+from .analysis.fig_labelnoise import labelnoise_figure
+from .analysis.fig_optimizers import optimizer_figures
+from .analysis.fig_phases import phase_figures
+from .analysis.fig_sharpness import sharpness_figures
+from .analysis.fig_signgd import signgd_figures
+from .analysis.fig_train import draw as draw_training
+from .analysis.fig_singlehead import singlehead_figures
 
 from .cells import plan_cell, train_cell
 from .jiang2024 import dynamics as dyn

@@ -81,7 +81,7 @@ def test_a_bad_cell_is_one_line_status_2_and_nothing_written(tmp_path, capsys, a
 
 
 def test_the_figure_script_refuses_a_history_of_another_kind(tmp_path, capsys):
-    from analysis import fig_train
+    from refvit.analysis import fig_train
     from refvit.results import save_history
     from refvit.trainer import History
     path = tmp_path / "other.npz"

@@ -17,7 +17,7 @@ import pytest
 
 import refvit.io as rio
 import refvit.jiang2024.sweep as sweep_mod
-from analysis import fig_heatmap
+from refvit.analysis import fig_heatmap
 from refvit import DataConfig, ModelConfig, Params, TrainConfig, forward
 from refvit.cli import main as cli_main
 from refvit.streams import streams

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from analysis import fig_signgd as F
+from refvit.analysis import fig_signgd as F
 
 # a log-like grid that holds 0, 1, 2 and 100 in 12 rows, so indexing row 100 instead of step 100 fails
 STEPS = np.array([0, 1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 900])

@@ -6,7 +6,7 @@ import statistics
 import numpy as np
 import pytest
 
-from analysis import fig_dynamics, fig_heatmap, fig_sharpness
+from refvit.analysis import fig_dynamics, fig_heatmap, fig_sharpness
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.dynamics import Dynamics, run_dynamics
@@ -144,7 +144,7 @@ def test_the_dynamics_band_is_mean_plus_minus_k_population_stds():
 
 
 def test_the_coefficient_figure_draws_attention_as_mean_plus_minus_the_population_std(tmp_path, monkeypatch):
-    from analysis import fig_coefficients
+    from refvit.analysis import fig_coefficients
     from refvit.io import save_npz
     rng = np.random.default_rng(1)
     T, N, M = 4, 5, 3                                   # N ≠ M: the "uniform 1/M" line must read the token axis
@@ -188,7 +188,7 @@ def hand_table():
 
 
 def test_the_label_noise_error_grid_is_the_mean_test_error_of_the_counted_runs():
-    from analysis import fig_labelnoise
+    from refvit.analysis import fig_labelnoise
     runs, t = hand_table()
     g = fig_heatmap.cell_grid(t, "snr")
     Z = fig_labelnoise.error_grid(t, g)
@@ -219,3 +219,47 @@ def test_the_benign_curve_bins_the_counted_runs_by_hand():
                                rtol=1e-14)
     want = [fig_sharpness.wilson(np.array([sum(b for _, b in bins[k])]), np.array([len(bins[k])])) for k in keys]
     np.testing.assert_allclose(np.column_stack([lo, hi]), np.array(want)[:, :, 0], rtol=1e-15)
+
+
+def _labelled(fig, skip=()):
+    """Axes of ``fig`` (but those in ``skip``) lacking an x or y label."""
+    return [(i, ax.get_title()) for i, ax in enumerate(fig.get_axes())
+            if i not in skip and not (ax.get_xlabel() and ax.get_ylabel())]
+
+
+def test_demo_figure_labels_both_axes_and_draws_the_saved_histories(tmp_path, monkeypatch):
+    from refvit.analysis import fig_demo
+    from refvit.jiang2024.experiment import run_cell
+    from refvit.results import save_history
+    from .drawn import capture, close
+    data = DataConfig(N=4, M=3, d=64, sigma_p=1.0, sigma_w=0.05, n_test=20)
+    for name, mu in (("benign", 8.0), ("harmful", 1.0)):
+        run = run_cell(data.replace(mu_norm=mu), ModelConfig(d_h=8, d_v=8, init_scale=1.0),
+                       TrainConfig(lr=0.5, steps=30, loss_threshold=0.01, backend="numpy"), seed=0)
+        save_history(tmp_path / f"demo_{name}.npz", run.history, run.summary)
+    figs = capture(monkeypatch, fig_demo)
+    fig_demo.demo_figure(tmp_path, "unused.png")
+    (fig,) = figs
+    assert not _labelled(fig)
+    for row, name in enumerate(("benign", "harmful")):
+        saved = np.load(tmp_path / f"demo_{name}.npz")
+        x, y = fig.get_axes()[2 * row].get_lines()[0].get_data()
+        assert np.array_equal(y, saved["h_train_loss"]) and np.array_equal(x, saved["step"])
+        loss_ax, attention_ax = fig.get_axes()[2 * row: 2 * row + 2]
+        assert "loss" in loss_ax.get_ylabel() and "attention" in attention_ax.get_ylabel()
+    close(figs)
+
+
+def test_coefficient_figure_labels_its_axes_and_the_histogram_counts_samples(tmp_path, monkeypatch):
+    from refvit.analysis import fig_coefficients
+    from refvit.jiang2024.coefficients import train_and_save
+    from .drawn import capture, close
+    path = train_and_save(tmp_path / "c.npz", "figure1", N=6, mu=80.0, steps=4)
+    figs = capture(monkeypatch, fig_coefficients)
+    fig_coefficients.draw(path, "unused.png")
+    (fig,) = figs
+    assert not _labelled(fig)
+    hist = fig.get_axes()[2]
+    assert hist.get_ylabel() == "number of training samples"
+    assert sum(p.get_height() for p in hist.patches) == 6          # every one of the N = 6 samples, once
+    close(figs)

@@ -74,7 +74,7 @@ def test_a_dynamics_file_that_is_not_its_run_is_quarantined_and_recomputed(dyn_f
 
 
 def test_fig_dynamics_main_names_a_swapped_file_in_one_line(dyn_folder, tmp_path, capsys):
-    from analysis import fig_dynamics
+    from refvit.analysis import fig_dynamics
     spec = tiny_dynamics()
     a, b = (dyn_folder / dynamics_run_file("benign", 8, r) for r in (0, 1))
     b.write_bytes(a.read_bytes())           # repeat 0 copied over repeat 1: the bands would shrink silently
@@ -292,7 +292,7 @@ def test_python_dash_m_on_a_library_module_says_which_command_runs_it(tmp_path, 
 # --- 9. quarantined files are counted in the summary ------------------------------------------------------------
 
 def test_the_summary_counts_the_quarantined_files_and_their_size(tmp_path):
-    from analysis.summaries import reproduce_summary
+    from refvit.analysis.summaries import reproduce_summary
     from refvit.jiang2024.boundary import fit_sweep
     from refvit.jiang2024.sweep import run_sweep
 

@@ -144,8 +144,8 @@ def test_a_saved_design_reads_back_equal(done):
 
 
 def test_figures_and_summary_are_drawn_from_the_folder(done, tmp_path):
-    from analysis.fig_signgd import signgd_figures
-    from analysis.summaries import signgd_summary
+    from refvit.analysis.fig_signgd import signgd_figures
+    from refvit.analysis.summaries import signgd_summary
     paths = signgd_figures(done, tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png")
     assert [p.name for p in paths] == ["a.png", "b.png", "c.png"] and all(p.stat().st_size > 10_000 for p in paths)
     text = signgd_summary(done, "refvit study signgd --preset tiny")

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis.fig_singlehead import mean_grid, part_fig, singlehead_figures
-from analysis.summaries import singlehead_summary
+from refvit.analysis.fig_singlehead import mean_grid, part_fig, singlehead_figures
+from refvit.analysis.summaries import singlehead_summary
 from refvit.gradcheck import numerical_grad
 from refvit.io import read_csv
 from refvit.magen2025 import MagenDataConfig, MagenModelConfig, MagenParams, formulas, make_dataset

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from analysis import fig_phases, summaries
+from refvit.analysis import fig_phases, summaries
 from refvit.jiang2024.config import dynamics_setting
 from refvit.jiang2024.experiment import cell_key, run_cell
 from refvit.io import FileProblem, load_json, read_csv

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from scipy.special import expit, softmax
 
-from analysis.fig_heatmap import cell_grid
-from analysis.summaries import label_noise_summary, reproduce_summary
+from refvit.analysis.fig_heatmap import cell_grid
+from refvit.analysis.summaries import label_noise_summary, reproduce_summary
 from refvit.jiang2024.config import DataConfig, ModelConfig
 from refvit.config import TrainConfig
 from refvit.jiang2024.experiment import cell_key, run_cell

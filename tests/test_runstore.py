@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from analysis.fig_heatmap import cell_grid
+from refvit.analysis.fig_heatmap import cell_grid
 from refvit import runstore
 from refvit.io import FileProblem, save_npz, write_manifest
 from refvit.jiang2024.boundary import fit_columns

@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from analysis import fig_sharpness, summaries
+from refvit.analysis import fig_sharpness, summaries
 from refvit.jiang2024.config import figure1_setting
 from refvit.jiang2024.experiment import draw_cell
 from refvit.fit import fit_boundary, fit_width
@@ -221,3 +221,36 @@ def test_command_line_refuses_an_unstable_rate_rule_before_any_run(tmp_path, cap
     err = capsys.readouterr().err
     assert "lr_scaling='fixed'" in err and "d = 4096" in err and err.count("\n") == 1     # one line, no traceback
     assert not any(tmp_path.iterdir())                                                   # nothing written
+
+
+def _width_row(N, d, width, separable=False):
+    nan = float("nan")
+    return {"variant": "authors", "N": N, "d": d, "separable": separable, "width": nan if separable else width,
+            "width_lo": nan if separable else width * 0.8, "width_hi": nan if separable else width * 1.2}
+
+
+def test_per_n_widths_draw_separable_conditions_apart_from_measured_ones():
+    """A separable condition has no width: it is drawn hollow in a band below 0 that has no tick, with its own
+    legend entry, never as a point at a width (0 or any other); measured widths are drawn at their values."""
+    import matplotlib.pyplot as plt
+    widths = [_width_row(2, 256, 0.8), _width_row(2, 512, 0.6), _width_row(8, 256, 0.2),
+              _width_row(8, 512, None, separable=True)]
+    fig, ax = plt.subplots()
+    fig_sharpness.per_n_panel(ax, widths, {"Ns": [2, 8], "ds": [256, 512]})
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata())]
+    hollow = [ln for ln in lines if ln.get_marker() == "v"]
+    assert len(hollow) == 1 and hollow[0].get_markerfacecolor() == "none"
+    (y_sep,) = hollow[0].get_ydata()
+    lo, hi = ax.get_ylim()
+    assert lo < y_sep < 0                                                  # inside the axes, below every width
+    assert min(ax.get_yticks()) >= 0                                       # the band carries no value
+    assert len(ax.patches) == 1 and ax.patches[0].get_extents().height > 0    # the shaded no-estimate band
+    measured = sorted(y for ln in lines if ln.get_marker() == "o" for y in ln.get_ydata())
+    assert measured == [0.2, 0.6, 0.8]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "separable: no estimate (sharper than the grid)" in legend
+    plt.close(fig)
+    fig, ax = plt.subplots()                                               # nothing separable: no band, no entry
+    fig_sharpness.per_n_panel(ax, widths[:3], {"Ns": [2, 8], "ds": [256, 512]})
+    assert not ax.patches and not any("separable" in t.get_text() for t in ax.get_legend().get_texts())
+    plt.close(fig)

@@ -11,7 +11,7 @@ recovers the final coefficients from W(0), W(t) by the Gram system; both and the
 "weights" reads an .npz with W_Q0, W_K0, W_V0, w_O0, W_Q, W_K, W_V, w_O, X, y, mu_plus, mu_minus (``train
 --save-weights`` writes one) and saves the recovered decomposition only: no time series can be recovered from two
 snapshots, so the figure then shows the final coefficients alone. The command line is in ``refvit.pipelines``;
-drawing is ``analysis.fig_coefficients.draw``, which only reads a saved results file.
+drawing is ``refvit.analysis.fig_coefficients.draw``, which only reads a saved results file.
 """
 from __future__ import annotations
 
