@@ -2,7 +2,6 @@
 tests/golden_li2025/ matches the current code, its inputs regenerate exactly, regeneration gives the committed
 bytes, and the check catches one altered value or switch."""
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from refvit import cli, golden
 from refvit.crosscheck.li_cases import LI_CASE_GROUPS, LiCaseSpec, build_li_case
 from refvit.io import load_json, load_npz
+from .test_golden import _rewrite
 
 GOLDEN = Path(__file__).parent / "golden_li2025"
 SMALL = LI_CASE_GROUPS["small"]
@@ -45,18 +45,6 @@ def test_current_code_reproduces_the_committed_numbers_and_bytes(tmp_path):
         # same software, same arithmetic: the same bytes (another BLAS may differ in the last bit; then compare
         # with `golden --check`, as the test above does)
         assert (tmp_path / entry["file"]).read_bytes() == (GOLDEN / entry["file"]).read_bytes(), entry["file"]
-
-
-def _rewrite(folder: Path, name: str, change) -> None:
-    g = load_npz(folder / f"{name}.npz")
-    change(g)
-    data = golden.npz_bytes(g)
-    (folder / f"{name}.npz").write_bytes(data)
-    manifest = load_json(folder / "manifest.json")
-    for c in manifest["cases"]:
-        if c["name"] == name:
-            c["sha256"], c["bytes"] = hashlib.sha256(data).hexdigest(), len(data)
-    (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_check_detects_an_altered_value_and_an_altered_switch(tmp_path):
