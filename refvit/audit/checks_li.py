@@ -23,15 +23,13 @@ from ..li2025 import formulas as li_formulas
 from ..li2025 import model as li_model
 from ..li2025.config import LiDataConfig, LiModelConfig
 from ..li2025.model import LiParams
-from .core import STAT_SIGMAS, TOL_EXACT, TOL_FD, TWO_PATHS, _row, dir_error, err
+from .core import ARITHMETIC, FD_RESOLVES, STAT_SIGMAS, TOL_EXACT, TOL_FD, TWO_PATHS, _row, dir_error, err
 from .li_core import _fd, _with, li_instances, li_ref_forward, ref_c, ref_core, ref_delta, ref_g, ref_loss, ref_v
 
 # dZ recovered as dQ K⁻¹ / λ (m_k = L = 2): the inverse costs ~cond(K) ≤ 1e3 digits on top of rounding.
 KINV = 1e-9, "dZ recovered through K⁻¹ (m_k = L = 2): rounding × cond(K) ≤ 1e3"
 FD = TOL_FD, "central FD h=1e-5 in float64 (directional ones relative to ‖grad‖): ~1e-10; saturated logits more"
-# The FD of L_S resolves a block to TOL_FD only if its largest entry is ≥ ~2e-4·L_S (rounding ε·L_S/h ≈ 2e-11·L_S):
-# blocks below 1e-3·L_S (the tiny init's query/key blocks, ~σ₀² small) are checked through Σ df f in (13.19) instead.
-FD_RESOLVES = 1e-3
+# Blocks below FD_RESOLVES·L_S (the tiny init's query/key blocks, ~σ₀² small) are checked through Σ df f in (13.19).
 STEP = 1e-11, "p − η·sgn(g) rounds to ~1e-16·|p| per entry, relative to η‖ξ‖₁ ≥ 1e-3·|p|: ≤ ~1e-12"
 
 
@@ -65,7 +63,6 @@ def _data_rows() -> list:
         e["4"].append(err(dc.snr, dc.mu_norm / (dc.sigma_p * math.sqrt(k))))
         e["5"].append(err(dc.snr_first_setting, config.snr(dc.mu_norm, dc.sigma_p, dc.d)))
     ex = TOL_EXACT, "exact: copies, counts and one product of exact numbers"
-    ar = 1e-14, "a few float64 operations (sqrt, division): ~1e-16 each"
     return [
         _row("13.1", "μ = ‖μ‖e₀; token p_i = ỹ_i μ, the other ξ_i", "li2025.data:make_dataset", "closed form",
              e["1"], *ex),
@@ -74,12 +71,12 @@ def _data_rows() -> list:
         _row("13.3", "exactly round(pN) flips; signal follows the clean label; test clean",
              "li2025.data:make_dataset", "count, closed form", e["3"], *ex),
         _row("13.4", "SNR = ‖μ‖/(σ_p √s) (sparse), ‖μ‖/(σ_p √(d−1)) (dense)", "li2025.config:LiDataConfig.snr",
-             "closed form", e["4"], *ar),
+             "closed form", e["4"], *ARITHMETIC),
         _row("13.4", "E‖ξ‖² = σ_p² s (sparse), σ_p² (d−1) (dense)", "li2025.data:sample",
              "sample mean in standard errors (n = 4000)", e["4s"], STAT_SIGMAS,
              "a sample mean is within 6 standard errors except with probability ~1e-9"),
         _row("13.5", "SNR·√(s/d) = ‖μ‖/(σ_p √d), the first setting's SNR",
-             "li2025.config:LiDataConfig.snr_first_setting", "config.snr (1.6)", e["5"], *ar),
+             "li2025.config:LiDataConfig.snr_first_setting", "config.snr (1.6)", e["5"], *ARITHMETIC),
     ]
 
 

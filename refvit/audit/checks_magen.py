@@ -24,15 +24,11 @@ from ..magen2025 import formulas as mg_formulas
 from ..magen2025 import model as mg_model
 from ..magen2025 import objective as mg_objective
 from ..magen2025.config import MagenDataConfig, MagenModelConfig
-from .core import STAT_SIGMAS, TOL_EXACT, TOL_FD, TWO_PATHS, _row, dir_error, err
-from .magen_core import (fd, magen_instances, magen_ref_forward, ref_core, ref_g, ref_loss, ref_prompt,
-                         with_block)
+from .core import ARITHMETIC, FD_RESOLVES, STAT_SIGMAS, TOL_EXACT, TOL_FD, TWO_PATHS, _row, dir_error, err
+from .magen_core import fd, magen_instances, magen_ref_forward, ref_core, ref_g, ref_loss, with_block
 
 FD = TOL_FD, "central FD h=1e-5 in float64 (directional ones relative to ‖grad‖): ~1e-10; saturated scores more"
-# The FD of L_S resolves a block to TOL_FD only if its largest entry is ≥ ~2e-4·L_S (rounding ε·L_S/h ≈ 2e-11·L_S).
-FD_RESOLVES = 1e-3
 ORTHO = 1e-13, "one projection of a Gaussian vector: a few ε relative to ‖ξ‖ρ"
-AR = 1e-14, "a few float64 operations (sqrt, division): ~1e-16 each"
 STAT = STAT_SIGMAS, "a sample statistic is within 6 standard errors except with probability ~1e-9"
 
 
@@ -89,9 +85,9 @@ def _data_rows() -> list:
         _row("16.3", "iid flips: mean count ηN", "magen2025.data:flip", "mean over 200 data sets in standard errors",
              e["3s"], *STAT),
         _row("16.4", "SNR = ρ/(σ√d); rho_for_snr inverts it", "magen2025.config:MagenDataConfig.snr", "closed form",
-             e["4"], *AR),
+             e["4"], *ARITHMETIC),
         _row("16.5", "ρ/(σ√(d−2)) = SNR·√(d/(d−2))", "magen2025.config:MagenDataConfig.norm_ratio", "closed form",
-             e["5"], *AR),
+             e["5"], *ARITHMETIC),
         _row("16.5", "E‖ξ‖² = σ²(d − 2)", "magen2025.data:sample", "sample mean in standard errors (n = 20000)",
              e["5s"], *STAT),
     ]

@@ -23,10 +23,15 @@ from ..jiang2024.model import Params
 # ~1e-16 per operation times the number of terms summed (≤ ~1e4 here) and the conditioning; 1e-11 leaves margin.
 TOL_ROUND = 1e-11
 TWO_PATHS = TOL_ROUND, "two float64 code paths: summation order only"   # (tolerance, reason) of a row
+# A few float64 operations on exact inputs (a sqrt, a division): ~1e-16 each.
+ARITHMETIC = 1e-14, "a few float64 operations (sqrt, division): ~1e-16 each"   # (tolerance, reason) of a row
 # Central differences with h = 1e-5 in float64: truncation h^2·|f'''|/6 and rounding ε·|L|/h are both ~1e-10
 # relative on O(1) problems. Saturated attention (logits ~10) and large margins (w_O scaled ×~30) raise the third
 # derivatives by (h·|∂z/∂θ|)² and reach ~1e-6, so allow 1e-5; every deliberate break gives errors of order one.
 TOL_FD = 1e-5
+# The FD of a loss L_S resolves a gradient block to TOL_FD only if its largest entry is ≥ ~2e-4·L_S (rounding
+# ε·L_S/h ≈ 2e-11·L_S): blocks below FD_RESOLVES·L_S are checked another way (or left out) by the settings' audits.
+FD_RESOLVES = 1e-3
 H_FD = 1e-5
 # Directional differences on the paper-size blocks, error relative to ‖grad‖ (the largest possible directional
 # derivative along a unit direction): FD rounding ε·|L|/h ≈ 1e-11 against ‖grad‖ ≥ ~1e-5 at the tiny init.
