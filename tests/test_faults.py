@@ -117,6 +117,15 @@ def alive(pid: int) -> bool:
     return bool(stat) and stat[0] != "Z"
 
 
+def end_leftovers(workers, proc) -> None:
+    """Kill what a test started and left running: only the worker PIDs it found, and its own process."""
+    for w in workers:
+        if alive(w):
+            os.kill(w, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used (fields 14 and 15 of /proc/<pid>/stat), 0 once it is gone."""
     stat = _stat(pid)
@@ -170,11 +179,7 @@ def test_workers_end_when_the_parent_is_killed(tmp_path, sig):
         wait_until(lambda: select.select([proc.stdout], [], [], 0.05)[0], "stdout never reached EOF")
         assert proc.stdout.read() == b""
     finally:
-        for w in workers:                             # only the processes this test found, by PID
-            if alive(w):
-                os.kill(w, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
+        end_leftovers(workers, proc)
         proc.stdout.close()
 
 

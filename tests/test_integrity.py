@@ -146,7 +146,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
     """mid-run: both workers busy with a run; start-up: as soon as they exist, while they still import (a worker
     interrupted there used to print its own KeyboardInterrupt traceback)."""
     from .problems import PATIENCE, wait_until
-    from .test_faults import alive, cpu_seconds, pool_workers
+    from .test_faults import alive, cpu_seconds, end_leftovers, pool_workers
     from .test_sweep import REPO
     from refvit.jiang2024.sweep import Sweep
     # each run is minutes of dense training, so the workers are mid-run when Ctrl-C arrives
@@ -176,11 +176,7 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
         assert "0 of 4 runs of sweep slow are saved in" in err and str(out) in err and "resume" in err, err
         wait_until(lambda: not any(alive(w) for w in workers), "workers outlived the interrupted sweep")
     finally:
-        for w in workers:                             # only the processes this test found, by PID
-            if alive(w):
-                os.kill(w, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
+        end_leftovers(workers, proc)
 
 
 # --- 6. expected errors end in one line naming what to change ---------------------------------------------------
