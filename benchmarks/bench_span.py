@@ -34,14 +34,13 @@ from refvit.jiang2024.experiment import cell_key, draw_cell
 from refvit.gradcheck import rel_error
 from refvit.io import save_json
 from refvit.jiang2024.model import loss_grads_cache
-from refvit.primitives import dloss_df
 from refvit.jiang2024.span import SpanObjective
 from refvit.jiang2024.train import make_objective
 from refvit.trainer import run
 
 # the three ways a cell is timed: TrainConfig changes of each
 WAYS = {"numpy": {"coords": "dense", "backend": "numpy"}, "numba": {"coords": "dense", "backend": "numba"},
-        "span": {"coords": "span", "backend": "numpy"}}
+        "span": {"coords": "span", "backend": "auto"}}   # span: as the sweeps run it (the fused kernel with numba)
 
 CLOCK = time.perf_counter        # --clock process: CPU time of this process (less sensitive to other jobs)
 
@@ -144,22 +143,20 @@ def training_layout(obj, state):
 
 
 def step_profile(obj, state, step_ms, repeat) -> dict:
-    """Where the time of one span step through ``run`` goes (ms): the Gram product U_c·[A_Q | A_K], the numba
-    kernels of the per-sample work (gathers, the three products per sample, scatters; absent without numba), the
-    rest of the evaluation (value path, softmax and its backward, Γ_V, ∇w_O) and the loop (GD update, finiteness
-    check, history row)."""
+    """Where the time of one span step through ``run`` goes (ms): the Gram product U_c·[A_Q | A_K], the fused
+    kernel of the per-sample work (``_kernels.span_step``: gathers, logits, softmax and its backward, dQ, dK,
+    scatters; absent without numba), the rest of the evaluation (value path, Γ_V, ∇w_O, the loss) and the loop (GD
+    update, finiteness check, history row)."""
     st = training_layout(obj, state)
     AQK = st.A_Q.base if st.A_Q.base is not None else np.hstack([st.A_Q, st.A_K])
     prof = {"Gram product": best_time(lambda: obj.U_c @ AQK, repeat)}
-    if getattr(obj, "_kernels", None) is not None:
-        tok, k = obj.tokens, obj._kernels
-        ev = obj.value_and_grad(st)
-        c = ev.cache
-        Q, K, Z, G = np.empty_like(c.Q), np.empty_like(c.K), np.empty_like(c.Z), np.empty((tok.n_unique, AQK.shape[1]))
-        dZ = obj._logits_bwd(dloss_df(ev.f, obj.y), c.S, c.v)[0]
+    if getattr(obj, "_step", None) is not None:
+        tok, c = obj.tokens, obj.value_and_grad(st).cache
+        out = [np.empty_like(c.Q), np.empty_like(c.K), np.empty_like(c.Z), np.empty_like(c.S), np.empty_like(c.abar),
+               np.empty(c.abar.shape[0]), np.empty_like(c.v), np.empty((tok.n_unique, AQK.shape[1]))]
         UcA = obj.U_c @ AQK
-        prof["per-sample kernels"] = best_time(lambda: (k.span_logits(obj.QKW0, UcA, tok.index, Q, K, Z),
-                                                        k.span_products(dZ, Q, K, tok.index, obj._first, G)), repeat)
+        prof["fused kernel"] = best_time(lambda: obj._step(obj.QKW0, UcA, tok.index, c.v, obj.y,
+                                                           float(obj.X.shape[0]), obj._first, *out), repeat)
     t_eval = best_time(lambda: obj.value_and_grad(st), repeat)
     prof["rest of the evaluation"] = t_eval - sum(prof.values())
     prof = {key: v * 1e3 for key, v in prof.items()}
@@ -186,10 +183,10 @@ def whole_cell(backend, data_cfg, model_cfg, train_cfg, seed=0):
     if backend == "span":   # FLOPs of the dense products each span phase cannot avoid (the BLAS floor)
         n_u, r = obj.U_c.shape
         d, d_h = data_cfg.d, model_cfg.d_h
-        n_ut = obj._test_tokens.n_unique
+        n_ut = data.X_test.shape[0] * data.X_test.shape[1]    # every test token (``tokens.all_tokens``)
         phases["GFLOP setup"] = 2 * (2 * n_u * d * d_h + n_u * n_u * d / 2) / 1e9          # U·W_Q(0), U·W_K(0), UUᵀ
         phases["GFLOP train steps"] = hist.steps * 2 * (2 * n_u * r * d_h) / 1e9          # U_c·A_Q, U_c·A_K
-        phases["GFLOP test loss"] = 2 * (d * r * 2 * d_h + n_ut * d * 2 * d_h) / 1e9      # W(t), U_test·W(t)
+        phases["GFLOP test loss"] = 2 * (d * r * 2 * d_h + n_ut * d * 2 * d_h) / 1e9      # W(t), X_test·W(t)
     return phases, hist
 
 
@@ -210,29 +207,33 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
     err = max(err, rel_error(grads[3], ref.w_O), abs(loss - ref_loss) / ref_loss)
     steps = {"dense numpy": lambda: loss_grads_cache(p3, data.X, data.y, "numpy"),
              "dense numba": lambda: loss_grads_cache(p3, data.X, data.y, "numba")}
-    # the objective training builds (``make_objective``: with w_O frozen it skips ∇w_O) gives the same Γ, to the bit
+    # the objectives training builds (``make_objective``: with w_O frozen it skips ∇w_O), the sweeps' one and the
+    # numpy path, validated the same way
     obj_t = make_objective(train_cfg.replace(**WAYS["span"]), p0, data.X, data.y)
-    state_t = training_layout(obj_t, state)
-    same = all(np.array_equal(a, b) for a, b in zip(obj_t.value_and_grad(state_t)[1][:3], grads[:3]))
-    if err <= 1e-10 and same:
-        steps["span"] = lambda: obj_t.value_and_grad(state_t)
-    else:
-        print(f"  span REFUSED: P·Γ differs from the dense gradient by {err:.1e} (training objective same: {same})")
+    obj_n = make_objective(train_cfg.replace(coords="span", backend="numpy"), p0, data.X, data.y)
+    for key, o in (("span", obj_t), ("span numpy path", obj_n)):
+        st_o = training_layout(o, state)
+        g_o = o.value_and_grad(st_o)[1]
+        err_o = max(rel_error(o.P @ g, r) for g, r in zip(g_o[:3], ref[:3]))
+        if max(err, err_o) <= 1e-10:
+            steps[key] = (lambda o=o, st_o=st_o: o.value_and_grad(st_o))
+        else:
+            print(f"  {key} REFUSED: P·Γ differs from the dense gradient by {max(err, err_o):.1e}")
     flops = {"dense numpy": dense_flops(N, M, d, d_h, d_v), "dense numba": dense_flops(N, M, d, d_h, d_v),
-             "span": span_flops(obj, N, M, d_h, d_v)}
+             "span": span_flops(obj, N, M, d_h, d_v), "span numpy path": span_flops(obj, N, M, d_h, d_v)}
     print(f"  span basis: {obj.basis}, r = {obj.P.shape[1]} (n_u = {obj.tokens.n_unique} unique non-zero tokens);"
           f" validated against the dense gradient: max rel diff {err:.1e}")
     out["step"] = {}
     for key, fn in steps.items():
         t = best_time(fn, repeat)
         out["step"][key] = {"ms": t * 1e3, "gflops": flops[key] / t / 1e9, "gflop": flops[key] / 1e9}
-        print(f"  step  {key:12s} {t * 1e3:8.2f} ms  {flops[key] / 1e9:7.3f} GFLOP  {flops[key] / t / 1e9:6.1f} GFLOP/s")
+        print(f"  step  {key:15s} {t * 1e3:8.2f} ms  {flops[key] / 1e9:7.3f} GFLOP  {flops[key] / t / 1e9:6.1f} GFLOP/s")
     if "span" in steps:
         t_loop = loop_step_time(lambda: make_objective(train_cfg.replace(**WAYS["span"]), p0, data.X, data.y),
                                 train_cfg, repeat)
         flops["span via train"] = flops["span"]
         out["step"]["span via train"] = {"ms": t_loop * 1e3, "gflops": flops["span"] / t_loop / 1e9}
-        print(f"  step  {'span via train':12s} {t_loop * 1e3:8.2f} ms  (loop included)  "
+        print(f"  step  {'span via train':15s} {t_loop * 1e3:8.2f} ms  (loop included)  "
               f"{flops['span'] / t_loop / 1e9:6.1f} GFLOP/s")
         torch_step, torch_grads = torch_step_fn(p3, data.X, data.y, train_cfg.lr, train_cfg.train_w_O)
         if torch_step is not None:
@@ -240,7 +241,7 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
             if terr <= 1e-10:
                 t = best_time(torch_step, repeat)
                 out["step"]["torch autograd"] = {"ms": t * 1e3, "gflops": flops["dense numpy"] / t / 1e9}
-                print(f"  step  {'torch autograd':12s} {t * 1e3:8.2f} ms  (float64, validated: max rel diff "
+                print(f"  step  {'torch autograd':15s} {t * 1e3:8.2f} ms  (float64, validated: max rel diff "
                       f"{terr:.1e})")
             else:
                 print(f"  torch step REFUSED: its gradient differs from the dense one by {terr:.1e}")
@@ -255,7 +256,7 @@ def bench(name, data_cfg, model_cfg, train_cfg, repeat, cell_repeat, dense_cell_
         gemm_rate = 2 * 2 * n_u * r * d_h / t_gemm / 1e9
         out["step"]["dgemm"] = {"ms": t_gemm * 1e3, "gflops": gemm_rate, "one product ms": t_one * 1e3,
                                 "two products ms": t_two * 1e3}
-        print(f"  step  {'dgemm':12s} {t_gemm * 1e3:8.2f} ms  {gemm_rate:6.1f} GFLOP/s, the faster of one "
+        print(f"  step  {'dgemm':15s} {t_gemm * 1e3:8.2f} ms  {gemm_rate:6.1f} GFLOP/s, the faster of one "
               f"({n_u}×{r})·({r}×{2 * d_h}) product ({t_one * 1e3:.2f} ms) and two ({n_u}×{r})·({r}×{d_h}) "
               f"({t_two * 1e3:.2f} ms)")
         for key in ("dense numpy", "dense numba", "torch autograd"):

@@ -19,9 +19,9 @@ SETTINGS = ("jiang2024", "li2025", "magen2025")   # the settings, by the folder 
 
 
 def default_backend(backend: str | None, coords: str) -> str:
-    """The attention core when none is named (None): numpy on span coordinates (where it is as cheap as numba),
-    "auto" (numba if usable) on dense weights; a named backend is returned as it is."""
-    return backend or ("numpy" if coords == "span" else "auto")
+    """The attention core when none is named (None): "auto" (numba if usable), on span coordinates (the fused kernel
+    ``refvit.jiang2024._kernels.span_step``) as on dense weights; a named backend is returned as it is."""
+    return backend or "auto"
 
 
 def require_gd(optimizer: str, what: str) -> None:

@@ -20,13 +20,21 @@ class Optimizer:
         adam = cfg.optimizer == "adam"
         self.m = [np.zeros_like(a) for a in state] if adam else None   # first moments
         self.s = [np.zeros_like(a) for a in state] if adam else None   # second moments
+        self._scratch = {}   # shape -> a buffer for η·g (GD, SignGD): no new array of the state's size per step
 
     def step(self, state: list, grads, trainable: list, t: int) -> None:
         cfg = self.cfg
         b1, b2 = cfg.adam_betas
         if cfg.optimizer != "adam":                        # entrywise and stateless: by blocks (``_blocks``)
             for s, g in _blocks(state, grads, trainable):
-                s -= cfg.lr * (g if cfg.optimizer == "gd" else np.sign(g))   # (math 6.1); sgn(0) = 0 (math 6.2)
+                step = self._scratch.get(s.shape)
+                if step is None:
+                    step = self._scratch[s.shape] = np.empty(s.shape)
+                if cfg.optimizer == "gd":
+                    np.multiply(cfg.lr, g, out=step)       # η g (math 6.1)
+                else:
+                    np.multiply(cfg.lr, np.sign(g, out=step), out=step)   # η sgn(g), sgn(0) = 0 (math 6.2)
+                s -= step
             return
         for k in range(len(state)):   # Adam with bias correction (Kingma & Ba 2015, Algorithm 1) (math 6.3)
             if not trainable[k]:

@@ -43,7 +43,7 @@ OPTIONS = {
                             help="base seed of every random stream (data, test set, init, bootstrap)")),
     "backend": ("--backend", dict(choices=BACKENDS, default=None,
                                   help="attention core: numpy (the reference), numba, or auto (numba if usable); "
-                                       "default: numpy on span coordinates, auto on dense weights")),
+                                       "default: auto")),
     "coords": ("--coords", dict(choices=COORDS, default="span",
                                 help="train exact token coordinates (span, GD only) or the dense weights")),
     "results": ("--results", dict(default="results", metavar="DIR", help="folder for saved runs and results files")),

@@ -84,7 +84,11 @@ class Objective(Protocol):
 
 
 def _all_finite(arrays) -> bool:
-    return all(np.all(np.isfinite(a)) for a in merge_halves(arrays))   # halves of one buffer: one pass
+    """Whether every entry of every array is finite. A finite sum is proof (a NaN or ±inf entry makes the sum NaN or
+    ±inf); only when the sum is not finite, which finite entries can also give by overflow, are the entries looked at
+    one by one. Halves of one buffer are read in one pass."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return all(np.isfinite(a.sum()) or np.all(np.isfinite(a)) for a in merge_halves(arrays))
 
 
 def log_steps(T: int, per_decade: int) -> np.ndarray:

@@ -20,28 +20,39 @@ from ..jit import njit
 
 
 @njit(cache=True)
+def _softmax_sample(Z, v, S, abar):
+    """One sample: S = softmax over keys of Z (M, M), ā (M,) and f = Σ_j ā_j v_j (returned) (math 2.4-2.6)."""
+    M = Z.shape[0]
+    for j in range(M):
+        abar[j] = 0.0
+    for l in range(M):
+        zmax = -math.inf
+        for j in range(M):
+            if Z[l, j] > zmax:
+                zmax = Z[l, j]
+        total = 0.0
+        for j in range(M):
+            e = math.exp(Z[l, j] - zmax)       # row max subtracted: no overflow (math 2.4, 3.5)
+            S[l, j] = e
+            total += e
+        for j in range(M):
+            S[l, j] /= total                   # s_{lj} (math 2.4)
+            abar[j] += S[l, j]                 # Σ_l s_{lj} (math 2.5)
+    f = 0.0
+    for j in range(M):
+        abar[j] /= M                           # ā_j (math 2.5)
+        f += abar[j] * v[j]                    # f = Σ_j ā_j v_j (math 2.6)
+    return f
+
+
+@njit(cache=True)
 def _from_logits(Z, v):
     n, M, _ = Z.shape
     S = np.empty((n, M, M))
     abar = np.zeros((n, M))
     f = np.zeros(n)
     for i in range(n):
-        for l in range(M):
-            zmax = -math.inf
-            for j in range(M):
-                if Z[i, l, j] > zmax:
-                    zmax = Z[i, l, j]
-            total = 0.0
-            for j in range(M):
-                e = math.exp(Z[i, l, j] - zmax)   # row max subtracted: no overflow (math 2.4, 3.5)
-                S[i, l, j] = e
-                total += e
-            for j in range(M):
-                S[i, l, j] /= total                # s_{lj} (math 2.4)
-                abar[i, j] += S[i, l, j]           # Σ_l s_{lj} (math 2.5)
-        for j in range(M):
-            abar[i, j] /= M                        # ā_j (math 2.5)
-            f[i] += abar[i, j] * v[i, j]           # f = Σ_j ā_j v_j (math 2.6)
+        f[i] = _softmax_sample(Z[i], v[i], S[i], abar[i])
     return S, abar, f
 
 
@@ -56,23 +67,31 @@ def _attention_forward(Q, K, v):
 
 
 @njit(cache=True)
+def _backward_sample(df, S, v, dZ, dv, dS):
+    """One sample: dZ (M, M) and dv (M,) from df (a scalar), S (M, M), v (M,); dS (M,) is scratch (math 4.2-4.8)."""
+    M = S.shape[0]
+    for j in range(M):
+        dS[j] = df * v[j] / M                  # ∂(df·f)/∂S[l, j], the same for every query l (math 4.5)
+        dv[j] = 0.0
+    for l in range(M):
+        inner = 0.0                            # Σ_k S[l, k] dS[k] (math 4.7)
+        for k in range(M):
+            inner += S[l, k] * dS[k]
+        for j in range(M):
+            dZ[l, j] = S[l, j] * (dS[j] - inner)   # df · G[l, j] (math 4.7, 4.8), same ops as model.py
+            dv[j] += S[l, j]                   # Σ_l S[l, j] (math 4.2)
+    for j in range(M):
+        dv[j] = df * dv[j] / M                 # dv_j = df ā_j (math 4.2)
+
+
+@njit(cache=True)
 def _logits_backward(df, S, v):
     n, M, _ = S.shape
     dZ = np.empty((n, M, M))
     dv = np.zeros((n, M))
     dS = np.empty(M)
     for i in range(n):
-        for j in range(M):
-            dS[j] = df[i] * v[i, j] / M           # ∂(df·f)/∂S[l, j], the same for every query l (math 4.5)
-        for l in range(M):
-            inner = 0.0                           # Σ_k S[l, k] dS[k] (math 4.7)
-            for k in range(M):
-                inner += S[i, l, k] * dS[k]
-            for j in range(M):
-                dZ[i, l, j] = S[i, l, j] * (dS[j] - inner)   # df · G[l, j] (math 4.7, 4.8), same ops as model.py
-                dv[i, j] += S[i, l, j]            # Σ_l S[l, j] (math 4.2)
-        for j in range(M):
-            dv[i, j] = df[i] * dv[i, j] / M       # dv_j = df ā_j (math 4.2)
+        _backward_sample(df[i], S[i], v[i], dZ[i], dv[i], dS)
     return dZ, dv
 
 
@@ -92,52 +111,57 @@ def _attention_backward(df, S, v, Q, K):
     return dQ, dK, dv
 
 
-# --- the span step's products (refvit.jiang2024.span): the same BLAS calls as the numpy path, so the same bits ---
+# --- the span step (refvit.jiang2024.span): every per-sample operation of one evaluation in one pass ---------------
 
 @njit(cache=True)
-def span_logits(QKW0, UcA, index, Q, K, Z):
-    """Q[i, l] | K[i, l] = row index[i, l] of QKW0 + UcA, the query | key of the token at (i, l) (0 where index is
-    -1, a zero token), and Z[i] = Q[i] K[i]ᵀ, written into Q, K (n, M, d_h) and Z (n, M, M) (docs/math.md (8.4),
-    (2.3)). QKW0, UcA: (n_u, 2 d_h) U·[W_Q(0) | W_K(0)] and U_c·[A_Q | A_K]; UcA with no rows stands for A = 0.
-    Each row sum is the one ``QKW0 + UcA`` would give, and each sample is multiplied while its rows are in cache."""
+def span_step(QKW0, UcA, index, v, y, n_train, first, Q, K, Z, S, abar, f, dv, G):
+    """One pass over the samples of the span step (docs/math.md (8.4), (2.3)-(2.6), (4.1)-(4.10), (8.5)), each
+    sample while its rows are in cache; the sample loop of ``SpanObjective.value_and_grad``'s numpy path, fused.
+
+    Inputs: QKW0, UcA (n_u, 2 d_h) U·[W_Q(0) | W_K(0)] and U_c·[A_Q | A_K] (UcA with no rows stands for A = 0);
+    index (n, M) the unique token at each position (-1: a zero token, whose query and key are 0); v (n, M) value
+    scores; y (n,) labels; n_train the N of the loss' 1/N.
+    Forward, written into Q, K (n, M, d_h) (or (1, M, d_h): scratch reused by every sample, nothing kept), Z, S
+    (n, M, M), abar (n, M) and f (n,). If G has rows, the backward too: dL/df_i = ℓ'(y_i f_i) y_i / N (math 4.1),
+    dv (n, M), and G (n_u, 2 d_h) = Eᵀ[dQ | dK] with dQ_i = dZ_i K_i and dK_i = dZ_iᵀ Q_i (math 4.10, 8.5): a token's
+    rows are added in position order, its first one (``first`` (n M,)) copied, zero tokens left out.
+    """
     n, M = index.shape
     d_h = Q.shape[2]
     moved = UcA.shape[0] > 0
+    backward = G.shape[0] > 0
+    dZ = np.empty((M, M))
+    dZt = np.empty((M, M))                       # contiguous transpose, so both products go to BLAS
+    dS = np.empty(M)
+    dQ = np.empty((M, d_h))
+    dK = np.empty((M, d_h))
     for i in range(n):
-        for l in range(M):
+        Qi = Q[i if Q.shape[0] > 1 else 0]
+        Ki = K[i if K.shape[0] > 1 else 0]
+        for l in range(M):                       # gather: the rows of the tokens of sample i (math 8.4)
             u = index[i, l]
             for k in range(d_h):
                 if u < 0:
-                    Q[i, l, k] = 0.0
-                    K[i, l, k] = 0.0
+                    Qi[l, k] = 0.0
+                    Ki[l, k] = 0.0
                 elif moved:
-                    Q[i, l, k] = UcA[u, k] + QKW0[u, k]
-                    K[i, l, k] = UcA[u, d_h + k] + QKW0[u, d_h + k]
+                    Qi[l, k] = UcA[u, k] + QKW0[u, k]
+                    Ki[l, k] = UcA[u, d_h + k] + QKW0[u, d_h + k]
                 else:
-                    Q[i, l, k] = QKW0[u, k]
-                    K[i, l, k] = QKW0[u, d_h + k]
-        np.dot(Q[i], K[i].T, Z[i])                # one BLAS call per sample, as numpy's batched Q @ Kᵀ
-
-
-@njit(cache=True)
-def span_products(dZ, Q, K, index, first, G):
-    """G[u] = [Σ dQ rows | Σ dK rows] over the occurrences (i, l) of token u, with dQ_i = dZ_i K_i and
-    dK_i = dZ_iᵀ Q_i (docs/math.md (4.10), (8.5)): Eᵀ[dQ | dK], written into G (n_u, 2 d_h) without forming dQ, dK.
-
-    Rows are added in position order (``first`` (n M,) marks each token's first position, which is copied), as
-    ``TokenSet.scatter`` adds them: the same bits. Zero tokens (index -1) are left out."""
-    n, M = index.shape
-    d_h = Q.shape[2]
-    dQ = np.empty((M, d_h))
-    dK = np.empty((M, d_h))
-    dZt = np.empty((M, M))                       # contiguous transpose, so both products go to BLAS
-    for i in range(n):
+                    Qi[l, k] = QKW0[u, k]
+                    Ki[l, k] = QKW0[u, d_h + k]
+        np.dot(Qi, Ki.T, Z[i])                   # (M, M) logits Z_i = Q_i K_iᵀ (math 2.3)
+        f[i] = _softmax_sample(Z[i], v[i], S[i], abar[i])
+        if not backward:
+            continue
+        df = -1.0 / (1.0 + math.exp(y[i] * f[i])) * y[i] / n_train   # ℓ'(y f) y / N, ℓ' = -1/(1+e^z) (math 3.2, 4.1)
+        _backward_sample(df, S[i], v[i], dZ, dv[i], dS)
         for l in range(M):
             for j in range(M):
-                dZt[j, l] = dZ[i, l, j]
-        np.dot(dZ[i], K[i], dQ)                   # (M, d_h) dQ_i = dZ_i K_i (math 4.10)
-        np.dot(dZt, Q[i], dK)                     # (M, d_h) dK_i = dZ_iᵀ Q_i (math 4.10)
-        for l in range(M):
+                dZt[j, l] = dZ[l, j]
+        np.dot(dZ, Ki, dQ)                       # (M, d_h) dQ_i = dZ_i K_i (math 4.10)
+        np.dot(dZt, Qi, dK)                      # (M, d_h) dK_i = dZ_iᵀ Q_i (math 4.10)
+        for l in range(M):                       # scatter: Eᵀ[dQ | dK] (math 8.5)
             u = index[i, l]
             if u < 0:
                 continue
@@ -162,15 +186,3 @@ def attention_backward(df, S, v, Q, K):
     c = np.ascontiguousarray
     return _attention_backward(c(df, dtype=np.float64), c(S, dtype=np.float64), c(v, dtype=np.float64),
                                c(Q, dtype=np.float64), c(K, dtype=np.float64))
-
-
-def attention_from_logits(Z, v):
-    """Numba version of ``model.attention_from_logits``: Z (n, M, M), v (n, M) -> S, abar, f."""
-    c = np.ascontiguousarray
-    return _from_logits(c(Z, dtype=np.float64), c(v, dtype=np.float64))
-
-
-def logits_backward(df, S, v):
-    """Numba version of ``model.logits_backward``: returns dZ (n, M, M) and dv (n, M)."""
-    c = np.ascontiguousarray
-    return _logits_backward(c(df, dtype=np.float64), c(S, dtype=np.float64), c(v, dtype=np.float64))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DataConfig, ModelConfig, dynamics_setting
-from ..config import TrainConfig
+from ..config import TrainConfig, default_backend
 from .experiment import cell_key, run_cell
 from ..io import check_writable
 from ..results import dynamics_run_file, history_arrays
@@ -66,7 +66,7 @@ class Dynamics:
     @classmethod
     def _setting(cls, name, runs, seed, backend, coords) -> "Dynamics":
         data, model, train = dynamics_setting()
-        backend = backend or ("numpy" if coords == "span" else "auto")
+        backend = default_backend(backend, coords)
         return cls(name, REGIMES, runs, seed, data, model, train.replace(coords=coords, backend=backend, eval_every=1))
 
     def to_dict(self) -> dict:

@@ -132,15 +132,6 @@ def attention_core(backend: str = "numpy"):
     return attention_forward, attention_backward
 
 
-def logits_core(backend: str = "numpy"):
-    """(attention_from_logits, logits_backward) of the chosen backend: the core without its three products, for
-    callers that form the logits and the products themselves (``refvit.jiang2024.span``)."""
-    if resolve_backend(backend) == "numba":
-        from . import _kernels
-        return _kernels.attention_from_logits, _kernels.logits_backward
-    return attention_from_logits, logits_backward
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Forward and backward of the whole model
 # ---------------------------------------------------------------------------------------------------------------

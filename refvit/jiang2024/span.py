@@ -23,9 +23,11 @@ docs/math.md (8.3)):
 where D = dQ, dK (or dv w_Oᵀ) are the per-token gradients from the attention core and Eᵀ sums the rows of repeated
 tokens. GD on W is A ← A − ηΓ (docs/math.md (8.6)): the state gradient is Γ, **not** Pᵀ∇_W L_S = (PᵀP)Γ
 (docs/math.md (8.7)).
-Per step: one (n_u × r)·(r × 2 d_h) product U_c·[A_Q | A_K], O(n_u r d_h), against O(N M d d_h) for the dense step;
-the per-sample work around it (gathers, the logits and dQ, dK of each sample, scatters) runs in the numba kernels
-``_kernels.span_logits`` and ``span_products``, which give the numpy path's bits.
+Per step: one (n_u × r)·(r × 2 d_h) product U_c·[A_Q | A_K], O(n_u r d_h), against O(N M d d_h) for the dense step.
+The per-sample work around it (gather each sample's query and key rows, its logits, softmax and their backward, dQ,
+dK, and the scatter of their rows) is written twice: in numpy, a few array operations over all samples at a time,
+and in the numba kernel ``_kernels.span_step``, one pass over the samples that keeps each one in cache
+(core="numba"; the default where numba is usable). The two agree to rounding (tests/test_span_kernels.py).
 """
 from __future__ import annotations
 
@@ -33,10 +35,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..jit import numba_usable
 from ..primitives import halves_of_one
-from .model import Cache, Evaluation, Params, logistic_loss_derivative, logits_core, mean_loss
-from .tokens import orthonormal_basis, unique_tokens
+from .model import (Cache, Evaluation, Params, attention_from_logits, logistic_loss_derivative, logits_backward,
+                    mean_loss, resolve_backend)
+from .tokens import all_tokens, orthonormal_basis, unique_tokens
 from .objective import ViTObjective
 
 BASES = ("auto", "tokens", "orthonormal")
@@ -80,11 +82,8 @@ class SpanObjective(ViTObjective):
     params : initial ``Params`` W(0): W_Q, W_K (d, d_h), W_V (d, d_v), w_O (d_v,).
     X, y : training set, (N, M, d) and (N,) in {±1}.
     X_test, y_test : optional test set, (n_test, M, d) and (n_test,); evaluated exactly (see ``test_outputs``).
-    core : attention core, "numpy" (default), "numba" or "auto": which code computes the
-        softmax, ā, f and the backward to the logits (``model.logits_core``). The three per-sample products around
-        it (the logits Q_i K_iᵀ and dQ_i, dK_i) and the gathers and scatters of token rows go through the numba
-        kernels ``_kernels.span_logits`` and ``span_products`` whenever numba is usable, whatever the core: they
-        make the same BLAS calls as the numpy path and give the same bits (tests/test_span_kernels.py).
+    core : "numpy" (default), "numba" or "auto" (numba when usable): the code of the per-sample work, numpy array
+        operations or the fused kernel ``_kernels.span_step`` (module docstring).
     basis : "auto" (tokens if n_u ≤ d, else orthonormal), "tokens" or "orthonormal" (module docstring).
     grad_w_O : False when w_O is frozen (``TrainConfig.train_w_O=False``, how ``make_objective`` builds it): the
         ∇w_O entry of each gradient is then zeros, not computed, which saves reading W_V(0) (d × d_v) and U
@@ -106,11 +105,10 @@ class SpanObjective(ViTObjective):
             raise ValueError("give both X_test and y_test, or neither")
         self.params0 = params = Params(*(np.asarray(a, dtype=np.float64) for a in params))
         self.X, self.y, self.X_test, self.y_test = X, y, X_test, y_test
-        self._from_logits, self._logits_bwd = logits_core(core)
-        self._kernels = None
-        if numba_usable():
+        self._step = None
+        if resolve_backend(core) == "numba":
             from . import _kernels  # here, not at the top: importing it loads numba (~0.3 s)
-            self._kernels = _kernels
+            self._step = _kernels.span_step
         self.tokens = tok = unique_tokens(X)
         U = tok.U
         if basis == "auto":
@@ -128,7 +126,7 @@ class SpanObjective(ViTObjective):
         self.QKW0 = np.empty((tok.n_unique, 2 * d_h))   # (n_u, 2 d_h) [U·W_Q(0) | U·W_K(0)], once
         np.matmul(U, W_Q0, out=self.QKW0[:, :d_h])
         np.matmul(U, W_K0, out=self.QKW0[:, d_h:])
-        self._first = _first_positions(tok.index)       # (N M,) each token's first position (for span_products)
+        self._first = _first_positions(tok.index)       # (N M,) each token's first position (for span_step)
         self.state0 = SpanState(np.zeros((r, d_h)), np.zeros((r, d_h)), np.zeros((r, W_V0.shape[1])), w_O0.copy())
         self.final_state = None
         self._u0 = (w_O0.copy(), W_V0 @ w_O0, None)     # w_O, W_V(0) w_O, U·W_V(0) w_O (constant if frozen)
@@ -167,19 +165,35 @@ class SpanObjective(ViTObjective):
         AQK = np.zeros((A_Q.shape[0], 2 * A_Q.shape[1]))
         return SpanState(AQK[:, :A_Q.shape[1]], AQK[:, A_Q.shape[1]:], A_V.copy(), w_O.copy())
 
-    def _logits(self, tok, QKW0: np.ndarray, UcA: np.ndarray | None):
-        """Q, K (n, M, d_h) at every token position of ``tok`` and the logits Z (n, M, M) (docs/math.md (8.4), (2.3)),
-        from the per-token rows [queries | keys] QKW0 (+ UcA when not None), (n_u, 2 d_h). The kernel adds the two
-        as it gathers the rows; the numpy path adds them first. Same bits."""
+    def _attend(self, tok, QKW0: np.ndarray, UcA: np.ndarray | None, v: np.ndarray, backward: bool):
+        """The per-sample work at the token positions of ``tok``, from the per-token rows [queries | keys] QKW0
+        (+ UcA when not None), (n_u, 2 d_h), and the value scores v (n, M) (docs/math.md (8.4), (2.3)-(2.6)).
+        Returns (f (n,), Cache) and, with ``backward`` (the training set), also dv (n, M) and
+        G = Eᵀ[dQ | dK] (n_u, 2 d_h) (docs/math.md (4.1)-(4.10), (8.5)); else (f, None, None, None)."""
         (n, M), d_h = tok.index.shape, QKW0.shape[1] // 2
-        Q, K, Z = np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M))
-        if self._kernels is not None:
-            self._kernels.span_logits(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, Q, K, Z)
-        else:
-            QKu = QKW0 if UcA is None else _add_into(UcA, QKW0)
-            Q[:], K[:] = tok.gather(QKu[:, :d_h]), tok.gather(QKu[:, d_h:])
-            np.matmul(Q, K.transpose(0, 2, 1), out=Z)   # (math 2.3)
-        return Q, K, Z
+        if self._step is not None:                      # the fused kernel: nothing but its outputs is written
+            keep = n if backward else 1                 # the test set keeps no Q, K: one sample's scratch
+            Q, K, Z, S = np.empty((keep, M, d_h)), np.empty((keep, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M))
+            abar, f = np.empty((n, M)), np.empty(n)
+            dv, G = np.empty((n, M)), np.empty((tok.n_unique if backward else 0, 2 * d_h))
+            self._step(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, v, self.y, float(self.X.shape[0]),
+                       self._first, Q, K, Z, S, abar, f, dv, G)
+            if not backward:
+                return f, None, None, None
+            return f, Cache(Q, K, v, Z, S, abar), dv, G
+        QKu = QKW0 if UcA is None else _add_into(UcA, QKW0)
+        Q, K = tok.gather(QKu[:, :d_h]), tok.gather(QKu[:, d_h:])
+        Z = Q @ K.transpose(0, 2, 1)                    # (n, M, M) (math 2.3)
+        S, abar, f = attention_from_logits(Z, v)
+        if not backward:
+            return f, None, None, None
+        # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
+        df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
+        dZ, dv = logits_backward(df, S, v)              # (math 4.2, 4.7)
+        G = np.empty((tok.n_unique, 2 * d_h))           # Eᵀ [dQ | dK]: per-token rows summed over occurrences (8.5)
+        G[:, :d_h] = tok.scatter(dZ @ K)                            # dQ = dZ K (math 4.10)
+        G[:, d_h:] = tok.scatter(dZ.transpose(0, 2, 1) @ Q)         # dK = dZᵀ Q (math 4.10)
+        return f, Cache(Q, K, v, Z, S, abar), dv, G
 
     def value_and_grad(self, state):
         """(loss, (Γ_Q, Γ_K, Γ_V, ∇w_O), f (N,), Cache) at coordinates ``state``; Γ as in the module docstring.
@@ -193,17 +207,7 @@ class SpanObjective(ViTObjective):
         UcA = self.U_c @ AQK if AQK[0].any() or AQK.any() else None                 # (n_u, 2 d_h)
         vu = self._UWV0_w(w_O) + self.U_c @ (A_V @ w_O)  # (n_u,) U·W_V(t)·w_O, never U·W_V(t) (math 8.4)
         v = tok.gather(vu)
-        Q, K, Z = self._logits(tok, self.QKW0, UcA)
-        S, abar, f = self._from_logits(Z, v)
-        # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
-        df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
-        dZ, dv = self._logits_bwd(df, S, v)             # (math 4.2, 4.7)
-        G = np.empty((tok.n_unique, 2 * d_h))           # Eᵀ [dQ | dK]: per-token rows summed over occurrences (8.5)
-        if self._kernels is not None:
-            self._kernels.span_products(dZ, Q, K, tok.index, self._first, G)
-        else:
-            G[:, :d_h] = tok.scatter(dZ @ K)                        # dQ = dZ K (math 4.10)
-            G[:, d_h:] = tok.scatter(dZ.transpose(0, 2, 1) @ Q)     # dK = dZᵀ Q (math 4.10)
+        f, cache, dv, G = self._attend(tok, self.QKW0, UcA, v, backward=True)
         G = self._coef(G)                               # (r, 2 d_h) [Γ_Q | Γ_K]: ∇W_Q = P Γ_Q, ∇W_K = P Γ_K (8.5)
         dvu = tok.scatter(dv)                           # (n_u,) Σ c_i ā_{i,j} over each token's occurrences (math 7.3)
         Gamma_V = np.outer(self._coef(dvu), w_O)        # (r, d_v)  ∇W_V = Xᵀ dv w_Oᵀ = P Γ_V (math 8.5)
@@ -213,8 +217,7 @@ class SpanObjective(ViTObjective):
             dw_O = dW0 + A_V.T @ (self.U_c.T @ dvu)     # (math 8.8)
         else:
             dw_O = np.zeros_like(w_O)                   # w_O frozen: not computed (see grad_w_O)
-        return Evaluation(mean_loss(f, self.y), SpanState(G[:, :d_h], G[:, d_h:], Gamma_V, dw_O), f,
-                          Cache(Q, K, v, Z, S, abar))
+        return Evaluation(mean_loss(f, self.y), SpanState(G[:, :d_h], G[:, d_h:], Gamma_V, dw_O), f, cache)
 
     def _dense_qk(self, A_Q, A_K) -> np.ndarray:
         """[W_Q(t) | W_K(t)] = [W_Q(0) | W_K(0)] + P [A_Q | A_K] (d, 2 d_h), memoized on (A_Q, A_K).
@@ -249,21 +252,22 @@ class SpanObjective(ViTObjective):
     def test_outputs(self, state) -> np.ndarray:
         """f on the test set (n_test,), exactly: X_test·W(t) = X_test·W(0) + (X_test·P)·A(t) (docs/math.md (8.9)).
 
-        Test tokens are deduplicated too (μ± once) and X_test·W_V is never formed (only u = W_V w_O). A single
-        evaluation at the end of training (the default, ``eval_every=0``) forms [W_Q(t) | W_K(t)] once, which
-        ``params`` reuses, and projects the unique test tokens on it. Repeated evaluations (``eval_every``) cache
-        X_test·W(0) (computed at A = 0 anyway) and X_test·P, after which a call costs O(n_test M r d_h).
+        X_test·W_V is never formed (only u = W_V w_O). A single evaluation at the end of training (the default,
+        ``eval_every=0``) forms [W_Q(t) | W_K(t)] once, which ``params`` reuses, and projects every test token on it
+        (``all_tokens``: searching for the few repeated ones, μ±, would cost more than the rows it saves).
+        Repeated evaluations (``eval_every``) deduplicate the test tokens and cache X_test·W(0) (computed at A = 0
+        anyway) and X_test·P, after which a call costs O(n_test M r d_h).
         """
         if self.X_test is None:
             raise ValueError("this objective has no test set; pass X_test and y_test")
         A_Q, A_K, A_V, w_O = state
         d_h = A_Q.shape[1]
         self._test_calls += 1
-        if self._test_tokens is None:
-            self._test_tokens = unique_tokens(self.X_test)
-        tt = self._test_tokens
         at_init = not (A_Q.any() or A_K.any())
         if at_init or self._test_calls > 1:
+            if self._test_tokens is None:
+                self._test_tokens = unique_tokens(self.X_test)
+            tt = self._test_tokens
             if self._test_cache is None:                               # X_test·[W_Q(0) | W_K(0)], once
                 self._test_cache = (tt.U @ np.hstack([self.params0.W_Q, self.params0.W_K]), None)
             QK, UP = self._test_cache
@@ -272,11 +276,11 @@ class SpanObjective(ViTObjective):
                     UP = tt.U @ self.P
                     self._test_cache = (QK, UP)
                 QK = QK + UP @ np.hstack([A_Q, A_K])
-        else:
-            QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_ut, 2 d_h)
+        else:                                                          # one evaluation: no search for repeats
+            tt = all_tokens(self.X_test)
+            QK = tt.U @ self._dense_qk(A_Q, A_K)                       # (n_test M, 2 d_h)
         u = self._WV0_w(w_O) + self.P @ (A_V @ w_O)                   # (d,) u = W_V(t) w_O (math 2.2, 8.1)
-        Z = self._logits(tt, QK, None)[2]
-        return self._from_logits(Z, tt.gather(tt.U @ u))[2]
+        return self._attend(tt, QK, None, tt.gather(tt.U @ u), backward=False)[0]
 
     def params(self, state) -> Params:
         """Dense ``Params`` W(0) + P·A(t) (docs/math.md (8.1)). The loop calls this once at the end; the coordinates

@@ -60,7 +60,7 @@ def _whole_numbers(name: str, values, what: str) -> tuple:
 
 # The Figure-1 protocol (docs/math.md §10.1) on exact span coordinates: the training of both presets, and the default
 # of a custom grid, so that ``Sweep("mine", Ns=(2, 4, 8), mu_norms=(20, 40, 80), repeats=3)`` is the authors' protocol.
-FIGURE1_TRAIN = figure1_setting()[2].replace(coords="span", backend="numpy")
+FIGURE1_TRAIN = figure1_setting()[2].replace(coords="span")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Sweep:
     def grid(cls, name: str, Ns, mu_norms, repeats: int, seed: int = 0, backend: str | None = None,
              coords: str = "span") -> "Sweep":
         """Any grid on the presets' Figure-1 setting and protocol (``refvit sweep OUT --Ns … --mu-norms …``);
-        backend None: the numpy core on span coordinates (as cheap as numba there), "auto" on dense weights."""
+        backend None: ``refvit.config.default_backend``."""
         data, model, train = figure1_setting()
         train = train.replace(coords=coords, backend=default_backend(backend, coords))
         return cls(name, tuple(Ns), tuple(mu_norms), repeats, seed, data, model, train)

@@ -107,6 +107,17 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
     return TokenSet(U, index.reshape(n, M), counts, Et, first, repeated)
 
 
+def all_tokens(X: np.ndarray) -> TokenSet:
+    """Every position of X (n, M, d) as its own token, zero and repeated ones included, with no search for repeats:
+    U is a view of X's rows (n M, d), index numbers the positions. For a single pass over a batch (the test loss at
+    the end of training), where looking for repeated rows costs more than it saves."""
+    n, M, d = X.shape
+    flat = np.ascontiguousarray(X, dtype=np.float64).reshape(n * M, d)
+    pos = np.arange(n * M)
+    return TokenSet(flat, pos.reshape(n, M), np.ones(n * M, dtype=np.int64),
+                    scipy.sparse.identity(n * M, format="csr"), pos, ())
+
+
 def orthonormal_basis(U: np.ndarray) -> np.ndarray:
     """An orthonormal basis (d, r) of the row space of U (n_u, d), r = numerical rank, by a column-pivoted QR of Uᵀ.
 

@@ -45,7 +45,7 @@ def setting_configs(setting: str, N: int, mu: float, lr: float, steps: int):
         data, model, train = figure1_setting(N=N, mu_norm=float(mu))
     else:
         raise ValueError(f"unknown phase setting {setting!r}; choose one of {', '.join(map(repr, SETTINGS))}")
-    return data.replace(N=N), model, train.replace(lr=float(lr), coords="span", backend="numpy", eval_every=0)
+    return data.replace(N=N), model, train.replace(lr=float(lr), coords="span", eval_every=0)
 
 
 def run_file(N: int, mu: int, lr: float, repeat: int) -> str:

@@ -140,7 +140,7 @@ class SharpnessStudy:
     def sweep(self, cond) -> Sweep:
         name, d, variant = cond
         data = self.data.replace(d=d, **VARIANTS.get(variant, {}))
-        train = self.train.replace(lr=self.lr(d), coords="span", backend="numpy")
+        train = self.train.replace(lr=self.lr(d), coords="span")
         return Sweep(f"sharpness-{name}", self.Ns, mu_grid(self.snrs, data.sigma_p, d), self.repeats, self.seed,
                      data, self.model, train)
 
