@@ -46,6 +46,14 @@ def check_fits_in_memory(nbytes: float, what: str, change: str) -> None:
                          f"{total / 2**30:.3g} GiB of memory; {change}")
 
 
+def all_finite(a: np.ndarray) -> bool:
+    """Whether every entry of the float array ``a`` is finite, in one read of it. A finite sum is proof (a NaN or ±inf
+    entry makes the sum NaN or ±inf); only a sum that is not finite, which finite entries can also give by overflow,
+    has its entries looked at one by one."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(a.sum()) or np.all(np.isfinite(a)))
+
+
 def as_float_array(name: str, a, ndim: int) -> np.ndarray:
     """Return ``a`` as a C-contiguous float64 array of the given ndim, or raise a ValueError saying what to change."""
     arr = np.asarray(a)
@@ -56,7 +64,7 @@ def as_float_array(name: str, a, ndim: int) -> np.ndarray:
     if 0 in arr.shape:
         raise ValueError(f"{name} has an empty dimension, shape {arr.shape}; every size must be positive")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or inf; check the data or the step size that produced it")
     return arr
 

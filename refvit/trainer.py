@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TrainConfig, _positive_int
-from .primitives import Evaluation, mean_loss, merge_halves, overflow_scales
+from .primitives import Evaluation, all_finite, mean_loss, merge_halves, overflow_scales
 from .optimizers import Optimizer
 
 
@@ -84,11 +84,7 @@ class Objective(Protocol):
 
 
 def _all_finite(arrays) -> bool:
-    """Whether every entry of every array is finite. A finite sum is proof (a NaN or ±inf entry makes the sum NaN or
-    ±inf); only when the sum is not finite, which finite entries can also give by overflow, are the entries looked at
-    one by one. Halves of one buffer are read in one pass."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return all(np.isfinite(a.sum()) or np.all(np.isfinite(a)) for a in merge_halves(arrays))
+    return all(all_finite(a) for a in merge_halves(arrays))   # halves of one buffer: one pass
 
 
 def log_steps(T: int, per_decade: int) -> np.ndarray:

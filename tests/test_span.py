@@ -145,9 +145,11 @@ def test_left_factor_times_basis_is_the_dense_gradient(basis, other_tokens, prec
         assert rel_error(obj.P.T @ g_ref.W_Q, grads[0]) > 1e-2
 
 
-def test_test_outputs_exact_on_first_and_cached_calls():
-    """eval_every=1 uses the direct path once and the cached X_test·W(0), X_test·P afterwards: both exact."""
-    data_cfg = DataConfig(N=6, M=5, d=64, mu_norm=6.0, sigma_p=1.0, sigma_w=0.2, n_test=10)
+@pytest.mark.parametrize("other_tokens", ["weak_gaussian", "zero"])
+def test_test_outputs_exact_on_first_and_cached_calls(other_tokens):
+    """eval_every=1 uses the direct path once and the cached X_test·W(0), X_test·P afterwards: both exact. With
+    eval_every=0 the one evaluation projects every test token, zero ones included (``tokens.all_tokens``)."""
+    data_cfg = DataConfig(N=6, M=5, d=64, mu_norm=6.0, sigma_p=1.0, sigma_w=0.2, n_test=10, other_tokens=other_tokens)
     data, p0 = problem(data_cfg, ModelConfig(d_h=8, d_v=6, init="gaussian", sigma0=0.2))
     cfg = TrainConfig(lr=0.2, steps=15, eval_every=1, train_w_O=True)
     _, hd = train(p0, data.X, data.y, X_test=data.X_test, y_test=data.y_test, config=cfg.replace(backend="numpy"))

@@ -92,3 +92,21 @@ def test_cli_reports_bad_settings_without_traceback(capsys):
         main(["demo", "--backend", "numpy", "--seed", "-1", "--results", "/tmp/refvit_bad"])
     assert stop.value.code == 2
     assert "--seed: expected a number >= 0" in capsys.readouterr().err
+
+
+def test_all_finite_is_exact_where_the_sum_overflows():
+    """``all_finite`` reads the sum first: a NaN or ±inf entry anywhere must give False (also +inf beside -inf, whose
+    sum is NaN), and finite entries whose sum overflows must still give True (the entry-by-entry fallback)."""
+    from refvit.primitives import all_finite
+    big = np.full((3, 4), 1e308)                 # finite, but the sum is inf
+    assert all_finite(big) and all_finite(-big)
+    for bad in (np.nan, np.inf, -np.inf):
+        a = big.copy()
+        a[2, 3] = bad
+        assert not all_finite(a), bad
+    a = np.zeros(5)
+    a[1], a[3] = np.inf, -np.inf
+    assert not all_finite(a)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        train(Params(*[np.full(s, v) for s, v in (((4, 2), 1e308), ((4, 2), 1.0), ((4, 2), 1.0), ((2,), np.nan))]),
+              np.ones((2, 3, 4)), np.array([1.0, -1.0]), lr=0.1, steps=1)

@@ -1,11 +1,13 @@
-"""Numba kernels for the attention core: the same contract and numbers as ``model.attention_forward/backward``.
+"""Numba kernels for the attention core: the same contract and numbers as ``model.attention_forward/backward``, and
+``span_step``, the per-sample work of a span-coordinate evaluation (``refvit.jiang2024.span``) in one pass. Both
+build on the per-sample softmax (``_softmax_sample``) and its backward (``_backward_sample``), written once.
 
 Kernel hygiene (numba docs): ``cache=True``, no ``fastmath`` (it changes bits and lets LLVM assume there is no NaN,
 which would defeat the divergence guard), no globals, no RNG, float64 contiguous inputs (one specialization).
-The loops run one sample at a time and write only that sample's slice, so a ``prange`` over samples would be
-race-free; we keep them serial because sweeps already use one process per core. The (M, M)·(M, d_h) products go
-to BLAS through ``np.dot`` (a strict scalar loop cannot be vectorized without fastmath and was 10x slower); the
-softmax, ā and the softmax Jacobian are fused loops with no temporaries.
+The loops run one sample at a time, serially: sweeps already use one process per core, and numba's default thread
+pool may not be entered from two Python threads at once, which a caller's own thread pool would do. The (M, M)·(M,
+d_h) products go to BLAS through ``np.dot`` (a strict scalar loop cannot be vectorized without fastmath and was 10x
+slower); the softmax, ā and the softmax Jacobian are fused loops with no temporaries.
 
 Without numba (or with NUMBA_DISABLE_JIT=1) ``njit`` below is an identity decorator and these run as plain Python,
 slowly but with the same results; ``model.resolve_backend("auto")`` then picks the numpy path instead.

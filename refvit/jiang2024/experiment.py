@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from .config import DataConfig, ModelConfig
@@ -31,9 +32,17 @@ def _last(series) -> float:
 
 
 def draw_cell(data_cfg: DataConfig, model_cfg: ModelConfig, seed: int, key: tuple = ()) -> tuple[Dataset, Params]:
-    """The data and the initial weights of a cell, from the streams of (seed, *key) (``refvit.streams.streams``)."""
+    """The data and the initial weights of a cell, from the streams of (seed, *key) (``refvit.streams.streams``).
+
+    The initial weights come from a stream of their own, so they are drawn in a second thread while this one draws
+    the data (numpy's generators release the GIL while they fill an array): the same numbers, in less wall time
+    when a second core is free.
+    """
     rng = streams(seed, *key)
-    return make_dataset(data_cfg, rng.data, rng.test), init_params(model_cfg, data_cfg.d, rng.init)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        params0 = pool.submit(init_params, model_cfg, data_cfg.d, rng.init)
+        data = make_dataset(data_cfg, rng.data, rng.test)
+        return data, params0.result()
 
 
 def run_cell(data_cfg: DataConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, seed: int,

@@ -176,8 +176,9 @@ class SpanObjective(ViTObjective):
             Q, K, Z, S = np.empty((keep, M, d_h)), np.empty((keep, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M))
             abar, f = np.empty((n, M)), np.empty(n)
             dv, G = np.empty((n, M)), np.empty((tok.n_unique if backward else 0, 2 * d_h))
-            self._step(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, v, self.y, float(self.X.shape[0]),
-                       self._first, Q, K, Z, S, abar, f, dv, G)
+            y, first = (self.y, self._first) if backward else (self.y[:0], self._first[:0])   # the training set's
+            self._step(QKW0, UcA if UcA is not None else QKW0[:0], tok.index, v, y, float(self.X.shape[0]), first,
+                       Q, K, Z, S, abar, f, dv, G)
             if not backward:
                 return f, None, None, None
             return f, Cache(Q, K, v, Z, S, abar), dv, G

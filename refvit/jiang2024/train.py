@@ -4,7 +4,7 @@ loop of ``refvit.trainer``."""
 from __future__ import annotations
 
 from ..config import TrainConfig
-from .model import Params, check_inputs
+from .model import Params, check_batch, check_inputs
 from .span import SpanObjective
 from ..trainer import History, Objective, run
 from .objective import DenseObjective
@@ -29,7 +29,7 @@ def check_train_inputs(params, X, y, X_test=None, y_test=None):
     if (X_test is None) != (y_test is None):
         raise ValueError("give both X_test and y_test, or neither")
     if X_test is not None:
-        _, X_test, y_test = check_inputs(params, X_test, y_test)
+        X_test, y_test = check_batch(X_test, params.W_Q.shape[0], y_test)   # the params are checked already
         if X_test.shape[1] != X.shape[1]:
             raise ValueError(f"X_test has M={X_test.shape[1]} tokens but X has M={X.shape[1]}")
     return params, X, y, X_test, y_test
