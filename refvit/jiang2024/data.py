@@ -82,16 +82,16 @@ def sample(cfg: DataConfig, n: int, rng: np.random.Generator, signals=None) -> t
     X = np.empty((n, cfg.M, cfg.d))
     X[:, 0] = np.where(y[:, None] > 0, mu_plus, mu_minus)   # x_{i,0} = μ_{ỹ_i} (math 1.3)
     # The draws go straight into X, one contiguous block per sample, in the order of one (n, d) draw and then one
-    # (n, M − 2, d) draw (a generator fills an array value after value, so the numbers are the same), and are scaled
-    # in place: no temporary of their size.
+    # (n, M − 2, d) draw (a generator fills an array value after value, so the numbers are the same), and each block
+    # is scaled in place while it is in cache: no temporary of their size, no second pass over X.
     for i in range(n):
         rng.standard_normal(out=X[i, 1])
-    X[:, 1] *= cfg.sigma_p                                    # ξ_i = σ_p g_{i,1} (math 1.3)
+        X[i, 1] *= cfg.sigma_p                                # ξ_i = σ_p g_{i,1} (math 1.3)
     if cfg.M > 2:
         if cfg.other_tokens == "weak_gaussian":
             for i in range(n):
                 rng.standard_normal(out=X[i, 2:])
-            X[:, 2:] *= cfg.sigma_w                           # σ_w g_{i,l} (math 1.3)
+                X[i, 2:] *= cfg.sigma_w                       # σ_w g_{i,l} (math 1.3)
         else:
             X[:, 2:] = 0.0                                    # other_tokens="zero" (math 1.3)
     if cfg.project_noise:
