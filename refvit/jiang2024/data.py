@@ -5,6 +5,7 @@ An image X ∈ ℝ^{M×d} has the signal token μ_y at position 0, the noise tok
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
@@ -116,7 +117,11 @@ def make_dataset(cfg: DataConfig, data_rng: np.random.Generator, test_rng: np.ra
     check_fits_in_memory(dataset_bytes(cfg), f"a dataset of N={cfg.N}, n_test={cfg.n_test}, M={cfg.M}, d={cfg.d}",
                          "reduce N, n_test, M or d")
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
-    X, y_clean = sample(cfg, cfg.N, data_rng, (mu_plus, mu_minus))
-    y = flip_labels(y_clean, cfg.flip_rate, data_rng)             # (math 1.5)
-    X_test, y_test = sample(cfg, cfg.n_test, test_rng, (mu_plus, mu_minus))   # clean (math §1.2)
+    # the test set has a stream of its own: a second thread draws it while this one draws the training set (numpy's
+    # generators release the GIL while they fill an array), the same numbers in less wall time on a free core
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        test = pool.submit(sample, cfg, cfg.n_test, test_rng, (mu_plus, mu_minus))   # clean (math §1.2)
+        X, y_clean = sample(cfg, cfg.N, data_rng, (mu_plus, mu_minus))
+        y = flip_labels(y_clean, cfg.flip_rate, data_rng)         # (math 1.5)
+        X_test, y_test = test.result()
     return Dataset(X, y, X_test, y_test, mu_plus, mu_minus, y_clean)
