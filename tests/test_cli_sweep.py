@@ -25,7 +25,7 @@ def test_a_grid_from_the_command_line_is_the_presets_protocol_and_resumes(tmp_pa
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["settings_hash"] == Sweep.quick().settings_hash()    # the quick preset's setting and protocol
     assert meta["settings_hash"] == Sweep("x", (2,), (20,), 1).settings_hash()   # Sweep's defaults: FIGURE1_TRAIN
-    assert (meta["train"]["coords"], meta["train"]["backend"]) == ("span", "numpy")
+    assert (meta["train"]["coords"], meta["train"]["backend"]) == ("span", "auto")
     assert (meta["Ns"], meta["mu_norms"], meta["repeats"], meta["name"]) == ([2], [20, 40], 1, "mine")
     # the run equals the quick preset's run of that cell, computed apart from any folder
     row = json.loads((out / "runs" / sweep_run_file(2, 20, 0)).read_text())
