@@ -20,7 +20,6 @@ recomputed; the figure refuses it, naming the file.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -262,7 +262,6 @@ class SpanObjective(ViTObjective):
         if self.X_test is None:
             raise ValueError("this objective has no test set; pass X_test and y_test")
         A_Q, A_K, A_V, w_O = state
-        d_h = A_Q.shape[1]
         self._test_calls += 1
         at_init = not (A_Q.any() or A_K.any())
         if at_init or self._test_calls > 1:

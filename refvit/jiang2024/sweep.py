@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from .config import PRESETS, DataConfig, ModelConfig, figure1_setting
+from .config import PRESETS, DataConfig, ModelConfig, figure1_setting  # noqa: F401  (PRESETS: read from here)
 from ..config import TrainConfig, default_backend
 from ..executors import execute
 from .data import dataset_bytes
