@@ -149,14 +149,17 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
     from .test_faults import alive, cpu_seconds, end_leftovers, pool_workers
     from .test_sweep import REPO
     from refvit.jiang2024.sweep import Sweep
-    # each run is minutes of dense training, so the workers are mid-run when Ctrl-C arrives
+    # each run is 4000 steps of dense training (seconds), so the workers are mid-run when Ctrl-C arrives
     sw = Sweep("slow", (2, 4), (1, 2), 1, 0, DataConfig(N=2, M=16, d=1024, mu_norm=1.0, n_test=20),
                ModelConfig(d_h=256, d_v=256), TrainConfig(lr=0.01, steps=4000, backend="numpy"))
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps(sw.to_dict()))
     out = tmp_path / "out"
+    # The sweep takes Ctrl-C as under a terminal even when these tests run in a background job, which starts with
+    # SIGINT ignored (and an ignored signal stays ignored across exec, so Python would install no handler for it).
     proc = subprocess.Popen([sys.executable, "-m", "refvit.cli", "sweep", str(out), "--spec", str(spec),
                              "--workers", "2", "--no-progress"], cwd=REPO, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     workers = set()
 
