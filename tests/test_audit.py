@@ -19,8 +19,8 @@ TAGS = set(re.findall(r"\\tag\{([0-9]+\.[0-9]+)\}", MATH.read_text(encoding="utf
 
 # Rows that depend on the logit path dQ, dK (the W_Q / W_K gradients and what is built on them). The breaks below
 # patch model.attention_backward, which the dense trainer calls; the span trainer computes its backward from the
-# logits down (model.logits_backward and its kernels), so every row that compares a span-trained model with a
-# dense-trained one sees the break: 8.6, 8.8 (trajectories), 8.9 (test outputs after training).
+# logits down (model.logits_backward, on the numpy path the audit runs), so every row that compares a span-trained
+# model with a dense-trained one sees the break: 8.6, 8.8 (trajectories), 8.9 (test outputs after training).
 LOGIT_FAMILY = {"4.7", "4.8", "4.9", "4.10", "4.11", "4.12", "4.13", "4.17", "4.18", "5.5", "5.7", "5.8", "5.10",
                 "7.14", "8.5", "8.6", "8.7", "8.8", "8.9"}
 # Rows that depend on the value path dv (the W_V / w_O gradients and the value coefficients).

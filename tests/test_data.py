@@ -60,6 +60,24 @@ def test_flip_rate_flips_the_requested_fraction_of_training_labels_only():
     assert np.sum(flip_labels(np.ones(7), 0.3, np.random.default_rng(0)) < 0) == 2   # round(2.1)
 
 
+def test_one_generator_for_training_and_test_sets_gives_the_same_data_every_time():
+    """The training and test sets are drawn at the same time from their own streams; from one shared generator they
+    must be drawn one after the other, in the order train, labels, test, or a seed would not fix the data."""
+    cfg = DataConfig(N=6, M=4, d=32, n_test=8, flip_rate=0.2)
+    rng = np.random.default_rng(5)
+    a = make_dataset(cfg, rng, rng)
+    rng = np.random.default_rng(5)
+    b = make_dataset(cfg, rng, rng)
+    for x, z in zip(a, b):
+        np.testing.assert_array_equal(x, z)
+    rng = np.random.default_rng(5)                     # the order of draws, by hand
+    X, y_clean = sample(cfg, cfg.N, rng)
+    y = flip_labels(y_clean, cfg.flip_rate, rng)
+    X_test, y_test = sample(cfg, cfg.n_test, rng)
+    for x, z in zip((X, y, X_test, y_test), (a.X, a.y, a.X_test, a.y_test)):
+        np.testing.assert_array_equal(x, z)
+
+
 def test_streams_are_independent_and_reproducible():
     cfg = DataConfig(N=4, M=3, d=8, n_test=2)
     a, b = streams(7, 4, 80), streams(7, 4, 80)

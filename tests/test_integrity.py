@@ -156,11 +156,15 @@ def test_ctrl_c_during_a_sweep_prints_one_line_and_exits_130_with_its_workers_en
     spec.write_text(json.dumps(sw.to_dict()))
     out = tmp_path / "out"
     # The sweep takes Ctrl-C as under a terminal even when these tests run in a background job, which starts with
-    # SIGINT ignored (and an ignored signal stays ignored across exec, so Python would install no handler for it).
-    proc = subprocess.Popen([sys.executable, "-m", "refvit.cli", "sweep", str(out), "--spec", str(spec),
-                             "--workers", "2", "--no-progress"], cwd=REPO, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # SIGINT ignored: an ignored signal stays ignored across exec (Python would install no handler for it), while a
+    # handled one is reset to the default. So SIGINT is handled here while the sweep starts.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "refvit.cli", "sweep", str(out), "--spec", str(spec),
+                                 "--workers", "2", "--no-progress"], cwd=REPO, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    finally:
+        signal.signal(signal.SIGINT, old)
     workers = set()
 
     def two_workers():

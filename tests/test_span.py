@@ -168,6 +168,20 @@ def test_test_outputs_exact_on_first_and_cached_calls(other_tokens):
 # Token bookkeeping, rank deficiency, r > d, refusals
 # ---------------------------------------------------------------------------------------------------------------
 
+def test_all_tokens_keeps_repeats_and_leaves_out_zeros():
+    """``all_tokens``: one row per non-zero position, repeats kept (μ± once per image), zero tokens at index -1 and
+    not projected at all (a test set with zero other tokens would otherwise multiply mostly zero rows)."""
+    data_cfg = DataConfig(N=6, M=4, d=16, other_tokens="zero", n_test=2)
+    data, _ = problem(data_cfg, ModelConfig(d_h=2, d_v=2))
+    tok = tokens_mod.all_tokens(data.X)
+    assert tok.n_unique == 6 * 2 and np.all(tok.index[:, 2:] == -1)      # signal and noise token of each image
+    assert np.array_equal(tok.U, data.X[:, :2].reshape(12, 16))          # in position order, repeats kept
+    rebuilt = tok.gather(tok.U)
+    assert np.array_equal(rebuilt, data.X)
+    full = tokens_mod.all_tokens(data.X_test.copy() + 1.0)               # no zero token: U is a view of X
+    assert full.n_unique == data.X_test.shape[0] * 4 and np.all(full.index.ravel() == np.arange(full.n_unique))
+
+
 def test_unique_tokens_dedups_repeats_and_drops_zeros():
     data_cfg = DataConfig(N=6, M=4, d=16, other_tokens="zero", n_test=2)
     data, _ = problem(data_cfg, ModelConfig(d_h=2, d_v=2))

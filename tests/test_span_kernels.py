@@ -87,14 +87,17 @@ def test_fused_kernel_matches_the_numpy_path(case, monkeypatch):
         monkeypatch.setattr(tokens_mod, "REPEATED_MAX", 2)
         X = X.copy()
         X[3:, 1] = X[:3, 1]                           # three noise tokens shared by two samples each
-    fast, slow = paths(p0, X, data.y, X_test=data.X_test, y_test=data.y_test, **kw)
-    if case == "many_repeated":
-        assert fast.tokens.first is None and int(np.sum(fast.tokens.counts > 1)) == 5
-    if case == "zero_tokens":
-        assert np.any(fast.tokens.index < 0)
-    for st in (fast.fresh_state(), moved_state(fast, scale)):
+    for moved in (False, True):                       # a fresh pair each time: the first test call is its own path
+        fast, slow = paths(p0, X, data.y, X_test=data.X_test, y_test=data.y_test, **kw)
+        if case == "many_repeated":
+            assert fast.tokens.first is None and int(np.sum(fast.tokens.counts > 1)) == 5
+        if case == "zero_tokens":
+            assert np.any(fast.tokens.index < 0)
+        st = moved_state(fast, scale) if moved else fast.fresh_state()
         assert_same_evaluation(fast.value_and_grad(st), slow.value_and_grad(st))
-        for _ in range(2):                            # the test outputs: through W(t), then through the cache
+        # moved: the first call is the single evaluation (every non-zero test token, ``tokens.all_tokens``), the
+        # second goes through the cached X_test·W(0), X_test·P; at A = 0 both go through the cached products
+        for _ in range(2):
             assert_close(fast.test_outputs(st), slow.test_outputs(st), "test outputs")
 
 
@@ -147,6 +150,25 @@ def test_training_layout_gives_the_same_trajectory_to_the_bit():
         np.testing.assert_array_equal(a, b)
     for key in h_a.values:
         np.testing.assert_array_equal(h_a[key], h_b[key])
+
+
+def test_kernel_as_plain_python_takes_margins_past_the_float64_range_of_exp():
+    """y·f > 709.78: e^{y f} overflows, which plain-Python math.exp reports by raising; the kernel takes it as inf
+    (ℓ' = -0), as compiled code and the numpy path do. Plain Python and compiled: the same arrays."""
+    data, p0 = small()
+    obj = SpanObjective(p0, data.X, data.y, core="numba")
+    (n, M), d_h, n_u = obj.tokens.index.shape, p0.W_Q.shape[1], obj.tokens.n_unique
+    v = np.where(data.y[:, None] > 0, 1e3, -1e3) * np.ones((n, M))    # f = ±1000 on the side of y: y·f = 1000
+    plain = getattr(_kernels.span_step, "py_func", _kernels.span_step)    # without JIT the kernel is plain already
+    outs = []
+    for fn in (plain, _kernels.span_step):
+        out = [np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M)),
+               np.empty((n, M)), np.empty(n), np.empty((n, M)), np.empty((n_u, 2 * d_h))]
+        fn(obj.QKW0, obj.QKW0[:0], obj.tokens.index, v, obj.y, float(n), obj._first, *out)
+        assert np.all(obj.y * out[5] > 709.8) and np.all(out[6] == 0.0) and np.all(out[7] == 0.0)   # ℓ' = 0
+        outs.append(out)
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_training_with_the_fused_kernel_follows_the_numpy_path():

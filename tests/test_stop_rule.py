@@ -13,7 +13,7 @@ from refvit.jiang2024.model import mean_loss
 
 CELLS = ((4, 20.0), (10, 60.0), (20, 80.0))     # harmful, near the boundary, benign (N, ‖μ‖)
 WAYS = ({"coords": "dense", "backend": "numpy"}, {"coords": "dense", "backend": "numba"},
-        {"coords": "span", "backend": "numpy"})
+        {"coords": "span", "backend": "numpy"}, {"coords": "span", "backend": "numba"})
 
 
 def authors_loop(params, X, y, X_test, y_test, lr, epochs, threshold):

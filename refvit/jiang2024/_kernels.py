@@ -156,7 +156,9 @@ def span_step(QKW0, UcA, index, v, y, n_train, first, Q, K, Z, S, abar, f, dv, G
         f[i] = _softmax_sample(Z[i], v[i], S[i], abar[i])
         if not backward:
             continue
-        df = -1.0 / (1.0 + math.exp(y[i] * f[i])) * y[i] / n_train   # ℓ'(y f) y / N, ℓ' = -1/(1+e^z) (math 3.2, 4.1)
+        z = y[i] * f[i]                          # e^z is inf past log(float64 max), where plain-Python math.exp raises
+        ez = math.exp(z) if z <= 709.782712893384 else math.inf
+        df = -1.0 / (1.0 + ez) * y[i] / n_train  # ℓ'(z) y / N, ℓ'(z) = -1/(1 + e^z) (math 3.2, 4.1)
         _backward_sample(df, S[i], v[i], dZ, dv[i], dS)
         for l in range(M):
             for j in range(M):

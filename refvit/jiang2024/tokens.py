@@ -14,7 +14,8 @@ import scipy.sparse
 
 
 class TokenSet(NamedTuple):
-    """The distinct non-zero tokens of a batch X (n, M, d) (docs/math.md §7.1).
+    """The distinct non-zero tokens of a batch X (n, M, d) (docs/math.md §7.1); from ``all_tokens``, its non-zero
+    tokens position by position, repeats not merged (then "unique" below means "non-zero").
 
     U: (n_u, d) unique non-zero tokens, in order of first occurrence (row-major over (i, l)).
     index: (n, M) int, X[i, l] = U[index[i, l]]; -1 marks a zero token.
@@ -108,14 +109,21 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
 
 
 def all_tokens(X: np.ndarray) -> TokenSet:
-    """Every position of X (n, M, d) as its own token, zero and repeated ones included, with no search for repeats:
-    U is a view of X's rows (n M, d), index numbers the positions. For a single pass over a batch (the test loss at
-    the end of training), where looking for repeated rows costs more than it saves."""
+    """Every non-zero position of X (n, M, d) as a token of its own, repeated ones included: no search for repeats.
+    U holds X's non-zero rows in position order (a view of X when no row is zero), index numbers them (-1 at zero
+    tokens, as in ``unique_tokens``). For a single pass over a batch (the test loss at the end of training), where
+    looking for repeated rows costs more than the rows it would save."""
     n, M, d = X.shape
     flat = np.ascontiguousarray(X, dtype=np.float64).reshape(n * M, d)
-    pos = np.arange(n * M)
-    return TokenSet(flat, pos.reshape(n, M), np.ones(n * M, dtype=np.int64),
-                    scipy.sparse.identity(n * M, format="csr"), pos, ())
+    nonzero = np.flatnonzero(flat.any(axis=1))
+    if nonzero.size == 0:
+        raise ValueError("every token of X is zero: there is no token to evaluate; check the data")
+    rows = flat if nonzero.size == flat.shape[0] else flat[nonzero]
+    index = np.full(n * M, -1, dtype=np.int64)
+    index[nonzero] = np.arange(nonzero.size)
+    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (np.arange(nonzero.size), nonzero)),
+                                 shape=(nonzero.size, n * M))
+    return TokenSet(rows, index.reshape(n, M), np.ones(nonzero.size, dtype=np.int64), Et, nonzero, ())
 
 
 def orthonormal_basis(U: np.ndarray) -> np.ndarray:
