@@ -193,8 +193,8 @@ def test_sizes_that_cannot_be_allocated_are_refused_before_allocating(monkeypatc
     from refvit.jiang2024.data import dataset_bytes, make_dataset
     from refvit.jiang2024.sweep import Sweep
     cfg = DataConfig(N=2_000_000, M=16, d=4096, n_test=20)
-    # (N + n_test)·M·d float64 plus one noise draw of N·M·d: computed by hand, 8 bytes each
-    assert dataset_bytes(cfg) == 8 * (2_000_020 * 16 * 4096) + 8 * 2_000_000 * 16 * 4096
+    # (N + n_test)·M·d float64, and as much again for the two draws' temporaries (drawn at the same time): by hand
+    assert dataset_bytes(cfg) == 8 * (2_000_020 * 16 * 4096) + 8 * 2_000_020 * 16 * 4096
     monkeypatch.setattr(prim, "physical_memory", lambda: 2**30)       # a 1 GiB machine, whatever this one has
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=r"N=2000000.*GiB.*reduce N"):
