@@ -108,7 +108,7 @@ def plan_cell(setting: str, N: int | None = None, mu: float | None = None, lr: f
         lr0 = STEP_SIZE * N
     coords = coords if setting == "jiang2024" else "dense"
     cfg = TrainConfig(lr=lr0 if lr is None else lr, steps=steps0 if steps is None else steps, optimizer=optimizer,
-                      backend=default_backend(backend, coords), coords=coords)
+                      backend=default_backend(backend), coords=coords)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return Cell(setting, N, mu, seed, KINDS[setting][0](N, mu), cfg)

@@ -18,7 +18,7 @@ STOP_RULES = ("authors", "first_below")    # the order of loss check, update and
 SETTINGS = ("jiang2024", "li2025", "magen2025")   # the settings, by the folder of each: refvit/<setting>/
 
 
-def default_backend(backend: str | None, coords: str) -> str:
+def default_backend(backend: str | None) -> str:
     """The attention core when none is named (None): "auto" (numba if usable), on span coordinates (the fused kernel
     ``refvit.jiang2024._kernels.span_step``) as on dense weights; a named backend is returned as it is."""
     return backend or "auto"

@@ -67,7 +67,7 @@ def demo(results="results", figures="results/figures", seed: int = 0, backend: s
     rows = []
     for name, N, mu in DEMO_CELLS:
         data_cfg, model_cfg, train_cfg = figure1_setting(N=N, mu_norm=mu)
-        train_cfg = train_cfg.replace(backend=default_backend(backend, coords), coords=coords)
+        train_cfg = train_cfg.replace(backend=default_backend(backend), coords=coords)
         run = run_cell(data_cfg, model_cfg, train_cfg, seed=seed,
                        key=cell_key(N, mu))   # the same draw as repeat 0 of this cell in the sweep
         save_history(out / f"demo_{name}.npz", run.history, run.summary)
@@ -282,7 +282,7 @@ def coefficients(mode: str, *, file=None, results="results", figures="results/fi
         if setting not in COEFFICIENT_CELLS:
             raise ValueError(f"unknown cell {setting!r}; choose one of {sorted(COEFFICIENT_CELLS)}")
         mu = inspect.signature(COEFFICIENT_CELLS[setting]).parameters["mu_norm"].default if mu is None else mu
-        backend = default_backend(backend, coords)
+        backend = default_backend(backend)
         name = f"coefficients_{setting}{f'_N{N}' if N is not None else ''}_mu{mu:g}{'_wO' if train_w_O else ''}"
         saved = Path(results) / f"{name}.npz" if results_file is None else Path(results_file)
         weights = Path(results) / f"{name}_weights.npz" if save_weights else None

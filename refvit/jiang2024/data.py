@@ -118,16 +118,13 @@ def make_dataset(cfg: DataConfig, data_rng: np.random.Generator, test_rng: np.ra
                          "reduce N, n_test, M or d")
     mu_plus, mu_minus = _check_signals(cfg, *(signals if signals is not None else default_signals(cfg)))
     signals = (mu_plus, mu_minus)
-    if test_rng.bit_generator is data_rng.bit_generator:   # one stream for both: its draws must stay in order
-        X, y_clean = sample(cfg, cfg.N, data_rng, signals)
-        y = flip_labels(y_clean, cfg.flip_rate, data_rng)         # (math 1.5)
-        X_test, y_test = sample(cfg, cfg.n_test, test_rng, signals)   # clean (math §1.2)
-        return Dataset(X, y, X_test, y_test, mu_plus, mu_minus, y_clean)
-    # the test set has a stream of its own: a second thread draws it while this one draws the training set (numpy's
-    # generators release the GIL while they fill an array), the same numbers in less wall time on a free core
+    # A test set with a stream of its own is drawn by a second thread while this one draws the training set (numpy's
+    # generators release the GIL while they fill an array): the same numbers in less wall time on a free core. One
+    # stream shared by both is drawn here, in order: training set, label flips, test set.
+    own_stream = test_rng.bit_generator is not data_rng.bit_generator
     with ThreadPoolExecutor(max_workers=1) as pool:
-        test = pool.submit(sample, cfg, cfg.n_test, test_rng, signals)   # clean (math §1.2)
+        test = pool.submit(sample, cfg, cfg.n_test, test_rng, signals) if own_stream else None   # clean (math §1.2)
         X, y_clean = sample(cfg, cfg.N, data_rng, signals)
         y = flip_labels(y_clean, cfg.flip_rate, data_rng)         # (math 1.5)
-        X_test, y_test = test.result()
+        X_test, y_test = test.result() if own_stream else sample(cfg, cfg.n_test, test_rng, signals)
     return Dataset(X, y, X_test, y_test, mu_plus, mu_minus, y_clean)

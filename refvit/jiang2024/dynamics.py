@@ -65,7 +65,7 @@ class Dynamics:
     @classmethod
     def _setting(cls, name, runs, seed, backend, coords) -> "Dynamics":
         data, model, train = dynamics_setting()
-        backend = default_backend(backend, coords)
+        backend = default_backend(backend)
         return cls(name, REGIMES, runs, seed, data, model, train.replace(coords=coords, backend=backend, eval_every=1))
 
     def to_dict(self) -> dict:

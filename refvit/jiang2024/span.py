@@ -35,9 +35,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..primitives import halves_of_one
-from .model import (Cache, Evaluation, Params, attention_from_logits, logistic_loss_derivative, logits_backward,
-                    mean_loss, resolve_backend)
+from ..primitives import dloss_df, halves_of_one
+from .model import Cache, Evaluation, Params, attention_from_logits, logits_backward, mean_loss, resolve_backend
 from .tokens import all_tokens, orthonormal_basis, unique_tokens
 from .objective import ViTObjective
 
@@ -188,8 +187,7 @@ class SpanObjective(ViTObjective):
         S, abar, f = attention_from_logits(Z, v)
         if not backward:
             return f, None, None, None
-        # forward: L = (1/N) Σ_i ℓ(y_i f_i), so dL/df_i = c_i = ℓ'_i y_i / N (math 4.1)
-        df = logistic_loss_derivative(self.y * f) * self.y / self.X.shape[0]
+        df = dloss_df(f, self.y)                        # dL/df_i = ℓ'(y_i f_i) y_i / N (math 4.1)
         dZ, dv = logits_backward(df, S, v)              # (math 4.2, 4.7)
         G = np.empty((tok.n_unique, 2 * d_h))           # Eᵀ [dQ | dK]: per-token rows summed over occurrences (8.5)
         G[:, :d_h] = tok.scatter(dZ @ K)                            # dQ = dZ K (math 4.10)

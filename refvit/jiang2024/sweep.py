@@ -125,7 +125,7 @@ class Sweep:
         """Any grid on the presets' Figure-1 setting and protocol (``refvit sweep OUT --Ns … --mu-norms …``);
         backend None: ``refvit.config.default_backend``."""
         data, model, train = figure1_setting()
-        train = train.replace(coords=coords, backend=default_backend(backend, coords))
+        train = train.replace(coords=coords, backend=default_backend(backend))
         return cls(name, tuple(Ns), tuple(mu_norms), repeats, seed, data, model, train)
 
     # --- derived ----------------------------------------------------------------------------------------------
