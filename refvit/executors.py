@@ -2,7 +2,8 @@
 
 By default a ``ProcessPoolExecutor`` with the "spawn" start method and one BLAS thread per worker
 (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1 are put in the workers' environment before they start, i.e. before they
-import numpy), one worker per core; ``workers=0`` runs serially in this process. A dask.distributed cluster works
+import numpy), one worker per core, each keeping the memory its runs free for the next ones (glibc's ``mallopt``);
+``workers=0`` runs serially in this process. A dask.distributed cluster works
 through ``client.get_executor()``. The parent process saves the results, so workers need no shared file system.
 
 No orphans. Each pool worker ends when its parent ends, however it ends (SIGKILL included): on Linux the kernel
@@ -70,6 +71,7 @@ def available_cores() -> int:
 
 
 PR_SET_PDEATHSIG = 1     # <linux/prctl.h>
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3   # <malloc.h> (glibc)
 
 
 def _watch_parent(parent: int) -> None:
@@ -79,10 +81,19 @@ def _watch_parent(parent: int) -> None:
 
 
 def worker_init(parent: int) -> None:
-    """Runs first in every pool worker: end with the parent (``parent`` = its pid), and let go of its stdout."""
+    """Runs first in every pool worker: end with the parent (``parent`` = its pid), let go of its stdout, and (glibc)
+    keep the memory its runs free for the next ones."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)   # the kernel signals us when the parent dies
+        if hasattr(libc, "mallopt"):
+            # Keep freed memory for the next run instead of handing it back to the kernel: a cell allocates tens of
+            # MB of fresh arrays, and the first touch of every page handed back in between is a page fault
+            # (docs/performance.md measures what this saves). Arrays up to 32 MB, the most glibc allows, then come
+            # from the heap rather than from mmap, and the heap is trimmed only past 1 GiB free. Memory held: at
+            # most the worker's peak.
+            libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+            libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     if os.getppid() != parent:
         os._exit(1)          # the parent died before the line above took effect
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle: it ends us with SIGTERM
