@@ -54,7 +54,14 @@ def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
     """
     G = _design(F)[0]
     A = (2.0 * b - 1.0)[:, None] * G                          # rows sgn_i·g_i
-    res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * G.shape[1], method="highs")
+    # Repeated rows (a grid's runs, a bootstrap resample) are one constraint each, weighted in the objective by how
+    # often they occur: the same LP, several times smaller on a sweep's table.
+    order = np.lexsort(A.T[::-1])                             # equal rows next to each other
+    A = A[order]
+    new = np.concatenate([[True], np.any(A[1:] != A[:-1], axis=1)])
+    rows, count = A[new], np.diff(np.append(np.flatnonzero(new), len(A)))
+    res = linprog(-(count @ rows), A_ub=-rows, b_ub=np.zeros(len(rows)), bounds=[(-1, 1)] * G.shape[1],
+                  method="highs")
     # 1e-7 on a sum of n terms of size ≤ |g|·|w| ~ 1: far above the LP's 1e-9 feasibility tolerance, far below
     # the smallest margin a real separating direction leaves on a finite grid
     return bool(res.status == 0 and -res.fun > 1e-7)

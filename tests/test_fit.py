@@ -3,8 +3,9 @@ import math
 
 import numpy as np
 import pytest
+from scipy.optimize import linprog
 
-from refvit.fit import fit_boundary, is_separable
+from refvit.fit import _design, fit_boundary, is_separable
 
 from .problems import newton_logistic
 
@@ -112,6 +113,35 @@ def test_bad_input_says_what_to_change(change, match):
 def test_overlapping_labels_are_not_called_separable():
     N, snr, b = synthetic(reps=1)
     assert not is_separable(np.column_stack([np.log(N), np.log(snr)]), b.astype(float))
+
+
+def separable_row_by_row(F, b) -> bool:
+    """The separation LP of ``is_separable`` with one constraint per run, repeats included (no merging)."""
+    A = (2.0 * b - 1.0)[:, None] * _design(F)[0]
+    res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * A.shape[1], method="highs")
+    return bool(res.status == 0 and -res.fun > 1e-7)
+
+
+def test_merging_repeated_runs_leaves_the_separability_verdict_unchanged():
+    """Bootstrap-like resamples (repeated runs) of point sets labelled by a random line, with no, one or three
+    labels flipped: ``is_separable``, which merges equal rows into one weighted constraint, says what the LP over
+    every run says, and both verdicts occur. The first feature takes few values (as N on a grid), so rows that agree
+    in it but not in the second must stay apart."""
+    rng = np.random.default_rng(0)
+    verdicts = []
+    for case in range(90):
+        F = np.column_stack([rng.integers(0, 4, 12).astype(float), rng.normal(size=12)])
+        w = rng.normal(size=3)
+        b = (w[0] + F @ w[1:] > 0).astype(float)
+        flip = rng.choice(12, [0, 1, 3][case % 3], replace=False)
+        b[flip] = 1 - b[flip]
+        idx = rng.integers(0, 12, 40)
+        Fi, bi = F[idx], b[idx]
+        if bi.min() == bi.max() or np.any(Fi.min(axis=0) == Fi.max(axis=0)):
+            continue
+        verdicts.append(is_separable(Fi, bi))
+        assert verdicts[-1] == separable_row_by_row(Fi, bi), case
+    assert 10 < sum(verdicts) < len(verdicts) - 10, sum(verdicts)
 
 
 def test_unknown_method_and_bad_n_boot_are_refused():

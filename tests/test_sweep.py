@@ -18,6 +18,7 @@ from refvit.jiang2024.experiment import run_cell
 from refvit.executors import BLAS_ENV, default_executor
 from refvit.io import read_columns as load_table
 from refvit.results import TIMING_COLUMNS, sweep_run_file
+from refvit.runstore import settings_hash
 from refvit.jiang2024.sweep import COLUMNS, Sweep, run_one, run_sweep, table_rows
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,6 +190,15 @@ def test_pool_workers_reuse_the_memory_a_run_frees():
     with default_executor(1) as ex:
         faults = ex.submit(refault_pages, 24).result()
     assert faults < 100, f"{faults} page faults: the worker handed the freed array back to the kernel"
+
+
+def test_a_sweeps_hash_is_computed_once_and_follows_its_settings():
+    sw = tiny_sweep()
+    first = sw.settings_hash()
+    assert sw.settings_hash() is first == settings_hash(sw.settings())          # kept, and what it should be
+    other = replace(sw, seed=1)
+    assert other.settings_hash() == settings_hash(other.settings()) != first    # a copy does not inherit it
+    assert "_settings_hash" not in sw.to_dict() and other == replace(other)     # not a field: not saved, not compared
 
 
 def test_folder_with_other_settings_is_refused_but_a_bigger_grid_reuses_runs(tmp_path):

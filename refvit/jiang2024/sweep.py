@@ -144,8 +144,13 @@ class Sweep:
         return out
 
     def settings_hash(self) -> str:
-        """A hash of ``settings()``: stored in sweep.json and in every run file, and checked on every read."""
-        return settings_hash(self.settings())
+        """A hash of ``settings()``: stored in sweep.json and in every run file, and checked on every read (of
+        each of the 10,000 files of the paper's sweep: so computed once per sweep, which is immutable)."""
+        known = self.__dict__.get("_settings_hash")
+        if known is None:
+            known = settings_hash(self.settings())
+            object.__setattr__(self, "_settings_hash", known)   # a cache, not a field: not compared, not saved
+        return known
 
     def to_dict(self) -> dict:
         return {"name": self.name, "Ns": list(self.Ns), "mu_norms": list(self.mu_norms), "repeats": self.repeats,
