@@ -119,7 +119,7 @@ def separable_row_by_row(F, b) -> bool:
     """The separation LP of ``is_separable`` with one constraint per run, repeats included (no merging)."""
     A = (2.0 * b - 1.0)[:, None] * _design(F)[0]
     res = linprog(-A.sum(axis=0), A_ub=-A, b_ub=np.zeros(len(A)), bounds=[(-1, 1)] * A.shape[1], method="highs")
-    return bool(res.status == 0 and -res.fun > 1e-7)
+    return bool(res.status == 0 and -res.fun > 1e-7)      # the verdict's threshold in is_separable
 
 
 def test_merging_repeated_runs_leaves_the_separability_verdict_unchanged():
