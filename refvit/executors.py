@@ -89,9 +89,9 @@ def worker_init(parent: int) -> None:
         if hasattr(libc, "mallopt"):
             # Keep freed memory for the next run instead of handing it back to the kernel: a cell allocates tens of
             # MB of fresh arrays, and the first touch of every page handed back in between is a page fault
-            # (docs/performance.md measures what this saves). Arrays up to 32 MB, the most glibc allows, then come
-            # from the heap rather than from mmap, and the heap is trimmed only past 1 GiB free. Memory held: at
-            # most the worker's peak.
+            # (docs/performance.md measures what this saves). Arrays up to 32 MiB (the most glibc's own adjustment
+            # of the threshold reaches on 64-bit) then come from the heap rather than from mappings of their own,
+            # and the heap is trimmed only past 1 GiB free. Memory held: about the worker's peak.
             libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
             libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
     if os.getppid() != parent:

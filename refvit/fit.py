@@ -49,22 +49,29 @@ def is_separable(F: np.ndarray, b: np.ndarray) -> bool:
     """True when some non-zero w puts every label on its side: sgn_i·(w₀ + F_i·w) ≥ 0 for all i (quasi-complete
     separation included). Then the logistic likelihood has no finite maximum (Albert & Anderson 1984).
 
-    Linear program: maximize Σ_i sgn_i·g_iᵀw subject to sgn_i·g_iᵀw ≥ 0 and |w| ≤ 1 (standardized features); the
-    optimum is > 0 exactly when such a w exists.
+    Linear program (``separation_margin``): maximize Σ_i sgn_i·g_iᵀw subject to sgn_i·g_iᵀw ≥ 0 and |w| ≤ 1
+    (standardized features); the optimum is > 0 exactly when such a w exists.
     """
+    margin = separation_margin(F, b)
+    # 1e-7 on a sum of n terms of size ≤ |g|·|w| ~ 1: far above the LP's 1e-9 feasibility tolerance, far below
+    # the smallest margin a real separating direction leaves on a finite grid
+    return margin is not None and margin > 1e-7
+
+
+def separation_margin(F: np.ndarray, b: np.ndarray) -> float | None:
+    """The optimum of ``is_separable``'s linear program (None when the solver finds none; 0.0 for no rows)."""
+    if len(b) == 0:
+        return 0.0
     G = _design(F)[0]
     A = (2.0 * b - 1.0)[:, None] * G                          # rows sgn_i·g_i
     # Repeated rows (a grid's runs, a bootstrap resample) are one constraint each, weighted in the objective by how
     # often they occur: the same LP, several times smaller on a sweep's table.
-    order = np.lexsort(A.T[::-1])                             # equal rows next to each other
-    A = A[order]
+    A = A[np.lexsort(A.T[::-1])]                              # equal rows next to each other
     new = np.concatenate([[True], np.any(A[1:] != A[:-1], axis=1)])
     rows, count = A[new], np.diff(np.append(np.flatnonzero(new), len(A)))
     res = linprog(-(count @ rows), A_ub=-rows, b_ub=np.zeros(len(rows)), bounds=[(-1, 1)] * G.shape[1],
                   method="highs")
-    # 1e-7 on a sum of n terms of size ≤ |g|·|w| ~ 1: far above the LP's 1e-9 feasibility tolerance, far below
-    # the smallest margin a real separating direction leaves on a finite grid
-    return bool(res.status == 0 and -res.fun > 1e-7)
+    return float(-res.fun) if res.status == 0 else None
 
 
 def _design(F: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
