@@ -3,8 +3,8 @@
 By default a ``ProcessPoolExecutor`` with the "spawn" start method and one BLAS thread per worker
 (OPENBLAS/OMP/MKL/NUMBA_NUM_THREADS=1 are put in the workers' environment before they start, i.e. before they
 import numpy), one worker per core, each keeping the memory its runs free for the next ones (glibc's ``mallopt``);
-``workers=0`` runs serially in this process. A dask.distributed cluster works
-through ``client.get_executor()``. The parent process saves the results, so workers need no shared file system.
+``workers=0`` runs serially in this process. A dask.distributed cluster works through ``client.get_executor()``.
+The parent process saves the results, so workers need no shared file system.
 
 No orphans. Each pool worker ends when its parent ends, however it ends (SIGKILL included): on Linux the kernel
 sends it SIGTERM (``prctl(PR_SET_PDEATHSIG)``), and everywhere a watchdog thread exits it once ``os.getppid()``
