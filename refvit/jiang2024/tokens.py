@@ -78,11 +78,7 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
     instead. Either way two tokens are merged only if they are equal.
     """
     n, M, d = X.shape
-    flat = np.ascontiguousarray(X.reshape(n * M, d), dtype=np.float64)
-    nonzero = np.flatnonzero(np.any(flat != 0.0, axis=1))
-    if nonzero.size == 0:
-        raise ValueError("every token of X is zero: there is no token span to train in; check the data")
-    rows = flat if nonzero.size == flat.shape[0] else flat[nonzero]   # no copy when no token is zero
+    rows, nonzero = _nonzero_rows(X, "there is no token span to train in")
     _, first, inverse = np.unique(_row_hash(rows), return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     shared = np.flatnonzero(np.bincount(inverse)[inverse] > 1)
@@ -96,16 +92,14 @@ def unique_tokens(X: np.ndarray) -> TokenSet:
     rank_of[np.argsort(first, kind="stable")] = np.arange(first.size)
     inverse = rank_of[inverse]
     U = rows[np.sort(first)]
-    index = np.full(n * M, -1, dtype=np.int64)
-    index[nonzero] = inverse
-    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (inverse, nonzero)), shape=(U.shape[0], n * M))
+    index, Et = _positions(nonzero, inverse, U.shape[0], (n, M))
     counts = np.bincount(inverse, minlength=U.shape[0])
     shared_tokens = np.flatnonzero(counts > 1)
     first = repeated = None
     if shared_tokens.size <= REPEATED_MAX:
         first = nonzero[np.unique(inverse, return_index=True)[1]]   # position of each token's first occurrence
         repeated = tuple((int(u), nonzero[inverse == u]) for u in shared_tokens)
-    return TokenSet(U, index.reshape(n, M), counts, Et, first, repeated)
+    return TokenSet(U, index, counts, Et, first, repeated)
 
 
 def all_tokens(X: np.ndarray) -> TokenSet:
@@ -113,17 +107,29 @@ def all_tokens(X: np.ndarray) -> TokenSet:
     U holds X's non-zero rows in position order (a view of X when no row is zero), index numbers them (-1 at zero
     tokens, as in ``unique_tokens``). For a single pass over a batch (the test loss at the end of training), where
     looking for repeated rows costs more than the rows it would save."""
+    rows, nonzero = _nonzero_rows(X, "there is no token to evaluate")
+    index, Et = _positions(nonzero, np.arange(nonzero.size), nonzero.size, X.shape[:2])
+    return TokenSet(rows, index, np.ones(nonzero.size, dtype=np.int64), Et, nonzero, ())
+
+
+def _nonzero_rows(X: np.ndarray, nothing: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, nonzero): the non-zero tokens of X (n, M, d) as float64 rows in position order (a view of X when no
+    token is zero) and their flat positions i·M + l. Every token zero is a ValueError that says ``nothing``."""
     n, M, d = X.shape
-    flat = np.ascontiguousarray(X, dtype=np.float64).reshape(n * M, d)
-    nonzero = np.flatnonzero(flat.any(axis=1))
+    flat = np.ascontiguousarray(X.reshape(n * M, d), dtype=np.float64)
+    nonzero = np.flatnonzero(np.any(flat != 0.0, axis=1))
     if nonzero.size == 0:
-        raise ValueError("every token of X is zero: there is no token to evaluate; check the data")
-    rows = flat if nonzero.size == flat.shape[0] else flat[nonzero]
-    index = np.full(n * M, -1, dtype=np.int64)
-    index[nonzero] = np.arange(nonzero.size)
-    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (np.arange(nonzero.size), nonzero)),
-                                 shape=(nonzero.size, n * M))
-    return TokenSet(rows, index.reshape(n, M), np.ones(nonzero.size, dtype=np.int64), Et, nonzero, ())
+        raise ValueError(f"every token of X is zero: {nothing}; check the data")
+    return (flat if nonzero.size == flat.shape[0] else flat[nonzero]), nonzero
+
+
+def _positions(nonzero: np.ndarray, token: np.ndarray, n_tokens: int, shape: tuple) -> tuple:
+    """(index (n, M), Eᵀ (n_tokens, n·M) sparse 0/1) when position nonzero[k] holds token[k] and every other
+    position of ``shape`` (n, M) a zero token (-1 in index, no entry in Eᵀ)."""
+    index = np.full(shape[0] * shape[1], -1, dtype=np.int64)
+    index[nonzero] = token
+    Et = scipy.sparse.csr_matrix((np.ones(nonzero.size), (token, nonzero)), shape=(n_tokens, index.size))
+    return index.reshape(shape), Et
 
 
 def orthonormal_basis(U: np.ndarray) -> np.ndarray:
