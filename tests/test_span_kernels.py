@@ -43,6 +43,16 @@ def moved_state(obj, scale, seed=3):
     return st
 
 
+def run_kernel(fn, obj, UcA, v) -> list:
+    """``span_step`` (compiled or its Python, ``fn``) on the training set of ``obj`` with UcA (n_u, 2 d_h) and value
+    scores v (n, M): its outputs Q, K, Z, S, abar, f, dv, G, each in an array of its own."""
+    (n, M), d_h, n_u = obj.tokens.index.shape, obj.QKW0.shape[1] // 2, obj.tokens.n_unique
+    out = [np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M)),
+           np.empty((n, M)), np.empty(n), np.empty((n, M)), np.empty((n_u, 2 * d_h))]
+    fn(obj.QKW0, UcA, obj.tokens.index, v, obj.y, float(n), obj._first, *out)
+    return out
+
+
 # Relative to each array's largest entry. Measured: ≤ 1.4e-15 (exp to 1 ulp, sums of M = 16 terms in another
 # order, then dQ, dK rows summed over M products); a wrong term or a missed row moves an entry by O(1e-2).
 ROUNDING = 1e-13
@@ -110,14 +120,8 @@ def test_compiled_kernel_equals_its_python_to_the_bit():
     st = moved_state(obj, 1e-4)
     UcA = obj.U_c @ _side_by_side(st.A_Q, st.A_K)
     v = obj.tokens.gather(obj.tokens.U @ (p0.W_V @ p0.w_O))
-    (n, M), d_h, n_u = obj.tokens.index.shape, p0.W_Q.shape[1], obj.tokens.n_unique
-    outs = []
-    for fn in (_kernels.span_step, _kernels.span_step.py_func):
-        out = [np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M)),
-               np.empty((n, M)), np.empty(n), np.empty((n, M)), np.empty((n_u, 2 * d_h))]
-        fn(obj.QKW0, UcA, obj.tokens.index, v, obj.y, float(n), obj._first, *out)
-        outs.append(out)
-    for a, b in zip(*outs):
+    compiled, plain = (run_kernel(fn, obj, UcA, v) for fn in (_kernels.span_step, _kernels.span_step.py_func))
+    for a, b in zip(compiled, plain):
         np.testing.assert_array_equal(a, b)
 
 
@@ -157,16 +161,11 @@ def test_kernel_as_plain_python_takes_margins_past_the_float64_range_of_exp():
     (ℓ' = -0), as compiled code and the numpy path do. Plain Python and compiled: the same arrays."""
     data, p0 = small()
     obj = SpanObjective(p0, data.X, data.y, core="numba")
-    (n, M), d_h, n_u = obj.tokens.index.shape, p0.W_Q.shape[1], obj.tokens.n_unique
-    v = np.where(data.y[:, None] > 0, 1e3, -1e3) * np.ones((n, M))    # f = ±1000 on the side of y: y·f = 1000
+    v = np.where(data.y[:, None] > 0, 1e3, -1e3) * np.ones(obj.tokens.index.shape)   # f = ±1000 on y's side
     plain = getattr(_kernels.span_step, "py_func", _kernels.span_step)    # without JIT the kernel is plain already
-    outs = []
-    for fn in (plain, _kernels.span_step):
-        out = [np.empty((n, M, d_h)), np.empty((n, M, d_h)), np.empty((n, M, M)), np.empty((n, M, M)),
-               np.empty((n, M)), np.empty(n), np.empty((n, M)), np.empty((n_u, 2 * d_h))]
-        fn(obj.QKW0, obj.QKW0[:0], obj.tokens.index, v, obj.y, float(n), obj._first, *out)
+    outs = [run_kernel(fn, obj, obj.QKW0[:0], v) for fn in (plain, _kernels.span_step)]   # UcA with no rows: A = 0
+    for out in outs:
         assert np.all(obj.y * out[5] > 709.8) and np.all(out[6] == 0.0) and np.all(out[7] == 0.0)   # ℓ' = 0
-        outs.append(out)
     for a, b in zip(*outs):
         np.testing.assert_array_equal(a, b)
 
