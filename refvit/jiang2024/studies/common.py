@@ -18,9 +18,8 @@ PRESETS = ("quick", "full")
 
 def coords_for(optimizer: str) -> dict:
     """TrainConfig changes for ``optimizer``: GD on exact span coordinates (docs/math.md §8) with the numpy core, the
-    one the committed summaries of these studies were made with (the numba kernel agrees with it to rounding, at
-    the same speed); SignGD and Adam on dense weights (their elementwise updates leave the token span) with the
-    fastest core."""
+    one the committed summaries of these studies were made with (the numba kernel agrees with it to rounding);
+    SignGD and Adam on dense weights (their elementwise updates leave the token span) with the fastest core."""
     return {"coords": "span", "backend": "numpy"} if optimizer == "gd" else {"coords": "dense", "backend": "auto"}
 
 
